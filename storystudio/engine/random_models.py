@@ -1,0 +1,196 @@
+"""Random-weight Stable Diffusion models, built offline.
+
+``create_tiny_model`` writes a tiny SD1.5- or SDXL-shaped model (tokenizer
+included) in the normal diffusers folder layout, so tests and demos run the
+real pipeline and the real loading code without network or GPU. Its images
+are noise. ``build_pipeline(..., size="full")`` builds the real-size SDXL
+architecture in memory for benchmarks: cost does not depend on weight values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+ARCHES = ("sd15", "sdxl")
+
+# The same schedule the released SD1.5 and SDXL checkpoints were trained with.
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    steps_offset=1,
+    timestep_spacing="leading",
+    prediction_type="epsilon",
+)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """CLIP's reversible map from bytes to printable characters."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _corpus() -> str:
+    """Text the tiny tokenizer learns its merges from: the example stories and styles."""
+    texts = []
+    root = resources.files("storystudio.resources")
+    for entry in (root / "examples").iterdir():
+        if entry.name.endswith(".txt"):
+            texts.append(entry.read_text(encoding="utf-8"))
+    styles = root / "styles.json"
+    if styles.is_file():
+        texts.append(styles.read_text(encoding="utf-8"))
+    return "\n".join(texts)
+
+
+def build_tiny_tokenizer(merges_wanted: int = 600):
+    """A CLIP tokenizer with a small byte-level BPE vocabulary learned from the bundled texts."""
+    from transformers import CLIPTokenizer
+
+    byte_chars = list(_bytes_to_unicode().values())
+    words = Counter(re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", _corpus().lower()))
+    # Each word as a tuple of symbols, the last one marked as a word end.
+    vocab_words = {tuple(w[:-1]) + (w[-1] + "</w>",): n for w, n in words.items() if w.isascii()}
+    merges: list[tuple[str, str]] = []
+    for _ in range(merges_wanted):
+        pairs: Counter = Counter()
+        for word, n in vocab_words.items():
+            for a, b in zip(word, word[1:]):
+                pairs[(a, b)] += n
+        if not pairs:
+            break
+        best = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        merges.append(best)
+        merged = {}
+        for word, n in vocab_words.items():
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged[tuple(out)] = n
+        vocab_words = merged
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {}
+    for t in tokens:
+        vocab.setdefault(t, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def _text_config(tokenizer, size: str, second: bool):
+    from transformers import CLIPTextConfig
+
+    ids = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=77,
+    )
+    if size == "tiny":
+        return CLIPTextConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, projection_dim=32, **ids)
+    if second:  # OpenCLIP ViT-bigG/14 text tower
+        return CLIPTextConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20, projection_dim=1280, hidden_act="gelu", **ids)
+    return CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, projection_dim=768, hidden_act="quick_gelu", **ids)
+
+
+def _unet_config(arch: str, size: str) -> dict:
+    if size == "full":
+        if arch != "sdxl":
+            raise ValueError("full-size random models are only built for sdxl")
+        return dict(
+            sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+            cross_attention_dim=2048, use_linear_projection=True,
+            addition_embed_type="text_time", addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+        )
+    common = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                  block_out_channels=(32, 64, 64), norm_num_groups=8, attention_head_dim=8)
+    if arch == "sd15":
+        return dict(common, cross_attention_dim=32,
+                    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
+    return dict(common, cross_attention_dim=64, use_linear_projection=True,
+                transformer_layers_per_block=(1, 1, 2),
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                addition_embed_type="text_time", addition_time_embed_dim=8,
+                projection_class_embeddings_input_dim=8 * 6 + 32)
+
+
+def _vae_config(arch: str, size: str) -> dict:
+    blocks = 4  # four levels: latents are 1/8 of the image, as in the real models
+    if size == "full":
+        channels, groups, layers = (128, 256, 512, 512), 32, 2
+    else:
+        channels, groups, layers = (16,) * blocks, 8, 1
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=layers,
+        block_out_channels=channels, norm_num_groups=groups,
+        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+        scaling_factor=0.13025 if arch == "sdxl" else 0.18215,
+        force_upcast=arch == "sdxl",
+    )
+
+
+def build_pipeline(arch: str, size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """A StableDiffusion(XL)Pipeline with random weights, in memory."""
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    if arch not in ARCHES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHES)}")
+    torch.manual_seed(seed)
+    tokenizer = build_tiny_tokenizer()
+    with torch.device(device):
+        unet = UNet2DConditionModel(**_unet_config(arch, size))
+        vae = AutoencoderKL(**_vae_config(arch, size))
+        if arch == "sd15":
+            text_encoder = CLIPTextModel(_text_config(tokenizer, size, second=False))
+        else:
+            text_encoder = CLIPTextModel(_text_config(tokenizer, size, second=False))
+            text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, size, second=True))
+    scheduler = EulerDiscreteScheduler(**SCHEDULER_CONFIG)
+    parts = dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+    if arch == "sd15":
+        pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    else:
+        pipe = StableDiffusionXLPipeline(**parts, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer)
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+
+
+def create_tiny_model(folder: str | Path, arch: str = "sd15", seed: int = 0) -> Path:
+    """Write a tiny random-weight model in the diffusers folder layout (safetensors weights)."""
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} is not empty; choose a new folder for the tiny model.")
+    pipe = build_pipeline(arch, "tiny", seed=seed)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
