@@ -219,14 +219,16 @@ class ConsistentAttention:
             self._end()
 
     @contextlib.contextmanager
-    def write(self, character: str, n_images: int, sample_seed: int, keep_on: str = "host") -> Iterator[dict]:
+    def write(
+        self, character: str, n_images: int, sample_seed: int, keep_on: str = "host", steps: int = 50
+    ) -> Iterator[dict]:
         """Generate one character's reference images together and record its bank.
 
         The yielded dict receives the finished bank under ``"bank"`` when the
         block ends without error.
         """
         self._begin(Phase.WRITE, n_images)
-        self._writer = BankWriter(character, keep_on=keep_on)
+        self._writer = BankWriter(character, keep_on=keep_on, expected_steps=steps)
         self._write_seed = int(sample_seed)
         out: dict[str, Any] = {}
         try:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from importlib import resources
 from pathlib import Path
 
 import torch
+
+from ..resources_path import resources_dir
 
 ARCHES = ("sd15", "sdxl")
 
@@ -46,8 +47,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 def _corpus() -> str:
     """Text the tiny tokenizer learns its merges from: the example stories and styles."""
     texts = []
-    root = resources.files("storystudio.resources")
-    for entry in (root / "examples").iterdir():
+    root = resources_dir()
+    for entry in sorted((root / "examples").iterdir()):
         if entry.name.endswith(".txt"):
             texts.append(entry.read_text(encoding="utf-8"))
     styles = root / "styles.json"

@@ -342,7 +342,7 @@ class StoryPipeline:
         )
         if job.phase == "write":
             sample_seed = derive_seed(settings.seed, f"write:{job.characters[0]}")
-            with csa.write(job.characters[0], n, sample_seed, keep_on=settings.bank_on) as out:
+            with csa.write(job.characters[0], n, sample_seed, keep_on=settings.bank_on, steps=settings.steps) as out:
                 latents = self.pipe(**call).images
             bank = out["bank"]
             bank.recipe.update(self._recipe(settings, job))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+
+from ..resources_path import resource
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Style:
 
 @cache
 def _catalog() -> tuple[dict[str, Style], str]:
-    data = json.loads((resources.files("storystudio.resources") / "styles.json").read_text(encoding="utf-8"))
+    data = json.loads(resource("styles.json").read_text(encoding="utf-8"))
     styles = {s["name"]: Style(s["name"], s["prompt"], s["negative"]) for s in data["styles"]}
     return styles, data["default"]
 
