@@ -109,6 +109,15 @@ def _class_of(model_index: dict, where: str) -> str:
     return name
 
 
+def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    # diffusers 0.42 renamed torch_dtype to dtype and warns about the old name.
+    import diffusers
+    from packaging.version import Version
+
+    key = "dtype" if Version(diffusers.__version__).release >= (0, 42) else "torch_dtype"
+    return {key: dtype}
+
+
 def load_model(
     source: str,
     device: str = "auto",
@@ -121,7 +130,7 @@ def load_model(
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     path = Path(source).expanduser()
-    common = dict(torch_dtype=dt)
+    common = _dtype_kwargs(dt)
     try:
         if path.is_dir():
             index = path / "model_index.json"
@@ -198,3 +207,77 @@ def device_summary(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple GPU (MPS)"
     return "CPU"
+
+
+def quiet_libraries() -> None:
+    """Keep diffusers' and transformers' progress bars and advice out of the user's terminal."""
+    import warnings
+
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
+
+
+def model_folders() -> dict[str, Path]:
+    """Where models are looked for: the Hugging Face cache and StoryStudio's own folder."""
+    from huggingface_hub import constants
+    from platformdirs import user_data_path
+
+    return {
+        "Hugging Face cache": Path(constants.HF_HUB_CACHE),
+        "StoryStudio models": user_data_path("StoryStudio", appauthor=False) / "models",
+    }
+
+
+def _folder_arch(folder: Path) -> str | None:
+    index = folder / "model_index.json"
+    try:
+        return SUPPORTED_PIPELINES.get(json.loads(index.read_text()).get("_class_name", ""))
+    except (OSError, ValueError):
+        return None
+
+
+def _size_gb(path: Path) -> float:
+    if path.is_file():
+        return path.stat().st_size / 1e9
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e9
+
+
+def find_local_models() -> list[dict[str, Any]]:
+    """Stable Diffusion models already on this computer (no network)."""
+    found: list[dict[str, Any]] = []
+    folders = model_folders()
+    cache = folders["Hugging Face cache"]
+    if cache.is_dir():
+        from huggingface_hub import scan_cache_dir
+
+        try:
+            info = scan_cache_dir(cache)
+        except Exception:  # a damaged cache must not stop the listing
+            info = None
+        for repo in info.repos if info else []:
+            if repo.repo_type != "model":
+                continue
+            for rev in repo.revisions:
+                arch = _folder_arch(Path(rev.snapshot_path))
+                if arch:
+                    found.append({"id": repo.repo_id, "arch": arch, "size_gb": repo.size_on_disk / 1e9,
+                                  "where": str(rev.snapshot_path)})
+                    break
+    own = folders["StoryStudio models"]
+    if own.is_dir():
+        for entry in sorted(own.iterdir()):
+            arch = _folder_arch(entry) if entry.is_dir() else None
+            if entry.suffix == ".safetensors":
+                try:
+                    arch = detect_checkpoint_arch(entry)
+                except ModelError:
+                    arch = None
+            if arch:
+                found.append({"id": str(entry), "arch": arch, "size_gb": _size_gb(entry), "where": str(entry)})
+    return found

@@ -1,0 +1,1 @@
+"""Generation without Qt: consistent attention, the story pipeline, model loading, styles."""
