@@ -81,7 +81,7 @@ class GenerationSettings:
         if self.guidance < 0:
             problems.append("guidance cannot be negative")
         if self.id_length < 1:
-            problems.append("id_length must be at least 1")
+            problems.append("the number of reference images (id_length) must be at least 1")
         if self.batch_size < 1:
             problems.append("batch size must be at least 1")
         if self.scheduler not in SCHEDULERS:
@@ -89,7 +89,8 @@ class GenerationSettings:
         if self.bank_on not in ("host", "device"):
             problems.append("the bank lives on 'host' or 'device'")
         if problems:
-            raise ValueError("; ".join(problems).capitalize() + ".")
+            text = "; ".join(problems)
+            raise ValueError(text[0].upper() + text[1:] + ".")
         get_style(self.style)
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,13 +165,13 @@ class StoryPipeline:
         limit = tok.model_max_length
         style = get_style(settings.style)
         messages = []
-        for panel in story.panels:
+        for number, panel in enumerate(story.panels, 1):
             prompt, _ = style.apply(story.expand(panel))
             ids = tok(prompt, truncation=False, add_special_tokens=True).input_ids
             if len(ids) > limit:
                 dropped = tok.decode(ids[limit - 1 : -1]).strip()
                 messages.append(
-                    f"Panel {panel.key}: the prompt is {len(ids)} tokens with the style and character descriptions; "
+                    f"Panel {number}: the prompt is {len(ids)} tokens with the style and character descriptions; "
                     f"the text encoder reads {limit}, so the end is cut off (\"{dropped[:80]}\" is ignored). "
                     "Shorten it to keep every word."
                 )
