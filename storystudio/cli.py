@@ -54,6 +54,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from .engine.story_pipeline import SCHEDULERS
+    from .engine.styles import default_style, style_names
 
     root = _Parser(prog="storystudio", description="Comics with the same characters in every panel.")
     root.add_argument("--version", action="version", version=f"StoryStudio {__version__}")
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=35, help="denoising steps (default 35)")
     r.add_argument("--size", type=_size, default=(768, 768), metavar="WxH", help="panel size (default 768x768)")
     r.add_argument("--seed", type=int, default=0, help="story seed; each panel's seed derives from it")
-    r.add_argument("--style", default=None, help="style template name (see `storystudio render --list-styles`)")
+    r.add_argument("--style", default=None,
+                   help=f"style template: {', '.join(style_names())} (default {default_style()})")
     r.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (default 5.0)")
     r.add_argument("--negative", default="", help="extra negative prompt")
     r.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))

@@ -1,0 +1,358 @@
+"""The ``storystudio`` command: help and version, tiny models, headless renders, plain errors.
+
+Everything runs on the CPU and offline with the tiny random models of conftest.py
+(their pictures are noise). Renders are shared through module-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import huggingface_hub.constants
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import EXAMPLE, SMALL_STORY
+from storystudio import __version__
+from storystudio.cli import main
+from storystudio.engine.imaging import read_png_parameters
+from storystudio.engine.models import model_folders
+from storystudio.engine.styles import style_names
+
+FAST = ["--steps", "2", "--size", "64x64", "--device", "cpu"]
+PNG_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "model", "consistency")
+SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"  # a 40-hex commit hash
+
+
+@dataclass
+class Run:
+    rc: int
+    out: str
+    err: str
+
+
+def cli(*argv) -> Run:
+    """Run ``storystudio`` in this process, as the console script would, capturing its output."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse ends with SystemExit; the console script turns it into the exit code
+            rc = exc.code
+    return Run(rc, out.getvalue(), err.getvalue())
+
+
+def pngs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.png"))
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def assert_plain_error(run: Run, *fragments: str) -> None:
+    """Exit code 2 and a message in plain words, ending with the one ``storystudio:`` line."""
+    assert run.rc == 2, (run.rc, run.err)
+    assert "Traceback" not in run.err and "Traceback" not in run.out
+    lines = [line for line in run.err.splitlines() if line.strip()]
+    assert lines, "no message on stderr"
+    assert any(line.startswith("storystudio") for line in lines), run.err
+    for fragment in fragments:
+        assert fragment in run.err, (fragment, run.err)
+
+
+def point_hf_cache(monkeypatch, cache: Path, home: Path) -> None:
+    """Make the Hugging Face cache (and StoryStudio's own model folder) live in test folders."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HOME", str(home / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    # huggingface_hub reads HF_HUB_CACHE once, at import; everything downstream reads this attribute.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+
+@pytest.fixture(scope="module")
+def small_script(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("scripts") / "small.story.txt"
+    path.write_text(SMALL_STORY, encoding="utf-8")
+    return path
+
+
+# ---- help and version through the installed console script ------------------------------------
+def test_console_script_version_and_help():
+    exe = Path(sys.executable).parent / "storystudio"
+    assert exe.is_file(), f"the console script is not installed next to {sys.executable}"
+    commands = {"version": ["--version"], "help": ["--help"], "render": ["render", "--help"]}
+    # started together: each one pays the interpreter and library import cost
+    procs = {name: subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, args in commands.items()}
+    results = {name: (p.communicate(timeout=120), p.returncode) for name, p in procs.items()}
+
+    (out, err), rc = results["version"]
+    assert rc == 0, err
+    assert out.strip() == f"StoryStudio {__version__}"
+
+    (out, err), rc = results["help"]
+    assert rc == 0, err
+    assert out.startswith("usage: storystudio")
+    assert "Comics with the same characters in every panel." in out
+    assert "render" in out and "models" in out and "--version" in out
+
+    (out, err), rc = results["render"]
+    assert rc == 0, err
+    assert out.startswith("usage: storystudio render")
+    for option in ("INPUT", "--out", "--model", "--steps", "--size", "--seed", "--style", "--panels",
+                   "--banks", "--save-banks", "--allow-download"):
+        assert option in out, option
+    flat = " ".join(out.split())  # argparse wraps long help lines
+    assert all(name in flat for name in style_names()), "the --style help must name the styles"
+    assert "--list-styles" not in out, "the help must not point to an option that does not exist"
+    assert "Traceback" not in err
+
+
+# ---- models create-tiny ---------------------------------------------------------------------
+def test_models_create_tiny_writes_a_diffusers_folder(tmp_path):
+    folder = tmp_path / "tiny15"
+    run = cli("models", "create-tiny", folder, "--arch", "sd15")
+    assert run.rc == 0, run.err
+    assert str(folder) in run.out and "sd15" in run.out
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    for part in ("unet", "vae", "text_encoder"):
+        assert (folder / part / "config.json").is_file(), part
+        weights = list((folder / part).glob("*.safetensors"))
+        assert weights and all(w.stat().st_size > 0 for w in weights), part
+    assert any((folder / "tokenizer").iterdir())
+    assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt")), "weights must be safetensors only"
+
+
+def test_models_create_tiny_refuses_a_non_empty_folder(tmp_path):
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me", encoding="utf-8")
+    run = cli("models", "create-tiny", folder, "--arch", "sd15")
+    assert run.rc == 2
+    assert run.err.count("\n") == 1 and run.err.startswith("storystudio: "), run.err
+    assert "not empty" in run.err and "Traceback" not in run.err
+    assert run.out == ""
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert (folder / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+# ---- the bundled example, end to end ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def example_render(tmp_path_factory, tiny_model_dirs):
+    out = tmp_path_factory.mktemp("example") / "out"
+    run = cli("render", EXAMPLE, "--out", out, "--model", tiny_model_dirs["sdxl"], *FAST)
+    return run, out
+
+
+def test_render_example_writes_eight_panels(example_render, tiny_model_dirs):
+    run, out = example_render
+    assert run.rc == 0, run.err
+    assert "Traceback" not in run.err
+    names = [f"panel-{n:03d}.png" for n in range(1, 9)]
+    assert pngs(out) == names
+    for name in names:
+        with Image.open(out / name) as im:
+            assert im.size == (64, 64), name
+        params = read_png_parameters(out / name)
+        missing = [k for k in PNG_KEYS if k not in params]
+        assert not missing, (name, missing)
+        assert params["steps"] == 2 and (params["width"], params["height"]) == (64, 64)
+        assert params["model"] == str(tiny_model_dirs["sdxl"])
+    # panel 1 shows Mira alone: her description replaces the [Mira] tag in the prompt
+    first = read_png_parameters(out / "panel-001.png")
+    assert "copper hair" in first["prompt"] and "[Mira]" not in first["prompt"]
+    assert "white beard" not in first["prompt"]
+    # panel 8 shows both characters
+    last = read_png_parameters(out / "panel-008.png")
+    assert "copper hair" in last["prompt"] and "white beard" in last["prompt"]
+
+
+def test_render_example_manifest(example_render):
+    run, out = example_render
+    assert run.rc == 0, run.err
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "complete"
+    assert manifest["title"] == "lighthouse"
+    assert manifest["model"]["arch"] == "sdxl"
+    panels = manifest["panels"]
+    assert [p["number"] for p in panels] == list(range(1, 9))
+    assert [p["file"] for p in panels] == [f"panel-{n:03d}.png" for n in range(1, 9)]
+    assert [p["role"] for p in panels] == ["reference"] * 6 + ["panel"] * 2
+    seeds = [p["seed"] for p in panels]
+    assert all(isinstance(s, int) for s in seeds) and len(set(seeds)) == 8
+    for p in panels:  # the manifest agrees with what each PNG says about itself
+        assert read_png_parameters(out / p["file"])["seed"] == p["seed"]
+    assert panels[6]["characters"] == [] and panels[7]["characters"] == ["Mira", "Tobias"]
+
+    cast = {c["name"]: c for c in manifest["characters"]}
+    assert set(cast) == {"Mira", "Tobias"}
+    assert all(c["bank_bytes"] > 0 for c in cast.values())
+    assert "copper hair" in cast["Mira"]["description"]
+
+    settings = manifest["settings"]
+    assert (settings["steps"], settings["width"], settings["height"], settings["seed"]) == (2, 64, 64, 0)
+    timings = manifest["timings"]
+    assert timings["total_seconds"] > 0 and timings["model_load_seconds"] > 0
+    assert timings.get("write_unet_calls", 0) > 0 and timings.get("read_unet_calls", 0) > 0
+    assert any("Tobias" in m and "2" in m for m in manifest["messages"]), manifest["messages"]
+
+
+# ---- reproducibility and regenerating one panel from saved banks ---------------------------------
+@pytest.fixture(scope="module")
+def small_renders(tmp_path_factory, small_script, tiny_model_dirs):
+    root = tmp_path_factory.mktemp("small")
+    model = tiny_model_dirs["sd15"]
+    full = cli("render", small_script, "--out", root / "out", "--model", model, *FAST, "--save-banks")
+    again = cli("render", small_script, "--out", root / "out2", "--model", model, *FAST,
+                "--panels", "6", "--banks", root / "out" / "banks")
+    other_seed = cli("render", small_script, "--out", root / "out3", "--model", model, *FAST, "--seed", "1")
+    return root, {"full": full, "again": again, "other_seed": other_seed}
+
+
+def test_save_banks_writes_one_bank_per_character(small_renders):
+    root, runs = small_renders
+    assert runs["full"].rc == 0, runs["full"].err
+    assert pngs(root / "out") == [f"panel-{n:03d}.png" for n in range(1, 7)]
+    banks = sorted(p.name for p in (root / "out" / "banks").glob("*.safetensors"))
+    assert banks == ["Ann.safetensors", "Bo.safetensors"]
+    assert all((root / "out" / "banks" / b).stat().st_size > 0 for b in banks)
+
+
+def test_one_panel_regenerated_from_banks_is_identical(small_renders):
+    root, runs = small_renders
+    assert runs["again"].rc == 0, runs["again"].err
+    out2 = root / "out2"
+    assert pngs(out2) == ["panel-006.png"]
+    assert not (out2 / "banks").exists()
+    assert np.array_equal(pixels(out2 / "panel-006.png"), pixels(root / "out" / "panel-006.png"))
+    manifest = json.loads((out2 / "manifest.json").read_text(encoding="utf-8"))
+    assert [p["file"] for p in manifest["panels"]] == [None] * 5 + ["panel-006.png"]
+    first = json.loads((root / "out" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["panels"][5]["seed"] == first["panels"][5]["seed"]
+    # the references were not drawn again: no write phase ran
+    assert "write_unet_calls" not in manifest["timings"]
+
+
+def test_another_seed_gives_another_picture(small_renders):
+    root, runs = small_renders
+    assert runs["other_seed"].rc == 0, runs["other_seed"].err
+    a, b = root / "out" / "panel-006.png", root / "out3" / "panel-006.png"
+    assert read_png_parameters(a)["seed"] != read_png_parameters(b)["seed"]
+    assert not np.array_equal(pixels(a), pixels(b))
+
+
+# ---- bad input: exit code 2, one plain message, nothing written -----------------------------------
+BAD_SCRIPTS = {
+    "unknown-name": "[Ann] a girl with red hair\n\n[Ann] reads a book\n[Zed] dances in the rain\n",
+    "malformed": "[Ann] a girl with red hair\n\n[Ann] reads a book\n[Ann walks home\n",
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing-input", "unknown-name", "malformed", "size-not-wxh", "size-not-multiple", "size-not-model-multiple",
+     "unknown-style", "missing-model-file", "model-not-cached", "pdf", "panel-out-of-range"],
+)
+def test_bad_input_is_refused_plainly(case, tmp_path, small_script, tiny_model_dirs, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("existing", encoding="utf-8")
+    script, model, extra = small_script, str(tiny_model_dirs["sd15"]), []
+    expected: tuple[str, ...]
+    # extra options come after FAST: for a repeated --size, argparse keeps the last one
+    if case == "missing-input":
+        script = tmp_path / "nowhere.story.txt"
+        expected = ("nowhere.story.txt", "does not exist")
+    elif case in BAD_SCRIPTS:
+        script = tmp_path / f"{case}.story.txt"
+        script.write_text(BAD_SCRIPTS[case], encoding="utf-8")
+        expected = ("[Zed]", "not in the cast") if case == "unknown-name" else ("Line 4", "never closed")
+    elif case == "size-not-wxh":
+        extra, expected = ["--size", "100"], ('"100" is not a size', "WIDTHxHEIGHT")
+    elif case == "size-not-multiple":
+        extra, expected = ["--size", "70x70"], ("multiples of 8",)
+    elif case == "size-not-model-multiple":  # passes the general check; this model needs multiples of 32
+        extra, expected = ["--size", "80x80"], ("multiples of 32",)
+    elif case == "unknown-style":
+        extra, expected = ["--style", "Nope"], ('"Nope"', *style_names())
+    elif case == "missing-model-file":
+        model, expected = "/nonexistent/path.safetensors", ("/nonexistent/path.safetensors", "does not exist")
+    elif case == "model-not-cached":
+        empty = tmp_path / "empty-cache"
+        empty.mkdir()
+        point_hf_cache(monkeypatch, empty, tmp_path)
+        model, expected = "some-org/not-cached", ("some-org/not-cached", "not on this computer")
+    elif case == "pdf":
+        extra, expected = ["--pdf", tmp_path / "x.pdf"], ("PDF", "not built yet")
+    else:
+        extra, expected = ["--panels", "99"], ('"99"', "1 to 6")
+
+    run = cli("render", script, "--out", out, "--model", model, *FAST, *extra)
+    assert_plain_error(run, *expected)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "existing"
+    assert not (tmp_path / "x.pdf").exists()
+
+
+# ---- the model folders and the Hugging Face cache ---------------------------------------------
+@pytest.fixture(scope="module")
+def hf_cache(tmp_path_factory, tiny_model_dirs) -> Path:
+    """A Hugging Face cache holding the tiny sd15 model as the repo ``tiny/sd15``."""
+    cache = tmp_path_factory.mktemp("hf-cache")
+    repo = cache / "models--tiny--sd15"
+    shutil.copytree(tiny_model_dirs["sd15"], repo / "snapshots" / SNAPSHOT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(SNAPSHOT, encoding="utf-8")  # no newline, as the Hub client writes it
+    return cache
+
+
+def test_models_path_prints_both_folders(tmp_path, monkeypatch):
+    point_hf_cache(monkeypatch, tmp_path / "cache", tmp_path)
+    run = cli("models", "path")
+    assert run.rc == 0, run.err
+    lines = run.out.splitlines()
+    assert f"Hugging Face cache: {tmp_path / 'cache'}" in lines
+    own = [line for line in lines if line.startswith("StoryStudio models: ")]
+    assert own and own[0].endswith(str(model_folders()["StoryStudio models"]))
+    assert str(tmp_path / "data") in own[0]
+
+
+def test_models_list_finds_a_cached_hub_model(hf_cache, tmp_path, monkeypatch):
+    point_hf_cache(monkeypatch, hf_cache, tmp_path)
+    run = cli("models", "list")
+    assert run.rc == 0, run.err
+    rows = [line.split("\t") for line in run.out.splitlines() if "\t" in line]
+    assert [(r[0], r[1]) for r in rows] == [("tiny/sd15", "sd15")], run.out
+    assert rows[0][3] == str(hf_cache / "models--tiny--sd15" / "snapshots" / SNAPSHOT)
+
+
+def test_models_list_with_an_empty_cache(tmp_path, monkeypatch):
+    (tmp_path / "cache").mkdir()
+    point_hf_cache(monkeypatch, tmp_path / "cache", tmp_path)
+    run = cli("models", "list")
+    assert run.rc == 0, run.err
+    assert "No Stable Diffusion models were found" in run.out
+
+
+def test_render_with_a_hub_id_from_the_cache(hf_cache, tmp_path, small_script, monkeypatch):
+    point_hf_cache(monkeypatch, hf_cache, tmp_path)
+    out = tmp_path / "out"
+    run = cli("render", small_script, "--out", out, "--model", "tiny/sd15", *FAST)
+    assert run.rc == 0, run.err
+    assert pngs(out) == [f"panel-{n:03d}.png" for n in range(1, 7)]
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "complete"
+    assert manifest["model"]["source"] == "tiny/sd15" and manifest["model"]["arch"] == "sd15"
+    assert read_png_parameters(out / "panel-001.png")["model"] == "tiny/sd15"
