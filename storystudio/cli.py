@@ -174,11 +174,7 @@ def render(args) -> int:
     numbered = {p.key: i for i, p in enumerate(story.panels, 1)}
     only = _panel_selection(args.panels, story)
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the output folder {out} ({exc.strerror}).") from None
-
+    _check_writable(out)
     from .engine.bank import CharacterBank
     from .engine.imaging import save_png
     from .engine.models import ModelError, load_model, quiet_libraries
@@ -194,6 +190,10 @@ def render(args) -> int:
     except ModelError as exc:
         raise UserError(str(exc)) from None
     load_seconds = time.perf_counter() - started
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {out} ({exc.strerror}).") from None
     _say(f"Model ready on {model.device.type} ({str(model.dtype).removeprefix('torch.')}) in {load_seconds:.1f} s.")
 
     files: dict[str, str] = {}
@@ -233,6 +233,17 @@ def render(args) -> int:
         return EXIT_CANCELLED
     _say(f"Wrote {len(files)} image(s) and manifest.json to {out} in {total_seconds:.1f} s.")
     return 0
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an output folder that cannot be made before spending minutes on the model."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a folder; choose another --out.")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write into {parent}; choose another --out.")
 
 
 def _panel_selection(spec: str | None, story) -> list[str] | None:

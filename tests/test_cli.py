@@ -356,3 +356,18 @@ def test_render_with_a_hub_id_from_the_cache(hf_cache, tmp_path, small_script, m
     assert manifest["status"] == "complete"
     assert manifest["model"]["source"] == "tiny/sd15" and manifest["model"]["arch"] == "sd15"
     assert read_png_parameters(out / "panel-001.png")["model"] == "tiny/sd15"
+
+
+def test_output_that_is_a_file_is_refused_before_loading(tmp_path, small_script):
+    taken = tmp_path / "taken"
+    taken.write_text("mine", encoding="utf-8")
+    run = cli("render", small_script, "--out", taken, "--model", "/nonexistent/model.safetensors", *FAST)
+    assert_plain_error(run, "is a file, not a folder")  # reported before the (missing) model is looked at
+    assert taken.read_text(encoding="utf-8") == "mine"
+
+
+def test_failed_model_load_leaves_no_output_folder(tmp_path, small_script):
+    out = tmp_path / "new-out"
+    run = cli("render", small_script, "--out", out, "--model", "/nonexistent/model.safetensors", *FAST)
+    assert_plain_error(run, "does not exist")
+    assert not out.exists()

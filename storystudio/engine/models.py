@@ -221,6 +221,7 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
+    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
 
 
 def model_folders() -> dict[str, Path]:
