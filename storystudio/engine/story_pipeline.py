@@ -260,10 +260,12 @@ class StoryPipeline:
             if unknown:
                 raise ValueError(f"There is no panel {', '.join(sorted(unknown))} in this story.")
         needed_chars = {c for j in reads if wanted is None or wanted & set(j.keys) for c in j.characters}
+        # A character is written when a wanted panel needs its bank and none was given, or when one of
+        # its own reference panels is wanted: a reference panel is only reproduced by the write it came from.
         writes = [
             w for w in writes
-            if w.characters[0] not in banks
-            and (wanted is None or w.characters[0] in needed_chars or wanted & set(w.keys))
+            if (wanted is not None and wanted & set(w.keys))
+            or (w.characters[0] not in banks and (wanted is None or w.characters[0] in needed_chars))
         ]
         reads = [r for r in reads if wanted is None or wanted & set(r.keys)]
         total = sum(len(j.keys) for j in writes + reads)
@@ -291,6 +293,8 @@ class StoryPipeline:
                             result.sheets.append(out)
                         elif wanted is None or key in wanted:
                             result.images[key] = out
+                        else:
+                            continue  # drawn only to rebuild a bank; the caller did not ask for it
                         if on_image is not None:
                             on_image(out)
                     done += len(job.keys)

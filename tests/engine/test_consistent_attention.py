@@ -304,3 +304,36 @@ def test_without_guidance(tiny_sd15):
         with csa.plain(1):
             plain = unet_out(pipe, lat, text, kw)
     assert torch.isfinite(out).all() and not torch.allclose(read, plain)
+
+
+@torch.no_grad()
+def test_sd21_shaped_unet():
+    """SD2.x: linear projections, per-block head counts, 1024-wide text (here scaled down)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
+        attention_head_dim=(2, 4, 4), use_linear_projection=True, cross_attention_dim=48,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    unet.set_attn_processor(AttnProcessor2_0())
+    g = torch.Generator().manual_seed(1)
+    lat, text = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 77, 48, generator=g)
+
+    def run():
+        return unet(lat, torch.tensor(400), encoder_hidden_states=text, return_dict=False)[0]
+
+    plain = run()
+    with ConsistentAttention(unet, ConsistencyConfig(rate_coarse=0, rate_fine=0, schedule=ALWAYS)) as csa:
+        with csa.write("A", 2, sample_seed=1):
+            torch.testing.assert_close(run(), plain, rtol=1e-5, atol=1e-5)
+    with ConsistentAttention(unet, ConsistencyConfig(schedule=ALWAYS)) as csa:
+        assert {n.split(".")[1] for n in csa.layers} == {"1", "2"}
+        with csa.write("A", 2, sample_seed=1) as w:
+            written = run()
+        with csa.read([w["bank"]], 2, "cpu"):
+            read = run()
+    assert (written - plain).abs().max() > 1e-4 and (read - plain).abs().max() > 1e-4
+    assert all(isinstance(p, AttnProcessor2_0) for p in unet.attn_processors.values())

@@ -242,3 +242,13 @@ def test_schedulers_and_freeu_switch(tiny_sd15):
     b = engine.render(story, fast(scheduler="euler", freeu=True)).images["panel-1"].image
     assert not np.array_equal(pixels(a), pixels(b))
     assert getattr(engine.pipe.unet.up_blocks[0], "b1", None) is None  # FreeU is switched off after the run
+
+
+def test_regenerating_a_reference_panel_rewrites_its_character(rendered):
+    story, engine, result = rendered
+    handed = []
+    again = engine.render(story, fast(), banks=dict(result.banks), only=["panel-2"], on_image=handed.append)
+    assert list(again.images) == ["panel-2"] and [h.key for h in handed] == ["panel-2"]
+    assert again.images["panel-2"].role == "reference"
+    assert np.array_equal(pixels(again.images["panel-2"].image), pixels(result.images["panel-2"].image))
+    assert torch.equal(again.banks["Ann"].data, result.banks["Ann"].data)
