@@ -254,6 +254,10 @@ class StoryPipeline:
         writes, reads, messages = self.plan(story, settings)
         messages = self.check_prompts(story, settings) + messages
         banks = dict(banks or {})
+        for w in writes:
+            name = w.characters[0]
+            if name in banks and not self.bank_is_current(banks[name], w, settings):
+                del banks[name]  # made from another description, seed or setting: write it again
         wanted = set(only) if only is not None else None
         if wanted is not None:
             unknown = wanted - {p.key for p in story.panels}
@@ -361,22 +365,18 @@ class StoryPipeline:
         images = decode_latents(self.pipe.vae, latents, self.pipe.image_processor)
         return images, time.perf_counter() - start, bank
 
+    _RECIPE_KEYS = ("model", "prompts", "negative_prompts", "seeds", "steps", "width", "height", "guidance",
+                    "scheduler", "freeu", "story_seed", "consistency", "dtype")
+
+    def bank_is_current(self, bank: CharacterBank, job: _Job, settings: GenerationSettings) -> bool:
+        """Whether a bank was written by exactly this write job (same model, prompts, seeds and settings)."""
+        want = self._recipe(settings, job)
+        return all(bank.recipe.get(k) == want[k] for k in self._RECIPE_KEYS)
+
     def _check_banks(self, job: _Job, banks: dict[str, CharacterBank], settings: GenerationSettings) -> None:
         for name in job.characters:
-            bank = banks.get(name)
-            if bank is None:
+            if name not in banks:  # the plan writes every needed character first; this guards the plan
                 raise ValueError(f"[{name}] has no references yet; generate the character's references first.")
-            made = bank.recipe
-            if made.get("width") and (made["width"], made["height"]) != (settings.width, settings.height):
-                raise ValueError(
-                    f"[{name}]'s references were made at {made['width']}x{made['height']}; panels must use the same "
-                    "size, or generate the references again."
-                )
-            if made.get("steps") and made["steps"] != settings.steps:
-                raise ValueError(
-                    f"[{name}]'s references were made with {made['steps']} steps; use the same number of steps, "
-                    "or generate the references again."
-                )
 
     def _recipe(self, settings: GenerationSettings, job: _Job) -> dict[str, Any]:
         return dict(

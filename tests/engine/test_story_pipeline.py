@@ -219,12 +219,19 @@ def test_bad_settings_are_refused_before_work(tiny_sd15, small_story, settings, 
         StoryPipeline(tiny_sd15).render(small_story, fast(**settings))
 
 
-def test_bank_from_other_settings_is_refused(rendered):
+def test_stale_banks_are_written_again_not_used(rendered):
     story, engine, result = rendered
-    with pytest.raises(ValueError, match="made with 3 steps"):
-        engine.render(story, fast(steps=4), banks=result.banks, only=["panel-6"])
-    with pytest.raises(ValueError, match="made at 64x64"):
-        engine.render(story, fast(width=128), banks=result.banks, only=["panel-6"])
+    again = engine.render(story, fast(steps=4), banks=result.banks, only=["panel-6"])
+    assert len(again.unet_calls["write"]) == 2 * 4  # Ann and Bo written again, 4 steps each
+    assert again.banks["Ann"].num_steps == 4
+    story.characters[0].description = "a girl with blue hair"
+    try:
+        edited = engine.render(story, fast(), banks=result.banks, only=["panel-6"])
+    finally:
+        story.characters[0].description = "a girl with red hair and a green coat"
+    assert len(edited.unet_calls["write"]) == 3  # only Ann, whose description changed
+    assert "blue hair" in edited.banks["Ann"].recipe["prompts"][0]
+    assert edited.banks["Bo"] is result.banks["Bo"]
 
 
 def test_without_guidance_the_story_renders(tiny_sdxl):
