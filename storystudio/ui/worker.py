@@ -1,0 +1,199 @@
+"""The inference worker: one long-lived QThread that owns the pipeline and runs jobs in order.
+
+The GUI never touches the model. It submits jobs (load a model, generate a
+story or some of its panels) with a snapshot of what to draw; the worker
+answers through signals: progress with a preview, each finished picture as PNG
+bytes with its parameters, errors in plain words, and the end of each job.
+The UI applies pictures to the project itself (as undoable commands).
+
+torch and diffusers are imported by the worker thread when the first job
+needs them, so the window opens without waiting for them.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtGui import QImage
+
+from ..project.story import Story
+
+
+@dataclass
+class ModelChoice:
+    source: str
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_download: bool = False
+
+
+@dataclass
+class RenderJob:
+    """Generate pictures for a story snapshot: every panel, or only ``only`` (panel keys)."""
+
+    story: Story
+    settings: Any  # engine GenerationSettings (built by the caller's snapshot)
+    model: ModelChoice
+    only: list[str] | None = None
+    label: str = "Generate"
+
+
+@dataclass
+class Job:
+    id: int
+    kind: str  # "load" or "render"
+    payload: Any
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def _plain_error(exc: BaseException) -> str:
+    """One message a creator can act on."""
+    name = type(exc).__name__
+    text = str(exc) or name
+    if "OutOfMemory" in name or "out of memory" in text.lower():
+        return ("The GPU ran out of memory. Try a smaller panel size, fewer reference images, "
+                "or the lower-memory setting in Preferences, then generate again.")
+    if name in ("ModelError", "ValueError", "FileNotFoundError", "ScriptError"):
+        return text
+    return f"Generation failed: {text}"
+
+
+class InferenceWorker(QObject):
+    """Lives in the worker thread; its slots run there."""
+
+    progress = Signal(int, str, list, int, int, int, int, QImage)  # job, phase, keys, step, steps, done, total, preview
+    image_ready = Signal(int, str, str, bytes, dict)  # job, panel key, role, PNG bytes, parameters
+    bank_ready = Signal(int, str, int)  # job, character name, bank bytes
+    message = Signal(int, str)  # job, a note for the user (e.g. truncated prompt)
+    model_loaded = Signal(int, str)  # job, one-line description
+    failed = Signal(int, str)  # job, plain message
+    finished = Signal(int, str)  # job, "done" | "cancelled" | "failed"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._model = None
+        self._model_key: tuple | None = None
+        self._banks: dict[str, Any] = {}
+
+    @Slot(object)
+    def run(self, job: Job) -> None:
+        if job.cancel.is_set():
+            self.finished.emit(job.id, "cancelled")
+            return
+        try:
+            if job.kind == "load":
+                self._load(job, job.payload)
+            else:
+                self._render(job, job.payload)
+        except Exception as exc:  # every failure reaches the user as words; the worker keeps running
+            from ..engine.story_pipeline import GenerationCancelled
+
+            if isinstance(exc, GenerationCancelled):
+                self.finished.emit(job.id, "cancelled")
+                return
+            traceback.print_exc()
+            self.failed.emit(job.id, _plain_error(exc))
+            self.finished.emit(job.id, "failed")
+            return
+        self.finished.emit(job.id, "cancelled" if job.cancel.is_set() else "done")
+
+    def _load(self, job: Job, choice: ModelChoice):
+        from ..engine.models import device_summary, load_model, quiet_libraries
+
+        key = (choice.source, choice.device, choice.dtype)
+        if self._model is None or self._model_key != key:
+            quiet_libraries()
+            self._model = None
+            self._banks.clear()
+            self._model = load_model(choice.source, device=choice.device, dtype=choice.dtype,
+                                     allow_download=choice.allow_download)
+            self._model_key = key
+        m = self._model
+        self.model_loaded.emit(job.id, f"{m.name} ({m.arch.upper()}) on {device_summary(m.device)}")
+        return m
+
+    def _render(self, job: Job, work: RenderJob) -> None:
+        from ..engine.story_pipeline import StoryPipeline
+
+        model = self._load(job, work.model)
+        engine = StoryPipeline(model)
+
+        def on_progress(p) -> None:
+            preview = _to_qimage(p.preview) if p.preview is not None else QImage()
+            self.progress.emit(job.id, p.phase, list(p.panel_keys), p.step, p.steps, p.panels_done,
+                               p.panels_total, preview)
+
+        def on_image(img) -> None:
+            buf = io.BytesIO()
+            img.image.save(buf, format="PNG")
+            self.image_ready.emit(job.id, img.key, img.role, buf.getvalue(), img.parameters)
+
+        result = engine.render(work.story, work.settings, progress=on_progress, cancel=job.cancel,
+                               banks=self._banks, only=work.only, on_image=on_image)
+        self._banks.update(result.banks)
+        for name, bank in result.banks.items():
+            self.bank_ready.emit(job.id, name, bank.nbytes)
+        for note in result.messages:
+            self.message.emit(job.id, note)
+
+
+def _to_qimage(pil_image) -> QImage:
+    rgb = pil_image.convert("RGB")
+    data = rgb.tobytes()
+    image = QImage(data, rgb.width, rgb.height, 3 * rgb.width, QImage.Format_RGB888)
+    return image.copy()  # own the pixels: ``data`` goes away with this frame
+
+
+class GenerationService(QObject):
+    """The GUI side: owns the worker thread, numbers jobs, cancels them."""
+
+    submit_job = Signal(object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._ids = itertools.count(1)
+        self._jobs: dict[int, Job] = {}
+        self.thread = QThread()
+        self.thread.setObjectName("StoryStudio inference")
+        self.worker = InferenceWorker()
+        self.worker.moveToThread(self.thread)
+        self.submit_job.connect(self.worker.run)
+        self.worker.finished.connect(self._forget)
+        self.thread.start()
+
+    def submit(self, kind: str, payload: Any) -> int:
+        job = Job(next(self._ids), kind, payload)
+        self._jobs[job.id] = job
+        self.submit_job.emit(job)
+        return job.id
+
+    def load_model(self, choice: ModelChoice) -> int:
+        return self.submit("load", choice)
+
+    def render(self, work: RenderJob) -> int:
+        return self.submit("render", work)
+
+    def cancel(self, job_id: int | None = None) -> None:
+        """Stop one job, or every queued and running job; the running one stops within a step."""
+        for jid, job in list(self._jobs.items()):
+            if job_id is None or jid == job_id:
+                job.cancel.set()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._jobs)
+
+    @Slot(int, str)
+    def _forget(self, job_id: int, status: str) -> None:
+        self._jobs.pop(job_id, None)
+
+    def shutdown(self, wait_ms: int = 10000) -> None:
+        self.cancel()
+        self.thread.quit()
+        self.thread.wait(wait_ms)

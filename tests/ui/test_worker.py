@@ -1,0 +1,118 @@
+"""The inference worker on its QThread, with the tiny model: results, cancel, errors, a responsive GUI."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from PIL import Image
+from PySide6.QtCore import QElapsedTimer, QThread, QTimer
+
+from storystudio.engine.story_pipeline import GenerationSettings
+from storystudio.project.script import parse_script
+from storystudio.ui.worker import GenerationService, ModelChoice, RenderJob
+
+STORY = "[Ann] a girl with red hair\n\n[Ann] reads\n[Ann] runs\n[NC] a beach\n[Ann] sleeps\n"
+
+
+def settings(**kw):
+    base = dict(steps=3, width=64, height=64, seed=5, id_length=2)
+    base.update(kw)
+    return GenerationSettings(**base)
+
+
+@pytest.fixture
+def service(qtbot):
+    svc = GenerationService()
+    yield svc
+    svc.shutdown()
+
+
+class Recorder:
+    def __init__(self, svc):
+        self.images, self.progress, self.finished, self.failed, self.threads = [], [], [], [], set()
+        w = svc.worker
+        w.image_ready.connect(lambda job, key, role, png, params: self.images.append((job, key, role, png, params)))
+        w.progress.connect(lambda job, phase, keys, step, steps, done, total, preview:
+                           self.progress.append((job, phase, step, preview.width())))
+        w.finished.connect(lambda job, status: self.finished.append((job, status)))
+        w.failed.connect(lambda job, msg: self.failed.append((job, msg)))
+        w.progress.connect(lambda *a: self.threads.add(QThread.currentThread()))
+
+
+def test_generate_all_through_the_worker(qtbot, service, tiny_model_dirs):
+    rec = Recorder(service)
+    model = ModelChoice(str(tiny_model_dirs["sd15"]), device="cpu")
+    loaded = []
+    service.worker.model_loaded.connect(lambda job, text: loaded.append(text))
+    job = service.render(RenderJob(parse_script(STORY), settings(), model))
+    qtbot.waitUntil(lambda: (job, "done") in rec.finished, timeout=60000)
+    assert sorted(k for _, k, _, _, _ in rec.images) == ["panel-1", "panel-2", "panel-3", "panel-4"]
+    for _, key, role, png, params in rec.images:
+        with Image.open(io.BytesIO(png)) as im:
+            assert im.size == (64, 64)
+        assert params["seed"] and params["steps"] == 3
+    assert {role for _, _, role, _, _ in rec.images} == {"reference", "panel"}
+    assert rec.progress and all(width == 8 for *_, width in rec.progress)  # previews arrive
+    assert loaded and "SD15" in loaded[0] and "CPU" in loaded[0]
+    assert service.worker.thread() is service.thread and service.thread is not QThread.currentThread()
+    qtbot.waitUntil(lambda: not service.busy, timeout=5000)  # the GUI side forgets finished jobs
+
+
+def test_regenerate_one_panel_reproduces_it(qtbot, service, tiny_model_dirs):
+    rec = Recorder(service)
+    model = ModelChoice(str(tiny_model_dirs["sd15"]), device="cpu")
+    first = service.render(RenderJob(parse_script(STORY), settings(), model))
+    again = service.render(RenderJob(parse_script(STORY), settings(), model, only=["panel-4"]))
+    qtbot.waitUntil(lambda: (again, "done") in rec.finished, timeout=60000)
+    by_job = {}
+    for job, key, role, png, params in rec.images:
+        by_job.setdefault(job, {})[key] = png
+    assert list(by_job[again]) == ["panel-4"]
+    assert by_job[again]["panel-4"] == by_job[first]["panel-4"]
+
+
+def test_cancel_mid_job_and_the_worker_goes_on(qtbot, service, tiny_model_dirs):
+    rec = Recorder(service)
+    model = ModelChoice(str(tiny_model_dirs["sd15"]), device="cpu")
+    long = service.render(RenderJob(parse_script(STORY), settings(steps=8), model))
+    service.worker.progress.connect(
+        lambda job, phase, keys, step, *rest: service.cancel(job) if job == long and step == 2 else None)
+    qtbot.waitUntil(lambda: (long, "cancelled") in rec.finished, timeout=60000)
+    steps_of_job = [step for job, _, step, _ in rec.progress if job == long]
+    assert steps_of_job[:2] == [1, 2] and len(steps_of_job) <= 3  # stopped within one step of the request
+    assert not [k for job, k, *_ in rec.images if job == long]
+    after = service.render(RenderJob(parse_script("[NC] a beach\n"), settings(steps=2), model))
+    qtbot.waitUntil(lambda: (after, "done") in rec.finished, timeout=60000)
+    assert [k for job, k, *_ in rec.images if job == after] == ["panel-1"]
+
+
+def test_errors_arrive_as_plain_words(qtbot, service, tmp_path):
+    rec = Recorder(service)
+    job = service.render(RenderJob(parse_script(STORY), settings(), ModelChoice(str(tmp_path / "none.safetensors"))))
+    qtbot.waitUntil(lambda: (job, "failed") in rec.finished, timeout=30000)
+    assert rec.failed == [(job, f"The model file {tmp_path / 'none.safetensors'} does not exist.")]
+
+
+def test_gui_event_loop_keeps_turning_during_a_job(qtbot, service, tiny_model_dirs):
+    rec = Recorder(service)
+    model = ModelChoice(str(tiny_model_dirs["sdxl"]), device="cpu")
+    gaps, clock = [], QElapsedTimer()
+    timer = QTimer()
+    timer.setInterval(10)
+
+    def tick():
+        if clock.isValid():
+            gaps.append(clock.restart())
+        else:
+            clock.start()
+
+    timer.timeout.connect(tick)
+    timer.start()
+    start = time.perf_counter()
+    job = service.render(RenderJob(parse_script(STORY), settings(steps=6), model))
+    qtbot.waitUntil(lambda: (job, "done") in rec.finished, timeout=60000)
+    timer.stop()
+    assert time.perf_counter() - start > 0.2 and len(gaps) > 10  # the job really ran while we measured
+    assert max(gaps) < 100, f"the GUI thread stalled for {max(gaps)} ms"
