@@ -6,6 +6,10 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach the Hub
+import tempfile  # noqa: E402
+
+# autosaves and recent files of the tests never land in the user's own data folder
+os.environ["STORYSTUDIO_DATA_DIR"] = tempfile.mkdtemp(prefix="storystudio-test-data-")
 
 from pathlib import Path
 

@@ -38,7 +38,7 @@ class RenderJob:
     """Generate pictures for a story snapshot: every panel, or only ``only`` (panel keys)."""
 
     story: Story
-    settings: Any  # engine GenerationSettings (built by the caller's snapshot)
+    settings: Any  # engine GenerationSettings, or the project's ProjectSettings (converted in the worker)
     model: ModelChoice
     only: list[str] | None = None
     label: str = "Generate"
@@ -123,6 +123,7 @@ class InferenceWorker(QObject):
 
         model = self._load(job, work.model)
         engine = StoryPipeline(model)
+        settings = engine_settings(work.settings)
 
         def on_progress(p) -> None:
             preview = _to_qimage(p.preview) if p.preview is not None else QImage()
@@ -134,13 +135,28 @@ class InferenceWorker(QObject):
             img.image.save(buf, format="PNG")
             self.image_ready.emit(job.id, img.key, img.role, buf.getvalue(), img.parameters)
 
-        result = engine.render(work.story, work.settings, progress=on_progress, cancel=job.cancel,
+        result = engine.render(work.story, settings, progress=on_progress, cancel=job.cancel,
                                banks=self._banks, only=work.only, on_image=on_image)
         self._banks.update(result.banks)
         for name, bank in result.banks.items():
             self.bank_ready.emit(job.id, name, bank.nbytes)
         for note in result.messages:
             self.message.emit(job.id, note)
+
+
+def engine_settings(settings: Any):
+    """The engine's GenerationSettings for a project's settings (imported here: this runs in the worker)."""
+    from ..engine.consistent_attention import ConsistencyConfig
+    from ..engine.story_pipeline import GenerationSettings
+
+    if isinstance(settings, GenerationSettings):
+        return settings
+    return GenerationSettings(
+        steps=settings.steps, width=settings.width, height=settings.height, guidance=settings.guidance,
+        seed=settings.seed, style=settings.style, negative_prompt=settings.negative_prompt,
+        scheduler=settings.scheduler, freeu=settings.freeu, id_length=settings.id_length,
+        consistency=ConsistencyConfig(rate_coarse=settings.rate, rate_fine=settings.rate),
+    )
 
 
 def _to_qimage(pil_image) -> QImage:

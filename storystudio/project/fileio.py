@@ -1,0 +1,656 @@
+"""The ``.storystudio`` project file, autosaves for crash recovery, and the recent files list.
+
+A project file is a zip archive holding::
+
+    project.json          {"format": "storystudio-project", "schema": 2, ...Project.to_dict()}
+    images/<name>.png     every picture the project uses, stored uncompressed
+
+Files are written atomically (a ``.part`` file beside the target, synced,
+then renamed over it), so a crash while saving never leaves half a project.
+Loading trusts nothing in the file: it is read into memory (never extracted),
+every name, size, field and picture is checked, and any problem is reported as
+a :class:`ProjectFileError` whose message is a plain sentence for the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from PIL import Image
+
+from .model import PNG_SIGNATURE, Project, now_iso
+
+FORMAT_NAME = "storystudio-project"
+SCHEMA_VERSION = 2
+FILE_SUFFIX = ".storystudio"
+PROJECT_MEMBER = "project.json"
+IMAGE_FOLDER = "images/"
+
+#: Zip-bomb guards: the most one archive member, and all of them together, may unpack to.
+MAX_MEMBER_BYTES = 200 * 1024**2
+MAX_TOTAL_BYTES = 4 * 1024**3
+
+#: Environment variable naming the data folder (autosaves, recent files) instead of the usual one.
+DATA_DIR_ENV = "STORYSTUDIO_DATA_DIR"
+
+#: What an image file name in the store may look like: a plain file name, no folders.
+_IMAGE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}\.png")
+
+
+class ProjectFileError(ValueError):
+    """A project file could not be read or written; the message is meant for the user."""
+
+
+class _Damaged(Exception):
+    """Internal: what is wrong with a project document, as a phrase without a subject."""
+
+
+# ---------------------------------------------------------------------------
+# migrations
+
+
+def _migrate_1_to_2(doc: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 called a panel's prompt "text" (with a leading "[NC]" for panels without
+    characters) and had no dialogue, duration, variation or character lock."""
+    panels = doc.get("panels")
+    if isinstance(panels, list):
+        for panel in panels:
+            if not isinstance(panel, dict):
+                continue  # left for validation to report
+            if "prompt" not in panel and "text" in panel:
+                text = panel.pop("text")
+                if isinstance(text, str):
+                    text = re.sub(r"^\s*\[\s*NC\s*\]\s*", "", text)
+                panel["prompt"] = text
+            panel.setdefault("dialogue", "")
+            panel.setdefault("duration", None)
+            panel.setdefault("variation", 0)
+    characters = doc.get("characters")
+    if isinstance(characters, list):
+        for character in characters:
+            if isinstance(character, dict):
+                character.setdefault("locked", False)
+    doc["schema"] = 2
+    return doc
+
+
+#: Upgrades a project document from schema N (the key) to N + 1.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _migrate_1_to_2,
+}
+
+
+# ---------------------------------------------------------------------------
+# checking a project document
+
+_KIND_WORDS = {
+    str: "text",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a group of named values",
+}
+
+_SETTINGS_FIELDS: dict[str, tuple[type, bool]] = {  # name -> (kind, may be null)
+    "model": (str, False),
+    "style": (str, True),
+    "width": (int, False),
+    "height": (int, False),
+    "steps": (int, False),
+    "guidance": (float, False),
+    "seed": (int, False),
+    "rate": (float, False),
+    "id_length": (int, False),
+    "scheduler": (str, False),
+    "freeu": (bool, False),
+    "negative_prompt": (str, False),
+    "device": (str, False),
+    "dtype": (str, False),
+}
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value[:40]}..."' if len(value) > 40 else f'"{value}"'
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a group of named values"
+    return str(value)
+
+
+def _get(data: dict[str, Any], key: str, kind: type, owner: str, nullable: bool = False) -> Any:
+    """``data[key]`` when it has the right kind; _Damaged saying what is wrong otherwise."""
+    label = key.replace("_", " ")
+    if key not in data:
+        raise _Damaged(f"{owner} has no {label}")
+    value = data[key]
+    if value is None and nullable:
+        return None
+    if not _is_kind(value, kind):
+        expected = _KIND_WORDS[kind] + (" or empty" if nullable else "")
+        raise _Damaged(f"the {label} of {owner} should be {expected}, not {_show(value)}")
+    return value
+
+
+def _get_id(data: dict[str, Any], owner: str, seen: set[str]) -> str:
+    value = _get(data, "id", str, owner)
+    if not value.strip():
+        raise _Damaged(f"the id of {owner} is empty")
+    if value in seen:
+        raise _Damaged(f"{owner} has the same id as another one ({value})")
+    seen.add(value)
+    return value
+
+
+def _image_users(doc: dict[str, Any]) -> dict[str, str]:
+    """Image name -> who uses it first ("panel 2", "Mira's photo"); the document is already checked."""
+    users: dict[str, str] = {}
+    for number, character in enumerate(doc["characters"], 1):
+        who = character["name"].strip() or f"character {number}"
+        if character["photo"] is not None:
+            users.setdefault(character["photo"], f"{who}'s photo")
+        for index, version in enumerate(character["references"], 1):
+            users.setdefault(version["image"], f"{who}'s reference {index}")
+    for number, panel in enumerate(doc["panels"], 1):
+        for version in panel["versions"]:
+            users.setdefault(version["image"], f"panel {number}")
+    return users
+
+
+def _check_image_name(name: str, owner: str) -> None:
+    if not _IMAGE_NAME.fullmatch(name):
+        raise _Damaged(f'{owner} uses an image with an unusable name ("{name[:60]}")')
+
+
+def _check_versions(versions: list[Any], owner: str, what: str) -> None:
+    for index, version in enumerate(versions, 1):
+        where = f"{what} {index} of {owner}"
+        if not isinstance(version, dict):
+            raise _Damaged(f"{where} is not a group of named values")
+        _check_image_name(_get(version, "image", str, where), where)
+        _get(version, "parameters", dict, where)
+        _get(version, "created", str, where)
+
+
+def _check_document(doc: Any) -> None:
+    """Raise _Damaged for the first thing wrong with a (current schema) project document."""
+    if not isinstance(doc, dict):
+        raise _Damaged("its project description is not a group of named values")
+    owner = "the project"
+    project_id = _get(doc, "id", str, owner)
+    if not project_id.strip():
+        raise _Damaged("the id of the project is empty")
+    for key in ("title", "created", "modified"):
+        _get(doc, key, str, owner)
+
+    settings = _get(doc, "settings", dict, owner)
+    for key, (kind, nullable) in _SETTINGS_FIELDS.items():
+        _get(settings, key, kind, "the settings", nullable)
+    for key in ("width", "height", "steps", "id_length"):
+        if settings[key] < 1:
+            raise _Damaged(f"the {key.replace('_', ' ')} setting is {settings[key]}, but it must be at least 1")
+    if not 0.0 <= settings["rate"] <= 1.0:
+        raise _Damaged(f"the rate setting is {settings['rate']}, but it must be between 0 and 1")
+
+    seen: set[str] = set()
+    for number, character in enumerate(_get(doc, "characters", list, owner), 1):
+        where = f"character {number}"
+        if not isinstance(character, dict):
+            raise _Damaged(f"{where} is not a group of named values")
+        _get_id(character, where, seen)
+        _get(character, "name", str, where)
+        _get(character, "description", str, where)
+        photo = _get(character, "photo", str, where, nullable=True)
+        if photo is not None:
+            _check_image_name(photo, f"the photo of {where}")
+        _get(character, "locked", bool, where)
+        references = _get(character, "references", list, where)
+        _check_versions(references, where, "reference")
+        chosen = _get(character, "chosen_references", list, where)
+        for index in chosen:
+            if not _is_kind(index, int) or not 0 <= index < len(references):
+                raise _Damaged(f"{where} picks a reference that does not exist ({_show(index)})")
+
+    seen = set()
+    for number, panel in enumerate(_get(doc, "panels", list, owner), 1):
+        where = f"panel {number}"
+        if not isinstance(panel, dict):
+            raise _Damaged(f"{where} is not a group of named values")
+        _get_id(panel, where, seen)
+        for key in ("prompt", "caption", "dialogue"):
+            _get(panel, key, str, where)
+        if _get(panel, "variation", int, where) < 0:
+            raise _Damaged(f"the variation of {where} is negative")
+        versions = _get(panel, "versions", list, where)
+        _check_versions(versions, where, "version")
+        chosen = _get(panel, "chosen", int, where, nullable=True)
+        if chosen is not None and not 0 <= chosen < len(versions):
+            raise _Damaged(f"{where} picks picture version {chosen + 1}, but it has {len(versions)}")
+        duration = _get(panel, "duration", float, where, nullable=True)
+        if duration is not None and duration <= 0:
+            raise _Damaged(f"the duration of {where} is {duration} seconds, but it must be more than 0")
+
+    for number, page in enumerate(_get(doc, "pages", list, owner), 1):
+        if not isinstance(page, dict):
+            raise _Damaged(f"page {number} is not a group of named values")
+    _get(doc, "animatic", dict, owner)
+
+
+# ---------------------------------------------------------------------------
+# saving
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX only; Windows cannot open folders)."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``<path>.part`` + fsync + rename; on failure the old file stays as it was."""
+    part = path.with_name(path.name + ".part")
+    try:
+        with open(part, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(part, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_project_file(project: Project, path: Path, modified: str) -> None:
+    doc = {"format": FORMAT_NAME, "schema": SCHEMA_VERSION, **project.to_dict(), "modified": modified}
+    try:
+        _check_document(doc)
+    except _Damaged as exc:
+        raise ProjectFileError(f"The project cannot be saved: {exc}.") from None
+    users = _image_users(doc)
+    for name in sorted(users):
+        data = project.images.get(name)
+        if data is None:
+            raise ProjectFileError(f"The project cannot be saved: the image {name} that {users[name]} uses is missing.")
+        if not data.startswith(PNG_SIGNATURE):
+            raise ProjectFileError(
+                f"The project cannot be saved: the image {name} that {users[name]} uses is not a PNG picture."
+            )
+    try:
+        text = json.dumps(doc, ensure_ascii=False, indent=1, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ProjectFileError(
+            f"The project cannot be saved: some of its data is not plain text or numbers ({exc})."
+        ) from None
+
+    def write(handle: BinaryIO) -> None:
+        with zipfile.ZipFile(handle, "w") as archive:
+            archive.writestr(PROJECT_MEMBER, text.encode("utf-8"), compress_type=zipfile.ZIP_DEFLATED)
+            for name in sorted(users):
+                # PNG data is already compressed: storing it is as small and much faster
+                archive.writestr(IMAGE_FOLDER + name, project.images[name], compress_type=zipfile.ZIP_STORED)
+
+    try:
+        _atomic_write(path, write)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ProjectFileError(f'"{path.name}" could not be saved ({reason}).') from exc
+
+
+def save_project(project: Project, path: str | os.PathLike[str]) -> None:
+    """Save ``project`` to ``path`` atomically, with only the images it uses; sets ``project.modified``."""
+    path = Path(path)
+    stamp = now_iso()
+    _write_project_file(project, path, stamp)
+    project.modified = stamp
+
+
+# ---------------------------------------------------------------------------
+# loading
+
+
+def _member_problem(name: str) -> str | None:
+    """Why an archive member name is refused, or None when it is acceptable."""
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name) or "\\" in name:
+        return "unsafe"
+    parts = name.split("/")
+    if any(part in ("..", ".") for part in parts) or "\x00" in name:
+        return "unsafe"
+    if name in (PROJECT_MEMBER, IMAGE_FOLDER):
+        return None
+    if len(parts) == 2 and parts[0] + "/" == IMAGE_FOLDER and parts[1]:
+        return None
+    return "unexpected"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1024**2:,.0f} MB"
+
+
+class _Reader:
+    """Reads one project archive entirely in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.label = f'"{path.name}"'
+
+    def error(self, message: str) -> ProjectFileError:
+        return ProjectFileError(f"{self.label} {message}")
+
+    def damaged(self, problem: str) -> ProjectFileError:
+        return self.error(f"is damaged: {problem}.")
+
+    def open(self) -> zipfile.ZipFile:
+        try:
+            return zipfile.ZipFile(self.path)
+        except FileNotFoundError:
+            raise self.error("does not exist.") from None
+        except IsADirectoryError:
+            raise self.error("is a folder, not a StoryStudio project file.") from None
+        except PermissionError:
+            raise self.error("cannot be opened: you do not have permission to read it.") from None
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
+            raise self.error("is not a StoryStudio project (it is not a zip archive).") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise self.error(f"could not be read ({reason}).") from None
+
+    def check_members(self, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+        members: dict[str, zipfile.ZipInfo] = {}
+        total = 0
+        for info in archive.infolist():
+            name = info.filename
+            problem = _member_problem(name)
+            if problem == "unsafe":
+                raise self.error(
+                    f'was refused: it contains a file with an unsafe name ("{name[:80]}") that could '
+                    "end up outside its folder. Nothing was extracted from it."
+                )
+            if problem == "unexpected":
+                raise self.error(f'is not a StoryStudio project: it contains an unexpected file "{name[:80]}".')
+            if name in members:
+                raise self.damaged(f"it contains the file {name} twice")
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise self.error(
+                    f"was refused: the file {name} inside it would unpack to {_megabytes(info.file_size)}, "
+                    f"more than the {_megabytes(MAX_MEMBER_BYTES)} limit."
+                )
+            total += info.file_size
+            if total > MAX_TOTAL_BYTES:
+                raise self.error(
+                    f"was refused: its contents would unpack to more than {_megabytes(MAX_TOTAL_BYTES)}."
+                )
+            members[name] = info
+        return members
+
+    def read(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+        if info.flag_bits & 0x1:
+            raise self.error(f"cannot be opened: the file {info.filename} inside it is password-protected.")
+        try:
+            with archive.open(info) as handle:
+                data = handle.read(MAX_MEMBER_BYTES + 1)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError):
+            raise self.damaged(f"the file {info.filename} inside it cannot be read") from None
+        if len(data) > MAX_MEMBER_BYTES:
+            raise self.error(f"was refused: the file {info.filename} inside it is larger than it claims.")
+        return data
+
+    def document(self, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> dict[str, Any]:
+        info = members.get(PROJECT_MEMBER)
+        if info is None:
+            raise self.error(f"is not a StoryStudio project (it has no {PROJECT_MEMBER}).")
+        raw = self.read(archive, info)
+        try:
+            doc = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        except (UnicodeDecodeError, ValueError):
+            raise self.damaged(f"its {PROJECT_MEMBER} is not readable JSON text") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+            raise self.error(f"is not a StoryStudio project (its {PROJECT_MEMBER} describes something else).")
+        if "schema" not in doc:
+            raise self.damaged("it does not say which project format it uses")
+        schema = doc["schema"]
+        if not _is_kind(schema, int) or schema < 1:
+            raise self.damaged(f"its project format number ({_show(schema)}) is not valid")
+        if schema > SCHEMA_VERSION:
+            raise self.error(
+                f"was made by a newer StoryStudio (project format {schema}); this version reads up to "
+                f"format {SCHEMA_VERSION}. Update StoryStudio to open it."
+            )
+        for version in range(schema, SCHEMA_VERSION):
+            try:
+                doc = MIGRATIONS[version](doc)
+            except Exception:
+                raise self.damaged(f"it could not be upgraded from project format {version}") from None
+            doc["schema"] = version + 1
+        try:
+            _check_document(doc)
+        except _Damaged as exc:
+            raise self.damaged(str(exc)) from None
+        return doc
+
+    def images(
+        self, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], doc: dict[str, Any]
+    ) -> dict[str, bytes]:
+        images: dict[str, bytes] = {}
+        for name, user in _image_users(doc).items():
+            member = IMAGE_FOLDER + name
+            info = members.get(member)
+            if info is None:
+                raise self.damaged(f"the image {member} that {user} uses is missing")
+            data = self.read(archive, info)
+            if not data.startswith(PNG_SIGNATURE):
+                raise self.damaged(f"the image {member} that {user} uses is not a PNG picture")
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    if image.format != "PNG":
+                        raise ValueError(image.format)
+                    image.verify()
+            except Exception:  # PIL raises many kinds for broken data, including decompression bombs
+                raise self.damaged(f"the image {member} that {user} uses is not a readable PNG picture") from None
+            images[name] = data
+        return images
+
+    def load(self) -> Project:
+        with self.open() as archive:
+            members = self.check_members(archive)
+            doc = self.document(archive, members)
+            images = self.images(archive, members, doc)
+        try:
+            return Project.from_dict(doc, images)
+        except Exception:  # the document was checked; this is only a safety net
+            raise self.damaged("its project description could not be understood") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def load_project(path: str | os.PathLike[str]) -> Project:
+    """Read a ``.storystudio`` file; ProjectFileError with a plain message for anything wrong with it.
+
+    Nothing is extracted or written: the archive is read into memory only.
+    """
+    return _Reader(Path(path)).load()
+
+
+# ---------------------------------------------------------------------------
+# the data folder: autosaves and recent files
+
+
+def data_dir() -> Path:
+    """StoryStudio's data folder (``$STORYSTUDIO_DATA_DIR`` when set); it may not exist yet."""
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    import platformdirs  # only needed when the environment does not say
+
+    return platformdirs.user_data_path("StoryStudio", appauthor=False)
+
+
+def autosave_dir() -> Path:
+    """Where autosaves are written; it may not exist yet."""
+    return data_dir() / "autosave"
+
+
+@dataclass(frozen=True)
+class AutosaveInfo:
+    """An autosave left behind, e.g. by a crash: what to offer to recover."""
+
+    path: Path  # the autosaved .storystudio file
+    source_path: str | None  # the file the project was opened from or saved to; None if never saved
+    title: str
+    saved_at: str  # ISO time
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
+    return slug or "untitled"
+
+
+def _autosave_key(project: Project, source_path: str | None) -> str:
+    if source_path:
+        identity = "file:" + os.path.normcase(os.path.abspath(os.path.expanduser(source_path)))
+    else:
+        identity = "project:" + project.id
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+
+
+def write_autosave(project: Project, source_path: str | os.PathLike[str] | None) -> Path:
+    """Save a recovery copy of ``project`` in the autosave folder and return its path.
+
+    A project keeps one autosave: named after the file it belongs to, or after
+    the project's id while it has never been saved. ``project.modified`` is
+    left as it is.
+    """
+    source = os.fspath(source_path) if source_path is not None else None
+    folder = autosave_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = _autosave_key(project, source)
+    base = folder / f"{_slug(project.title or (Path(source).stem if source else ''))}-{key}"
+    archive = base.with_name(base.name + FILE_SUFFIX)
+    sidecar = base.with_name(base.name + ".json")
+    _write_project_file(project, archive, project.modified)
+    info = {"source_path": source, "title": project.title, "saved_at": now_iso(), "project_id": project.id}
+    payload = json.dumps(info, ensure_ascii=False, indent=1).encode("utf-8")
+    _atomic_write(sidecar, lambda handle: handle.write(payload))
+    # the title (and so the slug) may have changed since the last autosave of this project
+    for old in folder.glob(f"*-{key}{FILE_SUFFIX}"):
+        if old != archive:
+            discard_autosave(old)
+    return archive
+
+
+def pending_autosaves() -> list[AutosaveInfo]:
+    """Autosaves still on disk (the app discards them after a save or a clean exit), newest first."""
+    folder = autosave_dir()
+    if not folder.is_dir():
+        return []
+    found: list[tuple[int, AutosaveInfo]] = []
+    for sidecar in folder.glob("*.json"):
+        archive = sidecar.with_suffix(FILE_SUFFIX)
+        try:
+            info = json.loads(sidecar.read_text(encoding="utf-8"))
+            stamp = archive.stat().st_mtime_ns
+        except (OSError, ValueError):
+            continue  # half-written or foreign: nothing to offer
+        if not isinstance(info, dict):
+            continue
+        source = info.get("source_path")
+        title = info.get("title")
+        saved_at = info.get("saved_at")
+        if not (source is None or isinstance(source, str)) or not isinstance(title, str):
+            continue
+        if not isinstance(saved_at, str):
+            continue
+        found.append((stamp, AutosaveInfo(path=archive, source_path=source, title=title, saved_at=saved_at)))
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [info for _, info in found]
+
+
+def discard_autosave(path: str | os.PathLike[str]) -> None:
+    """Remove an autosave (its ``.storystudio`` file, its ``.json`` sidecar and any leftover ``.part``)."""
+    path = Path(path)
+    base = path.with_suffix("") if path.suffix in (FILE_SUFFIX, ".json") else path
+    for suffix in (FILE_SUFFIX, ".json", FILE_SUFFIX + ".part", ".json.part"):
+        with contextlib.suppress(FileNotFoundError):
+            base.with_name(base.name + suffix).unlink()
+
+
+class RecentFiles:
+    """The most recently opened or saved projects, newest first, kept in ``recent.json``."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, limit: int = 10) -> None:
+        if limit < 1:
+            raise ValueError(f"The recent files list must hold at least 1 file, not {limit}.")
+        self.path = Path(path) if path is not None else data_dir() / "recent.json"
+        self.limit = limit
+
+    def _stored(self) -> list[str]:
+        try:
+            items = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        if not isinstance(items, list):
+            return []
+        return [item for item in items if isinstance(item, str) and item]
+
+    def _store(self, items: list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps(items, ensure_ascii=False, indent=1).encode("utf-8")
+        _atomic_write(self.path, lambda handle: handle.write(payload))
+
+    @staticmethod
+    def _normal(path: str | os.PathLike[str]) -> str:
+        return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+    def add(self, path: str | os.PathLike[str]) -> None:
+        """Put ``path`` first (moving it up if it was already listed) and drop the oldest beyond the limit."""
+        entry = self._normal(path)
+        same = os.path.normcase(entry)
+        items = [item for item in self._stored() if os.path.normcase(item) != same]
+        self._store([entry, *items][: self.limit])
+
+    def remove(self, path: str | os.PathLike[str]) -> None:
+        """Take ``path`` off the list."""
+        same = os.path.normcase(self._normal(path))
+        self._store([item for item in self._stored() if os.path.normcase(item) != same])
+
+    def items(self) -> list[Path]:
+        """The listed files that still exist, newest first."""
+        return [Path(item) for item in self._stored() if os.path.isfile(item)]
+
+    def clear(self) -> None:
+        self._store([])

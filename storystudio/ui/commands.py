@@ -1,0 +1,241 @@
+"""Undoable edits of the project. Each command changes the document only through the session."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from PySide6.QtGui import QUndoCommand
+
+from ..project.model import ImageVersion, ProjectCharacter, ProjectPanel, new_id, now_iso
+from .session import ProjectSession
+
+MOVE_ID = 1001
+TEXT_ID = 1002
+
+
+class MovePanels(QUndoCommand):
+    """Move panels to a position in the story; consecutive moves merge into one step."""
+
+    def __init__(self, session: ProjectSession, ids: list[str], row: int):
+        super().__init__("Move panels" if len(ids) > 1 else "Move panel")
+        self.session = session
+        self.before = session.order()
+        rest = [i for i in self.before if i not in ids]
+        # the row counted in the full list; the moved panels above it no longer count
+        row -= sum(1 for i in self.before[:row] if i in ids)
+        moving = [i for i in self.before if i in ids]
+        self.after = rest[:row] + moving + rest[row:]
+
+    def redo(self) -> None:
+        self.session.set_order(self.after)
+
+    def undo(self) -> None:
+        self.session.set_order(self.before)
+
+    def id(self) -> int:
+        return MOVE_ID
+
+    def mergeWith(self, other: QUndoCommand) -> bool:
+        if not isinstance(other, MovePanels):
+            return False
+        self.after = other.after
+        return True
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.before == self.after
+
+
+class SetPanelText(QUndoCommand):
+    """Edit a panel's prompt, caption or dialogue; typing in the same field merges."""
+
+    LABELS = {"prompt": "Edit prompt", "caption": "Edit caption", "dialogue": "Edit dialogue"}
+
+    def __init__(self, session: ProjectSession, panel_id: str, field: str, value: str):
+        super().__init__(self.LABELS[field])
+        self.session, self.panel_id, self.field = session, panel_id, field
+        self.old = getattr(session.panel(panel_id), field)
+        self.new = value
+
+    def redo(self) -> None:
+        self.session.set_panel_field(self.panel_id, self.field, self.new)
+
+    def undo(self) -> None:
+        self.session.set_panel_field(self.panel_id, self.field, self.old)
+
+    def id(self) -> int:
+        return TEXT_ID
+
+    def mergeWith(self, other: QUndoCommand) -> bool:
+        if not isinstance(other, SetPanelText) or (other.panel_id, other.field) != (self.panel_id, self.field):
+            return False
+        self.new = other.new
+        return True
+
+
+class InsertPanels(QUndoCommand):
+    def __init__(self, session: ProjectSession, index: int, panels: list[ProjectPanel], text: str = "Insert panel"):
+        super().__init__(text)
+        self.session, self.index, self.panels = session, index, panels
+
+    def redo(self) -> None:
+        self.session.insert_panels(self.index, self.panels)
+
+    def undo(self) -> None:
+        self.session.remove_panels([p.id for p in self.panels])
+
+
+def duplicate_panel(session: ProjectSession, panel_id: str) -> InsertPanels:
+    """A copy right after the original, with its own identity (so its own seed)."""
+    original = session.panel(panel_id)
+    twin = copy.deepcopy(original)
+    twin.id = new_id()
+    return InsertPanels(session, session.project.panel_index(panel_id) + 1, [twin], "Duplicate panel")
+
+
+def new_panel(session: ProjectSession, index: int, prompt: str = "a new panel") -> InsertPanels:
+    return InsertPanels(session, index, [ProjectPanel(id=new_id(), prompt=prompt)])
+
+
+class DeletePanels(QUndoCommand):
+    def __init__(self, session: ProjectSession, ids: list[str]):
+        super().__init__("Delete panels" if len(ids) > 1 else "Delete panel")
+        self.session, self.ids = session, list(ids)
+        self.removed: list[tuple[int, ProjectPanel]] = []
+
+    def redo(self) -> None:
+        self.removed = self.session.remove_panels(self.ids)
+
+    def undo(self) -> None:
+        for index, panel in self.removed:  # ascending indices: each lands where it was
+            self.session.insert_panels(index, [panel])
+
+
+class ChooseVersion(QUndoCommand):
+    def __init__(self, session: ProjectSession, panel_id: str, index: int):
+        super().__init__("Choose version")
+        self.session, self.panel_id, self.new = session, panel_id, index
+        self.old = session.panel(panel_id).chosen
+
+    def redo(self) -> None:
+        self.session.set_panel_field(self.panel_id, "chosen", self.new)
+
+    def undo(self) -> None:
+        self.session.set_panel_field(self.panel_id, "chosen", self.old)
+
+
+class ApplyPanelImage(QUndoCommand):
+    """A generated picture becomes a new version of its panel, and the chosen one."""
+
+    def __init__(self, session: ProjectSession, panel_id: str, png: bytes, parameters: dict[str, Any]):
+        super().__init__("Apply generated panel")
+        self.session, self.panel_id = session, panel_id
+        self.image = session.project.add_image(png)
+        self.version = ImageVersion(image=self.image, parameters=dict(parameters), created=now_iso())
+        self.old_chosen = session.panel(panel_id).chosen
+
+    def redo(self) -> None:
+        panel = self.session.panel(self.panel_id)
+        panel.versions.append(self.version)
+        self.session.set_panel_field(self.panel_id, "chosen", len(panel.versions) - 1)
+
+    def undo(self) -> None:
+        panel = self.session.panel(self.panel_id)
+        panel.versions.remove(self.version)
+        self.session.set_panel_field(self.panel_id, "chosen", self.old_chosen)
+
+
+class NewVariation(QUndoCommand):
+    """Ask for another picture of the panel: its variation number (and so its seed) moves on."""
+
+    def __init__(self, session: ProjectSession, panel_id: str):
+        super().__init__("New variation")
+        self.session, self.panel_id = session, panel_id
+        panel = session.panel(panel_id)
+        self.old = panel.variation
+        self.new = 1 + max([panel.variation] + [v.parameters.get("variation", 0) for v in panel.versions])
+
+    def redo(self) -> None:
+        self.session.set_panel_field(self.panel_id, "variation", self.new)
+
+    def undo(self) -> None:
+        self.session.set_panel_field(self.panel_id, "variation", self.old)
+
+
+class AddCharacter(QUndoCommand):
+    def __init__(self, session: ProjectSession, name: str, description: str):
+        super().__init__("Add character")
+        self.session = session
+        self.character = ProjectCharacter(id=new_id(), name=name, description=description)
+        self.index = len(session.project.characters)
+
+    def redo(self) -> None:
+        self.session.insert_character(self.index, self.character)
+
+    def undo(self) -> None:
+        self.session.remove_character(self.character.id)
+
+
+class DeleteCharacter(QUndoCommand):
+    def __init__(self, session: ProjectSession, character_id: str):
+        super().__init__("Delete character")
+        self.session, self.character_id = session, character_id
+        self.index, self.character = 0, None
+
+    def redo(self) -> None:
+        self.index, self.character = self.session.remove_character(self.character_id)
+
+    def undo(self) -> None:
+        self.session.insert_character(self.index, self.character)
+
+
+class SetCharacterField(QUndoCommand):
+    LABELS = {"name": "Rename character", "description": "Edit description", "locked": "Lock character",
+              "photo": "Set reference photo", "chosen_references": "Choose references"}
+
+    def __init__(self, session: ProjectSession, character_id: str, field: str, value: Any):
+        super().__init__(self.LABELS.get(field, "Edit character"))
+        self.session, self.character_id, self.field = session, character_id, field
+        self.old = copy.deepcopy(getattr(session.character(character_id), field))
+        self.new = value
+
+    def redo(self) -> None:
+        self.session.set_character_field(self.character_id, self.field, copy.deepcopy(self.new))
+
+    def undo(self) -> None:
+        self.session.set_character_field(self.character_id, self.field, copy.deepcopy(self.old))
+
+
+class ApplyReferences(QUndoCommand):
+    """Generated reference images become the character's references (all chosen)."""
+
+    def __init__(self, session: ProjectSession, character_id: str, images: list[tuple[bytes, dict]]):
+        super().__init__("Apply references")
+        self.session, self.character_id = session, character_id
+        character = session.character(character_id)
+        self.old = (list(character.references), list(character.chosen_references))
+        versions = [ImageVersion(image=session.project.add_image(png), parameters=dict(params), created=now_iso())
+                    for png, params in images]
+        self.new = (versions, list(range(len(versions))))
+
+    def redo(self) -> None:
+        self.session.set_character_field(self.character_id, "references", list(self.new[0]))
+        self.session.set_character_field(self.character_id, "chosen_references", list(self.new[1]))
+
+    def undo(self) -> None:
+        self.session.set_character_field(self.character_id, "references", list(self.old[0]))
+        self.session.set_character_field(self.character_id, "chosen_references", list(self.old[1]))
+
+
+class SetSetting(QUndoCommand):
+    def __init__(self, session: ProjectSession, field: str, value: Any):
+        super().__init__(f"Change {field.replace('_', ' ')}")
+        self.session, self.field, self.new = session, field, value
+        self.old = getattr(session.project.settings, field)
+
+    def redo(self) -> None:
+        self.session.set_setting(self.field, self.new)
+
+    def undo(self) -> None:
+        self.session.set_setting(self.field, self.old)

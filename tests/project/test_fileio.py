@@ -1,0 +1,565 @@
+"""Tests for the .storystudio file, autosaves and the recent files list."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import platformdirs
+import pytest
+from PIL import Image
+
+from storystudio.project import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    AutosaveInfo,
+    Project,
+    ProjectFileError,
+    RecentFiles,
+    autosave_dir,
+    discard_autosave,
+    load_project,
+    pending_autosaves,
+    save_project,
+    write_autosave,
+)
+from storystudio.project import fileio
+
+OLD_TIME = "2001-02-03T04:05:06+00:00"
+
+
+def png(color: tuple[int, int, int] = (10, 20, 30), size: tuple[int, int] = (4, 4)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def project() -> Project:
+    """The example with pictures in every kind of place, and one image nobody uses."""
+    project = Project.example()
+    project.modified = OLD_TIME
+    for number, panel in enumerate(project.panels[:3]):
+        project.add_version(panel.id, png((number, 0, 0)), {"prompt": panel.prompt, "seed": number})
+    project.add_version(project.panels[0].id, png((9, 9, 9)), {"seed": 99})
+    project.panels[0].chosen = 0
+    project.panels[1].dialogue = "Who is there?"
+    project.panels[2].duration = 3.5
+    project.panels[2].variation = 2
+    mira, tobias = project.characters
+    mira.photo = project.add_image(png((0, 200, 0)))
+    mira.locked = True
+    for shade in (1, 2, 3):
+        project.add_reference(tobias.id, png((0, 0, shade)), {"seed": shade})
+    tobias.chosen_references = [2, 0]
+    project.settings.model = "org/model"
+    project.settings.guidance = 6.5
+    project.pages = [{"layout": "2x2", "panels": [p.id for p in project.panels[:4]]}]
+    project.animatic = {"fps": 24, "music": None}
+    project.add_image(png((255, 255, 255)))  # unused
+    return project
+
+
+def corrupt_idat(data: bytes) -> bytes:
+    damaged = bytearray(data)
+    damaged[damaged.find(b"IDAT") + 6] ^= 0xFF
+    return bytes(damaged)
+
+
+def document(project: Project, schema: int = SCHEMA_VERSION) -> dict:
+    return {"format": "storystudio-project", "schema": schema, **project.to_dict()}
+
+
+def write_zip(path: Path, members: dict[str, bytes | str]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(zipfile.ZipInfo(name), data)
+    return path
+
+
+def members_of(project: Project, doc: dict | None = None) -> dict[str, bytes | str]:
+    members: dict[str, bytes | str] = {"project.json": json.dumps(doc or document(project))}
+    for name in project.referenced_images():
+        members[f"images/{name}"] = project.images[name]
+    return members
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))
+    }
+
+
+# ---- saving and loading ------------------------------------------------------------
+
+
+def test_round_trip(project, tmp_path):
+    path = tmp_path / "story.storystudio"
+    save_project(project, path)
+    loaded = load_project(path)
+    assert loaded.to_dict() == project.to_dict()
+    assert set(loaded.images) == project.referenced_images()
+    for name, data in loaded.images.items():
+        assert data == project.images[name]
+    assert loaded.panels[0].chosen_version.parameters == {"prompt": loaded.panels[0].prompt, "seed": 0}
+    assert loaded.characters[1].chosen_references == [2, 0]
+    assert loaded.pages == project.pages and loaded.animatic == {"fps": 24, "music": None}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["story.storystudio"]
+
+
+def test_save_updates_modified_and_writes_only_used_images(project, tmp_path):
+    path = tmp_path / "story.storystudio"
+    unused = project.unused_images()
+    assert len(unused) == 1
+    save_project(project, path)
+    assert project.modified != OLD_TIME
+    with zipfile.ZipFile(path) as archive:
+        infos = {info.filename: info for info in archive.infolist()}
+        doc = json.loads(archive.read("project.json"))
+    assert doc["format"] == "storystudio-project" and doc["schema"] == SCHEMA_VERSION == 2
+    assert doc["modified"] == project.modified
+    assert set(infos) == {"project.json"} | {f"images/{n}" for n in project.referenced_images()}
+    assert f"images/{unused[0]}" not in infos
+    assert infos["project.json"].compress_type == zipfile.ZIP_DEFLATED
+    assert all(i.compress_type == zipfile.ZIP_STORED for n, i in infos.items() if n.startswith("images/"))
+
+
+def test_saving_again_replaces_the_file(project, tmp_path):
+    path = tmp_path / "story.storystudio"
+    save_project(project, path)
+    project.title = "Second draft"
+    save_project(project, path)
+    assert load_project(path).title == "Second draft"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["story.storystudio"]
+
+
+def test_failed_save_leaves_the_old_file(project, tmp_path, monkeypatch):
+    path = tmp_path / "story.storystudio"
+    save_project(project, path)
+    before = path.read_bytes()
+    stamp = project.modified
+    project.title = "Never saved"
+    original = zipfile.ZipFile.writestr
+    calls = []
+
+    def failing(self, *args, **kwargs):
+        calls.append(args[0])
+        if len(calls) > 1:
+            raise RuntimeError("disk exploded")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", failing)
+    with pytest.raises(RuntimeError):
+        save_project(project, path)
+    assert len(calls) == 2
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["story.storystudio"]
+    assert project.modified == stamp
+
+
+def test_save_refuses_a_project_with_a_missing_image(project, tmp_path):
+    del project.images[project.panels[1].versions[0].image]
+    with pytest.raises(ProjectFileError, match=r"cannot be saved: the image img-\w+\.png that panel 2 uses is missing"):
+        save_project(project, tmp_path / "story.storystudio")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_refuses_duplicate_ids(project, tmp_path):
+    project.panels[1].id = project.panels[0].id
+    with pytest.raises(ProjectFileError, match="panel 2 has the same id as another one"):
+        save_project(project, tmp_path / "story.storystudio")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_into_a_missing_folder_is_a_plain_error(project, tmp_path):
+    with pytest.raises(ProjectFileError, match=r'^"story.storystudio" could not be saved \(.+\)\.$'):
+        save_project(project, tmp_path / "no-such-folder" / "story.storystudio")
+
+
+def test_schema_1_file_is_upgraded(project, tmp_path):
+    doc = document(project, schema=1)
+    for panel in doc["panels"]:
+        prompt = panel.pop("prompt")
+        panel["text"] = prompt if panel_has_tags(prompt) else f"[NC] {prompt}"
+        for key in ("dialogue", "duration", "variation"):
+            del panel[key]
+    for character in doc["characters"]:
+        del character["locked"]
+    path = write_zip(tmp_path / "old.storystudio", members_of(project, doc))
+
+    loaded = load_project(path)
+    assert [p.prompt for p in loaded.panels] == [p.prompt for p in project.panels]
+    assert loaded.panels[6].no_character
+    assert all(p.dialogue == "" and p.duration is None and p.variation == 0 for p in loaded.panels)
+    assert not any(c.locked for c in loaded.characters)
+    assert loaded.panels[0].versions == project.panels[0].versions
+    assert set(loaded.images) == project.referenced_images()
+    assert set(MIGRATIONS) == set(range(1, SCHEMA_VERSION))
+
+
+def panel_has_tags(prompt: str) -> bool:
+    return "[" in prompt
+
+
+def test_newer_schema_is_refused(project, tmp_path):
+    path = write_zip(tmp_path / "new.storystudio", members_of(project, document(project, schema=7)))
+    with pytest.raises(ProjectFileError) as info:
+        load_project(path)
+    assert str(info.value) == (
+        '"new.storystudio" was made by a newer StoryStudio (project format 7); this version reads up to '
+        "format 2. Update StoryStudio to open it."
+    )
+
+
+def _edit(change):
+    """A bad-file case: the project's document changed by ``change``."""
+
+    def build(project: Project) -> dict[str, bytes | str]:
+        doc = document(project)
+        change(doc)
+        return members_of(project, doc)
+
+    return build
+
+
+def _members(change):
+    """A bad-file case: the archive members changed by ``change``."""
+
+    def build(project: Project) -> dict[str, bytes | str]:
+        members = members_of(project)
+        change(members, project)
+        return members
+
+    return build
+
+
+def _set(mapping, key, value):
+    mapping[key] = value
+
+
+BAD_FILES = {
+    "not a zip": (lambda project: None, r"is not a StoryStudio project \(it is not a zip archive\)\.$"),
+    "no project.json": (
+        _members(lambda m, p: m.pop("project.json")),
+        r"is not a StoryStudio project \(it has no project\.json\)\.$",
+    ),
+    "bad json": (
+        _members(lambda m, p: _set(m, "project.json", '{"format": "storystudio-project", "schema": 2,')),
+        r"is damaged: its project\.json is not readable JSON text\.$",
+    ),
+    "not a number": (
+        _members(lambda m, p: _set(m, "project.json", json.dumps(document(p)).replace("6.5", "NaN"))),
+        r"is damaged: its project\.json is not readable JSON text\.$",
+    ),
+    "other format": (
+        _edit(lambda d: _set(d, "format", "something-else")),
+        r"is not a StoryStudio project \(its project\.json describes something else\)\.$",
+    ),
+    "schema text": (_edit(lambda d: _set(d, "schema", "2")), r'project format number \("2"\) is not valid\.$'),
+    "steps text": (
+        _edit(lambda d: _set(d["settings"], "steps", "ten")),
+        r'is damaged: the steps of the settings should be a whole number, not "ten"\.$',
+    ),
+    "seed bool": (
+        _edit(lambda d: _set(d["settings"], "seed", True)),
+        r"the seed of the settings should be a whole number, not true\.$",
+    ),
+    "freeu number": (
+        _edit(lambda d: _set(d["settings"], "freeu", 1)),
+        r"the freeu of the settings should be true or false, not 1\.$",
+    ),
+    "zero width": (
+        _edit(lambda d: _set(d["settings"], "width", 0)),
+        r"the width setting is 0, but it must be at least 1\.$",
+    ),
+    "characters not a list": (
+        _edit(lambda d: _set(d, "characters", {})),
+        r"the characters of the project should be a list, not a group of named values\.$",
+    ),
+    "no prompt": (_edit(lambda d: d["panels"][2].pop("prompt")), r"is damaged: panel 3 has no prompt\.$"),
+    "duplicate panel ids": (
+        _edit(lambda d: _set(d["panels"][3], "id", d["panels"][1]["id"])),
+        r"is damaged: panel 4 has the same id as another one \(\w+\)\.$",
+    ),
+    "duplicate character ids": (
+        _edit(lambda d: _set(d["characters"][1], "id", d["characters"][0]["id"])),
+        r"is damaged: character 2 has the same id as another one",
+    ),
+    "chosen out of range": (
+        _edit(lambda d: _set(d["panels"][1], "chosen", 4)),
+        r"is damaged: panel 2 picks picture version 5, but it has 1\.$",
+    ),
+    "chosen reference out of range": (
+        _edit(lambda d: _set(d["characters"][1], "chosen_references", [0, 3])),
+        r"character 2 picks a reference that does not exist \(3\)\.$",
+    ),
+    "image name with a folder": (
+        _edit(lambda d: _set(d["panels"][0]["versions"][0], "image", "../x.png")),
+        r'version 1 of panel 1 uses an image with an unusable name \("\.\./x\.png"\)\.$',
+    ),
+    "missing image": (
+        _members(lambda m, p: m.pop(f"images/{p.panels[1].versions[0].image}")),
+        r"is damaged: the image images/img-\w+\.png that panel 2 uses is missing\.$",
+    ),
+    "missing photo": (
+        _members(lambda m, p: m.pop(f"images/{p.characters[0].photo}")),
+        r"is damaged: the image images/img-\w+\.png that Mira's photo uses is missing\.$",
+    ),
+    "not png bytes": (
+        _members(lambda m, p: _set(m, f"images/{p.characters[1].references[1].image}", b"GIF89a not a png")),
+        r"the image images/img-\w+\.png that Tobias's reference 2 uses is not a PNG picture\.$",
+    ),
+    "broken png": (
+        _members(lambda m, p: _set(m, f"images/{p.panels[2].versions[0].image}", png()[:8] + b"\0" * 40)),
+        r"the image images/img-\w+\.png that panel 3 uses is not a readable PNG picture\.$",
+    ),
+    "png with a bad checksum": (  # opens fine; only a full verify notices
+        _members(lambda m, p: _set(m, f"images/{p.panels[0].versions[1].image}", corrupt_idat(png()))),
+        r"the image images/img-\w+\.png that panel 1 uses is not a readable PNG picture\.$",
+    ),
+    "parent folder member": (
+        _members(lambda m, p: _set(m, "../evil.png", png())),
+        r'was refused: it contains a file with an unsafe name \("\.\./evil\.png"\).*Nothing was extracted',
+    ),
+    "nested parent member": (
+        _members(lambda m, p: _set(m, "images/../../evil.png", png())),
+        r"unsafe name .*Nothing was extracted from it\.$",
+    ),
+    "absolute member": (
+        _members(lambda m, p: _set(m, "/tmp/evil.png", png())),
+        r'unsafe name \("/tmp/evil\.png"\).*Nothing was extracted from it\.$',
+    ),
+    "drive letter member": (_members(lambda m, p: _set(m, "C:/evil.png", png())), r"unsafe name"),
+    "backslash member": (
+        _members(lambda m, p: _set(m, "images\\..\\evil.png", png())),
+        r'unsafe name \("images\\\.\.\\evil\.png"\).*Nothing was extracted from it\.$',
+    ),
+    "backslash image member": (
+        _members(lambda m, p: _set(m, "images\\x.png", png())),
+        r'unsafe name \("images\\x\.png"\)',
+    ),
+    "unexpected member": (
+        _members(lambda m, p: _set(m, "script.py", "print('hi')")),
+        r'is not a StoryStudio project: it contains an unexpected file "script\.py"\.$',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_files_are_refused_plainly_and_nothing_is_written(case, project, tmp_path, monkeypatch):
+    build, pattern = BAD_FILES[case]
+    folder = tmp_path / "files"
+    folder.mkdir()
+    path = folder / "bad.storystudio"
+    members = build(project)
+    if members is None:
+        path.write_bytes(b"This is a plain text file, not a project.\n")
+    else:
+        write_zip(path, members)
+        with zipfile.ZipFile(path) as archive:  # the archive really holds the names the case is about
+            assert [i.filename for i in archive.infolist()] == list(members)
+    monkeypatch.chdir(folder)
+    before = snapshot(tmp_path)
+
+    with pytest.raises(ProjectFileError) as info:
+        load_project(path)
+
+    message = str(info.value)
+    assert message.startswith('"bad.storystudio" ')
+    assert message.endswith(".")
+    assert "\n" not in message and "Traceback" not in message and "Error" not in message
+    assert re.search(pattern, message), message
+    assert snapshot(tmp_path) == before
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ProjectFileError, match=r'^"gone.storystudio" does not exist\.$'):
+        load_project(tmp_path / "gone.storystudio")
+    with pytest.raises(ProjectFileError, match=r"is a folder"):
+        load_project(tmp_path)
+
+
+def test_empty_file_is_not_a_zip(tmp_path):
+    path = tmp_path / "empty.storystudio"
+    path.write_bytes(b"")
+    with pytest.raises(ProjectFileError, match=r"it is not a zip archive"):
+        load_project(path)
+
+
+def test_oversized_member_is_refused(project, tmp_path, monkeypatch):
+    path = tmp_path / "story.storystudio"
+    save_project(project, path)
+    monkeypatch.setattr(fileio, "MAX_MEMBER_BYTES", 1000)
+    with pytest.raises(ProjectFileError, match=r"was refused: the file project\.json inside it would unpack to"):
+        load_project(path)
+
+
+def test_oversized_total_is_refused(project, tmp_path, monkeypatch):
+    path = tmp_path / "story.storystudio"
+    save_project(project, path)
+    size = sum(info.file_size for info in zipfile.ZipFile(path).infolist())
+    monkeypatch.setattr(fileio, "MAX_TOTAL_BYTES", size - 1)
+    with pytest.raises(ProjectFileError, match=r"was refused: its contents would unpack to more than"):
+        load_project(path)
+    monkeypatch.setattr(fileio, "MAX_TOTAL_BYTES", size)
+    assert load_project(path).title == project.title
+
+
+def test_images_folder_entry_and_unused_images_are_accepted(project, tmp_path):
+    members = members_of(project)
+    members["images/"] = b""
+    members[f"images/{project.unused_images()[0]}"] = b"not even a picture"
+    loaded = load_project(write_zip(tmp_path / "story.storystudio", members))
+    assert set(loaded.images) == project.referenced_images()
+
+
+# ---- autosave ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "data"
+    monkeypatch.setenv("STORYSTUDIO_DATA_DIR", str(root))
+    return root
+
+
+def test_autosave_dir_follows_the_environment(data_dir, monkeypatch):
+    assert autosave_dir() == data_dir / "autosave"
+    monkeypatch.delenv("STORYSTUDIO_DATA_DIR")
+    assert autosave_dir() == platformdirs.user_data_path("StoryStudio", appauthor=False) / "autosave"
+
+
+def test_autosave_of_an_unsaved_project(project, data_dir):
+    assert pending_autosaves() == []
+    path = write_autosave(project, None)
+    assert path.parent == data_dir / "autosave"
+    assert path.name.startswith("lighthouse-") and path.suffix == ".storystudio"
+    sidecar = path.with_suffix(".json")
+    info = json.loads(sidecar.read_text(encoding="utf-8"))
+    assert info["source_path"] is None and info["title"] == "Lighthouse"
+    assert project.modified == OLD_TIME  # an autosave is not a save
+
+    pending = pending_autosaves()
+    assert len(pending) == 1
+    assert isinstance(pending[0], AutosaveInfo)
+    assert pending[0].path == path
+    assert pending[0].source_path is None
+    assert pending[0].title == "Lighthouse"
+    assert pending[0].saved_at == info["saved_at"]
+    assert load_project(path).to_dict() == project.to_dict()
+
+
+def test_autosave_keeps_one_file_per_project(project, data_dir):
+    first = write_autosave(project, None)
+    project.panels[0].caption = "Changed."
+    assert write_autosave(project, None) == first
+    project.title = "Renamed story"
+    renamed = write_autosave(project, None)
+    assert renamed != first and renamed.name.startswith("renamed-story-")
+    assert [p.path for p in pending_autosaves()] == [renamed]
+    assert sorted(p.name for p in (data_dir / "autosave").iterdir()) == sorted(
+        [renamed.name, renamed.with_suffix(".json").name]
+    )
+    assert load_project(renamed).panels[0].caption == "Changed."
+
+
+def test_autosaves_of_different_sources_are_separate(project, data_dir, tmp_path):
+    source_a, source_b = str(tmp_path / "a.storystudio"), str(tmp_path / "b.storystudio")
+    path_a = write_autosave(project, source_a)
+    path_b = write_autosave(project, source_b)
+    unsaved = write_autosave(Project.example(), None)
+    assert len({path_a, path_b, unsaved}) == 3
+    pending = {p.path: p for p in pending_autosaves()}
+    assert set(pending) == {path_a, path_b, unsaved}
+    assert pending[path_a].source_path == source_a
+    assert pending[path_b].source_path == source_b
+
+
+def test_discard_autosave(project, data_dir):
+    kept = write_autosave(Project.example(), None)
+    path = write_autosave(project, None)
+    discard_autosave(path)
+    assert not path.exists() and not path.with_suffix(".json").exists()
+    assert [p.path for p in pending_autosaves()] == [kept]
+    discard_autosave(path)  # already gone: nothing to do
+    discard_autosave(kept.with_suffix(".json"))  # either file names the autosave
+    assert pending_autosaves() == []
+    assert list((data_dir / "autosave").iterdir()) == []
+
+
+def test_pending_autosaves_skips_incomplete_ones(project, data_dir):
+    path = write_autosave(project, None)
+    folder = path.parent
+    (folder / "orphan.json").write_text('{"source_path": null, "title": "x", "saved_at": "now"}', encoding="utf-8")
+    (folder / "broken.json").write_text("{not json", encoding="utf-8")
+    (folder / "broken.storystudio").write_bytes(b"")
+    assert [p.path for p in pending_autosaves()] == [path]
+
+
+# ---- recent files ----------------------------------------------------------------------------
+
+
+def touch_files(folder: Path, count: int) -> list[Path]:
+    paths = []
+    for index in range(count):
+        path = folder / f"p{index}.storystudio"
+        path.write_bytes(b"x")
+        paths.append(path)
+    return paths
+
+
+def test_recent_files_order_dedupe_and_limit(tmp_path):
+    recent = RecentFiles(tmp_path / "recent.json", limit=3)
+    a, b, c, d = touch_files(tmp_path, 4)
+    for path in (a, b, c):
+        recent.add(path)
+    assert recent.items() == [c, b, a]
+    recent.add(str(a))  # again: moves to the front, not listed twice
+    assert recent.items() == [a, c, b]
+    recent.add(d)
+    assert recent.items() == [d, a, c]
+    assert len(json.loads((tmp_path / "recent.json").read_text(encoding="utf-8"))) == 3
+    # another instance reads the same list
+    assert RecentFiles(tmp_path / "recent.json", limit=3).items() == [d, a, c]
+
+
+def test_recent_files_skip_missing_and_clear(tmp_path):
+    recent = RecentFiles(tmp_path / "recent.json")
+    a, b = touch_files(tmp_path, 2)
+    recent.add(a)
+    recent.add(b)
+    b.unlink()
+    assert recent.items() == [a]
+    b.write_bytes(b"back")  # a file that comes back (e.g. a drive plugged in again) shows again
+    assert recent.items() == [b, a]
+    recent.remove(b)
+    assert recent.items() == [a]
+    recent.clear()
+    assert recent.items() == []
+    recent.add(a)
+    assert recent.items() == [a]
+
+
+def test_recent_files_default_location_and_bad_file(data_dir, tmp_path):
+    (a,) = touch_files(tmp_path, 1)
+    recent = RecentFiles()
+    assert recent.path == data_dir / "recent.json"
+    recent.add(a)
+    assert (data_dir / "recent.json").is_file()
+    (data_dir / "recent.json").write_text("{broken", encoding="utf-8")
+    assert RecentFiles().items() == []
+    RecentFiles().add(a)
+    assert RecentFiles().items() == [a]
+
+
+def test_relative_recent_paths_are_stored_absolute(tmp_path, monkeypatch):
+    (a,) = touch_files(tmp_path, 1)
+    monkeypatch.chdir(tmp_path)
+    recent = RecentFiles(tmp_path / "recent.json")
+    recent.add(a.name)
+    monkeypatch.chdir(os.path.dirname(tmp_path))
+    assert recent.items() == [a]
