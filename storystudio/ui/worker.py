@@ -87,7 +87,9 @@ class InferenceWorker(QObject):
             self.finished.emit(job.id, "cancelled")
             return
         try:
-            if job.kind == "load":
+            if job.kind == "warm-up":
+                warm_up()
+            elif job.kind == "load":
                 self._load(job, job.payload)
             else:
                 self._render(job, job.payload)
@@ -144,6 +146,35 @@ class InferenceWorker(QObject):
             self.message.emit(job.id, note)
 
 
+def warm_up() -> None:
+    """Import torch, diffusers and the pipeline classes.
+
+    Initialising their compiled modules holds Python's global lock for up to a
+    few hundred milliseconds at a time, which would stall the GUI thread. The
+    app does it in the worker right after the window opens, while nobody waits
+    for a picture, instead of in the middle of the first job.
+    """
+    import diffusers  # noqa: F401
+    import transformers  # noqa: F401
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: F401
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: F401
+
+    # Loading a pipeline imports every scheduler compatible with its own and the guiders; some pull in scipy.
+    import diffusers.guiders  # noqa: F401
+
+    diffusers.EulerDiscreteScheduler.compatibles  # noqa: B018
+    # Those imports leave millions of long-lived objects. A full pass of Python's cycle collector over
+    # them holds the lock for 200-400 ms; frozen, they are left out of every later pass.
+    import gc
+
+    gc.freeze()
+
+    from ..engine import story_pipeline  # noqa: F401
+    from ..engine.models import quiet_libraries
+
+    quiet_libraries()
+
+
 def engine_settings(settings: Any):
     """The engine's GenerationSettings for a project's settings (imported here: this runs in the worker)."""
     from ..engine.consistent_attention import ConsistencyConfig
@@ -188,6 +219,10 @@ class GenerationService(QObject):
         self._jobs[job.id] = job
         self.submit_job.emit(job)
         return job.id
+
+    def warm_up(self) -> int:
+        """Import the heavy libraries in the worker, ahead of the first job."""
+        return self.submit("warm-up", None)
 
     def load_model(self, choice: ModelChoice) -> int:
         return self.submit("load", choice)

@@ -1,116 +1,93 @@
-"""The placeholder window: shows a story read-only and says that it is a placeholder."""
+"""Starting the app: the example story, a project or a script given on the command line, crash recovery."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from conftest import EXAMPLE, SMALL_STORY
+from conftest import SMALL_STORY
 from storystudio import cli
+from storystudio.project.fileio import discard_autosave, pending_autosaves, save_project, write_autosave
+from storystudio.project.model import Project
 from storystudio.ui import app as app_module
-from storystudio.ui.app import PlaceholderWindow
-
-
-def items(widget) -> list[str]:
-    return [widget.item(i).text() for i in range(widget.count())]
+from storystudio.ui.main_window import MainWindow
 
 
 @pytest.fixture
-def warnings_shown(monkeypatch) -> list[tuple]:
-    """Record QMessageBox.warning calls instead of opening a blocking dialog."""
-    calls: list[tuple] = []
-
-    def fake_warning(*args, **kwargs):
-        calls.append(args)
-        return QMessageBox.StandardButton.Ok
-
-    monkeypatch.setattr(QMessageBox, "warning", fake_warning)
+def warnings_shown(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: calls.append(a[2]) or QMessageBox.Ok)
     return calls
 
 
 @pytest.fixture
-def small_script(tmp_path):
-    path = tmp_path / "small.story.txt"
-    path.write_text(SMALL_STORY, encoding="utf-8")
-    return path
+def no_autosaves():
+    for info in pending_autosaves():
+        discard_autosave(info.path)
 
 
-@pytest.fixture
-def broken_script(tmp_path):
-    path = tmp_path / "broken.story.txt"
-    path.write_text("[Ann] a girl with red hair\n\n[Ann] reads a book\n[Zed] dances\n", encoding="utf-8")
-    return path
+def test_initial_project_choices(tmp_path):
+    project, path, problem = app_module.initial_project(None)
+    assert project.title == "Lighthouse" and len(project.panels) == 8 and path is None and problem is None
+    script = tmp_path / "small.story.txt"
+    script.write_text(SMALL_STORY, encoding="utf-8")
+    project, path, problem = app_module.initial_project(str(script))
+    assert [c.name for c in project.characters] == ["Ann", "Bo"] and len(project.panels) == 6 and path is None
+    saved = tmp_path / "mine.storystudio"
+    save_project(project, saved)
+    again, path, problem = app_module.initial_project(str(saved))
+    assert again.to_dict() == project.to_dict() and path == str(saved) and problem is None
+    broken = tmp_path / "broken.storystudio"
+    broken.write_text("not a zip", encoding="utf-8")
+    fallback, path, problem = app_module.initial_project(str(broken))
+    assert fallback.title == "Lighthouse" and path is None and "cannot be opened" in problem
 
 
-def test_opens_with_the_example_story_and_says_it_is_a_placeholder(qtbot, warnings_shown):
-    window = PlaceholderWindow()
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitExposed(window)
+def run_with_fake_loop(monkeypatch, path=None) -> list[MainWindow]:
+    seen = []
 
-    assert "placeholder" in window.windowTitle().lower()
-    assert "lighthouse" in window.windowTitle()
-    assert window.note.isVisible()
-    assert "placeholder" in window.note.text().lower()
-    assert "storystudio render" in window.note.text()
+    def fake_exec(self):  # stands in for the event loop: look at the windows, then "quit"
+        for widget in QApplication.topLevelWidgets():
+            if isinstance(widget, MainWindow) and widget.isVisible():
+                seen.append(widget)
+                widget.session.undo.setClean()
+                widget.close()
+        return 7
 
-    cast = items(window.cast)
-    assert len(cast) == 2
-    assert cast[0].startswith("[Mira] ") and "copper hair" in cast[0]
-    assert cast[1].startswith("[Tobias] ")
-    panels = items(window.panels)
-    assert len(panels) == 8
-    assert panels[0].startswith("1. ") and "Mira had never been this far" in panels[0]
-    assert panels[-1].startswith("8. ")
+    monkeypatch.setattr(QApplication, "exec", fake_exec)
+    assert app_module.run_app(path) == 7
+    return seen
+
+
+def test_run_app_opens_the_main_window(qtbot, monkeypatch, warnings_shown, no_autosaves, tmp_path):
+    script = tmp_path / "small.story.txt"
+    script.write_text(SMALL_STORY, encoding="utf-8")
+    windows = run_with_fake_loop(monkeypatch, str(script))
+    assert len(windows) == 1 and windows[0].timeline.panel_model.rowCount() == 6
     assert warnings_shown == []
 
 
-def test_window_shows_the_script_it_is_given(qtbot, small_script, warnings_shown):
-    window = PlaceholderWindow(str(small_script))
-    qtbot.addWidget(window)
-    assert window.windowTitle().startswith("small - ")
-    assert "placeholder" in window.windowTitle().lower()
-    assert [c.split("]")[0] for c in items(window.cast)] == ["[Ann", "[Bo"]
-    panels = items(window.panels)
-    assert len(panels) == 6
-    assert panels[0] == "1. [Ann] reads a book  # Ann loves books."
-    assert panels[4] == "5. a quiet street at night  # Later."
-    assert warnings_shown == []
+def test_run_app_offers_to_recover_after_a_crash(qtbot, monkeypatch, warnings_shown, no_autosaves):
+    crashed = Project.example()
+    crashed.panels[0].caption = "unsaved words"
+    write_autosave(crashed, None)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.Yes)
+    windows = run_with_fake_loop(monkeypatch)
+    assert asked and "Recover" in asked[0]
+    assert windows[0].session.project.panels[0].caption == "unsaved words"
+    assert not pending_autosaves()  # the recovered copy is handed over, then cleaned when the window closes
 
 
-def test_load_replaces_the_story(qtbot, small_script, warnings_shown):
-    window = PlaceholderWindow(str(EXAMPLE))
-    qtbot.addWidget(window)
-    assert window.panels.count() == 8
-    assert window.load(str(small_script)) is True
-    assert window.panels.count() == 6 and window.cast.count() == 2
-    assert items(window.cast)[0].startswith("[Ann] ")
-    assert window.windowTitle().startswith("small - ")
-
-
-def test_a_broken_script_warns_and_keeps_the_old_story(qtbot, broken_script, warnings_shown):
-    window = PlaceholderWindow(str(EXAMPLE))
-    qtbot.addWidget(window)
-    before = (window.windowTitle(), items(window.cast), items(window.panels))
-
-    assert window.load(str(broken_script)) is False
-    assert len(warnings_shown) == 1
-    parent, _title, text = warnings_shown[0][:3]
-    assert parent is window
-    assert "[Zed]" in text and "Line 4" in text
-    assert (window.windowTitle(), items(window.cast), items(window.panels)) == before
-
-    assert window.load(str(broken_script.with_name("missing.story.txt"))) is False
-    assert len(warnings_shown) == 2 and "does not exist" in warnings_shown[1][2]
-    assert (window.windowTitle(), items(window.cast), items(window.panels)) == before
-
-
-def test_a_broken_script_at_start_opens_an_empty_window(qtbot, broken_script, warnings_shown):
-    window = PlaceholderWindow(str(broken_script))
-    qtbot.addWidget(window)
-    assert len(warnings_shown) == 1
-    assert window.cast.count() == 0 and window.panels.count() == 0
-    assert "placeholder" in window.windowTitle().lower()
+def test_declining_recovery_discards_the_autosave(qtbot, monkeypatch, warnings_shown, no_autosaves):
+    write_autosave(Project.example(), None)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.No)
+    windows = run_with_fake_loop(monkeypatch)
+    assert windows[0].session.project.panels[0].caption != "unsaved words"
+    assert not pending_autosaves()
 
 
 def test_start_app_refuses_two_paths(capsys, monkeypatch):
@@ -119,7 +96,6 @@ def test_start_app_refuses_two_paths(capsys, monkeypatch):
     assert cli._start_app(["one.story.txt", "two.story.txt"]) == cli.EXIT_USER == 2
     err = capsys.readouterr().err
     assert err.startswith("storystudio: ") and "at most one" in err and "Traceback" not in err
-    # main() sends two bare paths to the same check, before any window exists
     assert cli.main(["one.story.txt", "two.story.txt"]) == 2
     assert started == []
 
@@ -132,16 +108,32 @@ def test_start_app_passes_one_path_to_the_window(monkeypatch):
     assert started == ["one.story.txt", None]
 
 
-def test_run_app_shows_the_window_and_returns_the_loop_result(qtbot, small_script, monkeypatch, warnings_shown):
-    seen = []
-
-    def fake_exec(self):  # stands in for the event loop: look at the windows, then "quit"
-        for widget in QApplication.topLevelWidgets():
-            if isinstance(widget, PlaceholderWindow) and widget.isVisible():
-                seen.append(widget.panels.count())
-                widget.close()
-        return 7
-
-    monkeypatch.setattr(QApplication, "exec", fake_exec)
-    assert app_module.run_app(str(small_script)) == 7
-    assert seen == [6]
+def test_the_window_opens_without_torch():
+    """torch and diffusers are never imported by the GUI thread: the worker brings them in."""
+    code = """
+import sys, threading, time
+seen = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("torch", "diffusers"):
+            seen.append((name, threading.current_thread() is threading.main_thread()))
+        return None
+sys.meta_path.insert(0, Spy())
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from storystudio.ui.main_window import MainWindow
+w = MainWindow()
+w.show()
+app.processEvents()
+shown = 'torch' in sys.modules
+while w.service.busy:  # the warm-up job imports them, in the worker thread
+    app.processEvents()
+    time.sleep(0.01)
+print(shown, sorted(set(seen)))
+w.session.undo.setClean()
+w.close()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                         env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False [('diffusers', False), ('torch', False)]"

@@ -98,6 +98,8 @@ def test_errors_arrive_as_plain_words(qtbot, service, tmp_path):
 def test_gui_event_loop_keeps_turning_during_a_job(qtbot, service, tiny_model_dirs):
     rec = Recorder(service)
     model = ModelChoice(str(tiny_model_dirs["sdxl"]), device="cpu")
+    warm = service.warm_up()  # what the app does when its window opens
+    qtbot.waitUntil(lambda: (warm, "done") in rec.finished, timeout=60000)
     gaps, clock = [], QElapsedTimer()
     timer = QTimer()
     timer.setInterval(10)

@@ -1,0 +1,606 @@
+"""The main window: panel timeline, character sheet, generation settings and the panel view."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence, QPixmap
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import __version__
+from ..project.fileio import ProjectFileError, RecentFiles, discard_autosave, pending_autosaves, write_autosave
+from ..project.model import Project
+from ..project.script import ScriptError
+from . import commands as cmd
+from .character_sheet import CharacterSheet
+from .session import ProjectSession
+from .settings_panel import SettingsPanel
+from .timeline import PanelTimeline
+from .worker import GenerationService, ModelChoice, RenderJob
+
+FILE_FILTER = "StoryStudio projects (*.storystudio)"
+SCRIPT_FILTER = "Story scripts (*.txt *.story);;All files (*)"
+AUTOSAVE_MS = 60_000
+
+
+class PanelView(QWidget):
+    """The chosen panel large, its words, and its versions. (The layout canvas will take this place.)"""
+
+    def __init__(self, session: ProjectSession, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.panel_id: str | None = None
+        self.image = QLabel("Select a panel in the timeline.")
+        self.image.setAlignment(Qt.AlignCenter)
+        self.image.setMinimumSize(160, 160)
+        self.image.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.image.setStyleSheet("background:#202124; color:#bdc1c6;")
+        self.prompt = QLineEdit()
+        self.caption = QLineEdit()
+        self.dialogue = QLineEdit()
+        self.versions = QListWidget()
+        self.versions.setViewMode(QListWidget.IconMode)
+        self.versions.setFlow(QListWidget.LeftToRight)
+        self.versions.setWrapping(False)
+        self.versions.setFixedHeight(96)
+        self.versions.setIconSize(QPixmap(64, 64).size())
+        form = QFormLayout()
+        form.addRow("Picture", self.prompt)
+        form.addRow("Caption", self.caption)
+        form.addRow("Dialogue", self.dialogue)
+        form.addRow("Versions", self.versions)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.image, 1)
+        layout.addLayout(form)
+        for field, edit in (("prompt", self.prompt), ("caption", self.caption), ("dialogue", self.dialogue)):
+            edit.editingFinished.connect(lambda f=field, e=edit: self._commit(f, e.text()))
+        self.versions.itemClicked.connect(self._choose)
+        session.panel_changed.connect(self._maybe_refresh)
+        session.panels_changed.connect(self.refresh)
+        session.project_replaced.connect(lambda: self.show_panel(None))
+        self._preview: QImage | None = None
+
+    def show_panel(self, panel_id: str | None) -> None:
+        self.panel_id = panel_id
+        self._preview = None
+        self.refresh()
+
+    def show_preview(self, panel_id: str, preview: QImage) -> None:
+        if panel_id == self.panel_id and not preview.isNull():
+            self._preview = preview
+            self._set_pixmap(QPixmap.fromImage(preview))
+
+    def _maybe_refresh(self, panel_id: str) -> None:
+        if panel_id == self.panel_id:
+            self._preview = None
+            self.refresh()
+
+    def _set_pixmap(self, pix: QPixmap) -> None:
+        size = self.image.size()
+        self.image.setPixmap(pix.scaled(size.width() - 8, size.height() - 8, Qt.KeepAspectRatio,
+                                        Qt.SmoothTransformation))
+
+    def refresh(self) -> None:
+        panel = self.session.project.panel_by_id(self.panel_id) if self.panel_id else None
+        enabled = panel is not None
+        for w in (self.prompt, self.caption, self.dialogue, self.versions):
+            w.setEnabled(enabled)
+        self.versions.clear()
+        if panel is None:
+            self.image.setPixmap(QPixmap())
+            self.image.setText("Select a panel in the timeline.")
+            for w in (self.prompt, self.caption, self.dialogue):
+                w.setText("")
+            return
+        for w, text in ((self.prompt, panel.prompt), (self.caption, panel.caption), (self.dialogue, panel.dialogue)):
+            if not w.hasFocus():
+                w.setText(text)
+        for i, version in enumerate(panel.versions):
+            pix = QPixmap()
+            pix.loadFromData(self.session.project.images.get(version.image, b""))
+            item = QListWidgetItem(pix.scaled(64, 64, Qt.KeepAspectRatio), f"{i + 1}")
+            item.setData(Qt.UserRole, i)
+            item.setToolTip(f"seed {version.parameters.get('seed')}")
+            self.versions.addItem(item)
+            if i == panel.chosen:
+                item.setSelected(True)
+        version = panel.chosen_version
+        if version is None:
+            self.image.setPixmap(QPixmap())
+            self.image.setText("No picture yet: Generate ▸ Generate all, or right-click the panel ▸ Regenerate.")
+            return
+        pix = QPixmap()
+        pix.loadFromData(self.session.project.images.get(version.image, b""))
+        self._set_pixmap(pix)
+
+    def _commit(self, field: str, text: str) -> None:
+        if self.panel_id is None:
+            return
+        panel = self.session.project.panel_by_id(self.panel_id)
+        if panel is not None and getattr(panel, field) != text:
+            self.session.undo.push(cmd.SetPanelText(self.session, self.panel_id, field, text))
+
+    def _choose(self, item: QListWidgetItem) -> None:
+        index = item.data(Qt.UserRole)
+        panel = self.session.project.panel_by_id(self.panel_id) if self.panel_id else None
+        if panel is not None and panel.chosen != index:
+            self.session.undo.push(cmd.ChooseVersion(self.session, self.panel_id, index))
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, project: Project | None = None, path: str | None = None,
+                 service: GenerationService | None = None, settings: QSettings | None = None,
+                 recovered_from: Path | None = None):
+        """``recovered_from``: the autosave this (unsaved) project was recovered from."""
+        super().__init__()
+        self.session = ProjectSession(project or Project.example(), path, self)
+        self.service = service or GenerationService(self)
+        self.qsettings = settings or QSettings("StoryStudio", "StoryStudio")
+        self.recent = RecentFiles()
+        self.job_panels: dict[int, list[str]] = {}
+        self.job_references: dict[int, dict[str, list[tuple[bytes, dict]]]] = {}
+        self.job_apply: dict[int, str] = {}  # job -> "panels" | "references"
+        self._autosave_path: Path | None = recovered_from
+
+        self.timeline = PanelTimeline(self.session)
+        self.panel_view = PanelView(self.session)
+        self.characters = CharacterSheet(self.session)
+        self.settings_panel = SettingsPanel(self.session)
+        self.setCentralWidget(self.panel_view)
+        self._dock("Panels", self.timeline, Qt.BottomDockWidgetArea, "timeline")
+        self._dock("Characters", self.characters, Qt.LeftDockWidgetArea, "characters", scroll=True)
+        self._dock("Generation", self.settings_panel, Qt.RightDockWidgetArea, "settings", scroll=True)
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(240)
+        self.progress.setVisible(False)
+        self.statusBar().addPermanentWidget(self.progress)
+        self.model_label = QLabel("No model loaded")
+        self.statusBar().addPermanentWidget(self.model_label)
+
+        self._actions()
+        self._connect()
+        if recovered_from is not None:
+            self.session.undo.resetClean()  # recovered work is unsaved work
+        self._update_title()
+        self._restore_window_state()
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.setInterval(AUTOSAVE_MS)
+        self.autosave_timer.timeout.connect(self.autosave)
+        self.autosave_timer.start()
+        if self.session.project.panels:
+            self.timeline.select_id(self.session.project.panels[0].id)
+        self.warm_up_job = self.service.warm_up()
+
+    # ---- construction ------------------------------------------------------------------
+    def _dock(self, title: str, widget: QWidget, area, name: str, scroll: bool = False) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        if scroll:  # long forms scroll instead of forcing a window larger than a laptop screen
+            area_widget = QScrollArea()
+            area_widget.setWidgetResizable(True)
+            area_widget.setWidget(widget)
+            area_widget.setMinimumWidth(260)
+            widget = area_widget
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        return action
+
+    def _actions(self) -> None:
+        a = self.actions_by_name = {}
+        a["new"] = self._action("&New", self.new_project, QKeySequence.New)
+        a["open"] = self._action("&Open…", self.open_dialog, QKeySequence.Open)
+        a["save"] = self._action("&Save", self.save, QKeySequence.Save)
+        a["save_as"] = self._action("Save &As…", self.save_as, QKeySequence.SaveAs)
+        a["import"] = self._action("&Import Story Script…", self.import_script_dialog, "Ctrl+I")
+        a["export_script"] = self._action("&Export Story Script…", self.export_script_dialog)
+        a["quit"] = self._action("&Quit", self.close, QKeySequence.Quit)
+        a["undo"] = self.session.undo.createUndoAction(self, "&Undo")
+        a["undo"].setShortcut(QKeySequence.Undo)
+        a["redo"] = self.session.undo.createRedoAction(self, "&Redo")
+        a["redo"].setShortcut(QKeySequence.Redo)
+        a["prefs"] = self._action("&Preferences…", self.preferences, QKeySequence.Preferences)
+        a["generate"] = self._action("&Generate All", self.generate_all, "Ctrl+G",
+                                     "Draw every panel: references first, then the rest")
+        a["regenerate"] = self._action("&Regenerate Panel", lambda: self.regenerate(self.timeline.selected_ids()),
+                                       "Ctrl+R")
+        a["variation"] = self._action("New &Variation", lambda: self.new_variation(self.timeline.selected_ids()),
+                                      "Ctrl+Shift+R")
+        a["stop"] = self._action("&Stop", self.stop, "Esc")
+        a["stop"].setEnabled(False)
+        a["about"] = self._action("&About StoryStudio", self.about)
+        a["insert"] = self._action("&Insert Panel", lambda: self.insert_panel(None), "Ctrl+Shift+N")
+        a["delete"] = self._action("&Delete Panels", lambda: self.delete_panels(self.timeline.selected_ids()),
+                                   QKeySequence.Delete)
+
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        for key in ("new", "open"):
+            file_menu.addAction(a[key])
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        for key in ("save", "save_as", None, "import", "export_script", None, "quit"):
+            file_menu.addSeparator() if key is None else file_menu.addAction(a[key])
+        edit_menu = bar.addMenu("&Edit")
+        for key in ("undo", "redo", None, "insert", "delete", None, "prefs"):
+            edit_menu.addSeparator() if key is None else edit_menu.addAction(a[key])
+        gen_menu = bar.addMenu("&Generate")
+        for key in ("generate", "regenerate", "variation", None, "stop"):
+            gen_menu.addSeparator() if key is None else gen_menu.addAction(a[key])
+        bar.addMenu("&Help").addAction(a["about"])
+        tools = self.addToolBar("Main")
+        tools.setObjectName("main-toolbar")
+        for key in ("new", "open", "save", None, "undo", "redo", None, "generate", "stop"):
+            tools.addSeparator() if key is None else tools.addAction(a[key])
+
+    def _connect(self) -> None:
+        s = self.session
+        s.undo.cleanChanged.connect(self._update_title)
+        s.project_replaced.connect(self._update_title)
+        self.timeline.selectionModel().currentChanged.connect(lambda cur, prev: self._panel_selected())
+        self.timeline.panel_model.modelReset.connect(self._reselect)
+        self.timeline.regenerate_requested.connect(self.regenerate)
+        self.timeline.variation_requested.connect(self.new_variation)
+        self.timeline.duplicate_requested.connect(lambda pid: s.undo.push(cmd.duplicate_panel(s, pid)))
+        self.timeline.delete_requested.connect(self.delete_panels)
+        self.timeline.insert_requested.connect(self.insert_panel)
+        self.timeline.edit_requested.connect(lambda pid: (self.timeline.select_id(pid), self.panel_view.prompt.setFocus()))
+        self.characters.generate_references_requested.connect(self.generate_references)
+        self.characters.panel_activated.connect(self.timeline.select_id)
+        w = self.service.worker
+        w.progress.connect(self._on_progress)
+        w.image_ready.connect(self._on_image)
+        w.failed.connect(self._on_failed)
+        w.finished.connect(self._on_finished)
+        w.model_loaded.connect(self._on_model_loaded)
+        w.message.connect(self._on_message)
+
+    # ---- selection -------------------------------------------------------------------------
+    def _panel_selected(self) -> None:
+        self.panel_view.show_panel(self.timeline.current_id())
+
+    def _reselect(self) -> None:
+        pid = self.panel_view.panel_id
+        if pid and self.session.project.panel_by_id(pid):
+            self.timeline.select_id(pid)
+        elif self.session.project.panels:
+            self.timeline.select_id(self.session.project.panels[0].id)
+        else:
+            self.panel_view.show_panel(None)
+
+    # ---- files -----------------------------------------------------------------------------
+    def _update_title(self) -> None:
+        star = "*" if self.session.dirty else ""
+        self.setWindowTitle(f"{self.session.display_name}{star} - StoryStudio")
+
+    def maybe_save(self) -> bool:
+        """True when it is fine to drop the current project (saved, discarded, or unchanged)."""
+        if not self.session.dirty:
+            return True
+        answer = QMessageBox.question(
+            self, "StoryStudio", f"Save the changes to {self.session.display_name}?",
+            QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
+        if answer == QMessageBox.Save:
+            return self.save()
+        return answer == QMessageBox.Discard
+
+    def new_project(self) -> None:
+        if self.maybe_save():
+            self.session.replace(Project(title="Untitled"), None)
+
+    def open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open project", "", FILE_FILTER)
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: str) -> bool:
+        if not self.maybe_save():
+            return False
+        try:
+            self.session.open(path)
+        except (ProjectFileError, OSError) as exc:
+            QMessageBox.warning(self, "StoryStudio", f"The project cannot be opened.\n\n{exc}")
+            return False
+        self.recent.add(path)
+        self._reselect()
+        return True
+
+    def save(self) -> bool:
+        if not self.session.path:
+            return self.save_as()
+        return self._save_to(self.session.path)
+
+    def save_as(self) -> bool:
+        path, _ = QFileDialog.getSaveFileName(self, "Save project", self.session.display_name, FILE_FILTER)
+        if not path:
+            return False
+        if not path.endswith(".storystudio"):
+            path += ".storystudio"
+        return self._save_to(path)
+
+    def _save_to(self, path: str) -> bool:
+        try:
+            self.session.save(path)
+        except (ProjectFileError, OSError) as exc:
+            QMessageBox.warning(self, "StoryStudio", f"The project could not be saved to {path}.\n\n{exc}\n\n"
+                                "Nothing was lost: the project is still open. Try another folder.")
+            return False
+        self.recent.add(path)
+        if self._autosave_path is not None:
+            discard_autosave(self._autosave_path)
+            self._autosave_path = None
+        self.statusBar().showMessage(f"Saved {path}", 4000)
+        self._update_title()
+        return True
+
+    def import_script_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import story script", "", SCRIPT_FILTER)
+        if path:
+            self.import_script(path)
+
+    def import_script(self, path: str) -> bool:
+        """A story script becomes a new project (the current one is offered for saving first)."""
+        if not self.maybe_save():
+            return False
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+            project = Project(title=Path(path).stem.removesuffix(".story"))
+            project.import_script(text)
+        except (OSError, UnicodeDecodeError) as exc:
+            QMessageBox.warning(self, "StoryStudio", f"{path} cannot be read: {exc}")
+            return False
+        except ScriptError as exc:
+            QMessageBox.warning(self, "StoryStudio", f"The story script has problems:\n\n{exc}")
+            return False
+        self.session.replace(project, None)
+        self._reselect()
+        return True
+
+    def export_script_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export story script", "story.txt", SCRIPT_FILTER)
+        if path:
+            try:
+                Path(path).write_text(self.session.project.export_script(), encoding="utf-8")
+            except (OSError, ValueError) as exc:
+                QMessageBox.warning(self, "StoryStudio", f"The story could not be exported: {exc}")
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        items = self.recent.items()
+        for path in items:
+            self.recent_menu.addAction(str(path), lambda p=str(path): self.open_path(p))
+        if not items:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def autosave(self) -> None:
+        if self.session.dirty:
+            try:
+                self._autosave_path = write_autosave(self.session.project, self.session.path)
+            except OSError:
+                pass  # a full disk must not interrupt the work; the next save will say so
+
+    # ---- generation ---------------------------------------------------------------------------
+    def _model_choice(self) -> ModelChoice | None:
+        st = self.session.project.settings
+        if not st.model:
+            QMessageBox.information(
+                self, "Choose a model",
+                "Choose a model first in the Generation panel: a diffusers folder, a .safetensors file or a "
+                "Hugging Face model id that is already on this computer. For a quick test, create a tiny model "
+                "with: storystudio models create-tiny DIR")
+            return None
+        return ModelChoice(st.model, device=st.device, dtype=st.dtype)
+
+    def _start(self, panel_ids: list[str] | None, apply: str = "panels") -> int | None:
+        choice = self._model_choice()
+        if choice is None:
+            return None
+        try:
+            story = self.session.project.to_story()
+        except (KeyError, ValueError) as exc:
+            QMessageBox.warning(self, "StoryStudio", f"The story cannot be drawn yet: {exc}")
+            return None
+        only = list(panel_ids) if panel_ids is not None else None
+        job = self.service.render(RenderJob(story, self.session.project.settings.__class__(
+            **self.session.project.settings.to_dict()), choice, only=only))
+        targets = only if only is not None else [p.id for p in self.session.project.panels]
+        self.job_panels[job] = targets
+        self.job_apply[job] = apply
+        self.job_references[job] = {}
+        for pid in targets:
+            self.session.set_status(pid, "queued")
+        self.actions_by_name["stop"].setEnabled(True)
+        self.progress.setVisible(True)
+        self.progress.setValue(0)
+        return job
+
+    def generate_all(self) -> int | None:
+        return self._start(None)
+
+    def regenerate(self, ids: list[str]) -> int | None:
+        return self._start(ids) if ids else None
+
+    def new_variation(self, ids: list[str]) -> int | None:
+        if not ids:
+            return None
+        self.session.undo.beginMacro("New variation")
+        for pid in ids:
+            self.session.undo.push(cmd.NewVariation(self.session, pid))
+        self.session.undo.endMacro()
+        return self._start(ids)
+
+    def generate_references(self, character_id: str) -> int | None:
+        character = self.session.character(character_id)
+        story = self.session.project.to_story()
+        refs = story.reference_panels(character.name, self.session.project.settings.id_length)
+        if refs:
+            keys = [p.key for p in refs]
+        else:
+            showing = self.session.panels_showing(character_id)
+            if not showing:
+                QMessageBox.information(self, "StoryStudio",
+                                        f"[{character.name}] is in no panel yet; tag it in a panel first.")
+                return None
+            keys = [showing[0].id]
+        return self._start(keys, apply="references")
+
+    def stop(self) -> None:
+        self.service.cancel()
+        self.statusBar().showMessage("Stopping after the current step…", 3000)
+
+    @Slot(int, str, list, int, int, int, int, QImage)
+    def _on_progress(self, job, phase, keys, step, steps, done, total, preview) -> None:
+        for key in keys:
+            if self.session.project.panel_by_id(key):
+                self.timeline.panel_model.progress[key] = f"{step}/{steps}"
+                self.session.set_status(key, "generating")
+                self.panel_view.show_preview(key, preview)
+        self.progress.setMaximum(max(1, total * steps))
+        self.progress.setValue(done * steps + step * len(keys))
+
+    @Slot(int, str, str, bytes, dict)
+    def _on_image(self, job, key, role, png, params) -> None:
+        name = params.get("characters", [None])[0] if role in ("reference", "sheet") else None
+        if name and self.job_apply.get(job) == "references":
+            self.job_references.setdefault(job, {}).setdefault(name, []).append((png, params))
+        if self.session.project.panel_by_id(key) is not None:
+            self.session.undo.push(cmd.ApplyPanelImage(self.session, key, png, params))
+            self.session.set_status(key, "done")
+
+    @Slot(int, str)
+    def _on_failed(self, job, message) -> None:
+        for pid in self.job_panels.get(job, []):
+            if self.session.status.get(pid) in ("queued", "generating"):
+                self.session.set_status(pid, "failed")
+        QMessageBox.warning(self, "StoryStudio", message)
+
+    @Slot(int, str)
+    def _on_finished(self, job, status) -> None:
+        for name, images in self.job_references.pop(job, {}).items():
+            character = self.session.project.character_by_name(name)
+            if character is not None and images:
+                self.session.undo.push(cmd.ApplyReferences(self.session, character.id, images))
+        for pid in self.job_panels.pop(job, []):
+            if self.session.status.get(pid) in ("queued", "generating"):
+                self.session.status.pop(pid, None)
+                self.session.status_changed.emit(pid)
+        self.job_apply.pop(job, None)
+        busy = bool(self.job_panels)
+        self.actions_by_name["stop"].setEnabled(busy)
+        self.progress.setVisible(busy)
+        if status == "cancelled":
+            self.statusBar().showMessage("Stopped.", 4000)
+
+    @Slot(int, str)
+    def _on_message(self, job, text) -> None:
+        self.statusBar().showMessage(text, 8000)
+
+    @Slot(int, str)
+    def _on_model_loaded(self, job, text) -> None:
+        self.model_label.setText(text)
+        self.settings_panel.set_device_info(text.split(" on ", 1)[-1])
+
+    # ---- edits -------------------------------------------------------------------------------
+    def insert_panel(self, row: int | None) -> None:
+        if row is None:
+            current = self.timeline.current_id()
+            row = self.session.project.panel_index(current) + 1 if current else len(self.session.project.panels)
+        command = cmd.new_panel(self.session, row)
+        self.session.undo.push(command)
+        self.timeline.select_id(command.panels[0].id)
+
+    def delete_panels(self, ids: list[str]) -> None:
+        if ids:
+            self.session.undo.push(cmd.DeletePanels(self.session, ids))
+
+    def preferences(self) -> None:
+        dock = self.findChild(QDockWidget, "settings")
+        dock.show()
+        dock.raise_()
+
+    def about(self) -> None:
+        QMessageBox.about(self, "About StoryStudio",
+                          f"StoryStudio {__version__}\n\nComics with the same characters in every panel, "
+                          "drawn with StoryDiffusion's consistent self-attention on Stable Diffusion models.")
+
+    # ---- window state ---------------------------------------------------------------------------
+    def _restore_window_state(self) -> None:
+        geometry = self.qsettings.value("window/geometry")
+        state = self.qsettings.value("window/state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 820)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.maybe_save():
+            event.ignore()
+            return
+        self.qsettings.setValue("window/geometry", self.saveGeometry())
+        self.qsettings.setValue("window/state", self.saveState())
+        if self._autosave_path is not None:
+            discard_autosave(self._autosave_path)
+        self.autosave_timer.stop()
+        self.service.shutdown()
+        event.accept()
+
+
+def offer_recovery(parent: QWidget | None = None) -> tuple[Project, str | None, Path] | None:
+    """After a crash: offer the newest autosaved project.
+
+    Returns the project, the path it was saved at before (if any) and the autosave it came from, which
+    stays on disk until the recovered work is saved or the window closes without it.
+    """
+    from ..project.fileio import load_project
+
+    pending = pending_autosaves()
+    if not pending:
+        return None
+    info = pending[0]
+    answer = QMessageBox.question(
+        parent, "Recover your work?",
+        f"StoryStudio closed without saving \"{info.title}\" ({info.saved_at}). Recover the autosaved copy?",
+        QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
+    if answer != QMessageBox.Yes:
+        for item in pending:
+            discard_autosave(item.path)
+        return None
+    try:
+        project = load_project(info.path)
+    except ProjectFileError as exc:
+        QMessageBox.warning(parent, "StoryStudio", f"The autosaved copy cannot be read: {exc}")
+        return None
+    return project, info.source_path, Path(info.path)
+
+
+def png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
