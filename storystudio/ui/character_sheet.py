@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..project.story import NO_CHARACTER
-from .commands import AddCharacter, DeleteCharacter, SetCharacterField
+from .commands import AddCharacter, DeleteCharacter, SetCharacterField, rename_character
 from .session import ProjectSession
 
 LOCK = "\N{LOCK}"
@@ -293,7 +293,7 @@ class CharacterSheet(QWidget):
             self._show_problem(problem)
             return False
         self._show_problem(None)
-        self.session.undo.push(SetCharacterField(self.session, character.id, "name", name))
+        rename_character(self.session, character.id, name)
         return True
 
     def commit_description(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from PySide6.QtGui import QUndoCommand
@@ -205,6 +206,19 @@ class SetCharacterField(QUndoCommand):
 
     def undo(self) -> None:
         self.session.set_character_field(self.character_id, self.field, copy.deepcopy(self.old))
+
+
+def rename_character(session: ProjectSession, character_id: str, name: str) -> None:
+    """Rename a character and the [Name] tags of every panel that shows it, as one undo step."""
+    old = session.character(character_id).name
+    tag = re.compile(r"\[\s*" + re.escape(old) + r"\s*\]")
+    session.undo.beginMacro(f"Rename {old} to {name}")
+    for panel in session.project.panels:
+        renamed = tag.sub(f"[{name}]", panel.prompt)
+        if renamed != panel.prompt:
+            session.undo.push(SetPanelText(session, panel.id, "prompt", renamed))
+    session.undo.push(SetCharacterField(session, character_id, "name", name))
+    session.undo.endMacro()
 
 
 class ApplyReferences(QUndoCommand):

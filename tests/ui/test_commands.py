@@ -118,3 +118,16 @@ def test_clean_state_follows_saving(session, tmp_path):
     assert not session.dirty and session.display_name == "a.storystudio"
     session.undo.undo()
     assert session.dirty
+
+
+def test_renaming_a_character_renames_its_tags_in_one_step(session):
+    mira = session.project.character_by_name("Mira")
+    shown = [p.id for p in session.panels_showing(mira.id)]
+    before = snapshot(session)
+    cmd.rename_character(session, mira.id, "Mirabel")
+    assert session.undo.count() == 1
+    assert [p.id for p in session.panels_showing(mira.id)] == shown
+    assert session.panel(shown[-1]).prompt.startswith("[Mirabel] and [Tobias]")
+    assert "Mira]" not in session.project.export_script().replace("[Mirabel]", "")
+    session.undo.undo()
+    assert snapshot(session) == before
