@@ -62,7 +62,7 @@ class PanelView(QWidget):
         self.versions.setFixedHeight(96)
         self.versions.setIconSize(QPixmap(64, 64).size())
         form = QFormLayout()
-        form.addRow("Picture", self.prompt)
+        form.addRow("Shows", self.prompt)
         form.addRow("Caption", self.caption)
         form.addRow("Dialogue", self.dialogue)
         form.addRow("Versions", self.versions)
@@ -278,6 +278,8 @@ class MainWindow(QMainWindow):
         w.failed.connect(self._on_failed)
         w.finished.connect(self._on_finished)
         w.model_loaded.connect(self._on_model_loaded)
+        w.model_loading.connect(self._on_model_loading)
+        w.device_found.connect(self.settings_panel.set_device_info)
         w.message.connect(self._on_message)
 
     # ---- selection -------------------------------------------------------------------------
@@ -475,8 +477,10 @@ class MainWindow(QMainWindow):
 
     @Slot(int, str, list, int, int, int, int, QImage)
     def _on_progress(self, job, phase, keys, step, steps, done, total, preview) -> None:
+        wanted = self.job_panels.get(job, [])
         for key in keys:
-            if self.session.project.panel_by_id(key):
+            # a batch may draw panels only to rebuild a character's references: those keep their status
+            if key in wanted and self.session.project.panel_by_id(key):
                 self.timeline.panel_model.progress[key] = f"{step}/{steps}"
                 self.session.set_status(key, "generating")
                 self.panel_view.show_preview(key, preview)
@@ -521,7 +525,15 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text, 8000)
 
     @Slot(int, str)
+    def _on_model_loading(self, job, source) -> None:
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)  # busy: loading has no steps to count
+        self.statusBar().showMessage(f"Loading the model {source}…")
+
+    @Slot(int, str)
     def _on_model_loaded(self, job, text) -> None:
+        self.progress.setRange(0, 100)
+        self.statusBar().showMessage(f"Model ready: {text}", 4000)
         self.model_label.setText(text)
         self.settings_panel.set_device_info(text.split(" on ", 1)[-1])
 
@@ -555,7 +567,11 @@ class MainWindow(QMainWindow):
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
         else:
-            self.resize(1280, 820)
+            screen = self.screen().availableGeometry() if self.screen() else None
+            w, h = (1280, 820) if screen is None else (min(1280, screen.width()), min(820, screen.height()))
+            self.resize(w, h)
+            docks = [self.findChild(QDockWidget, n) for n in ("characters", "settings")]
+            self.resizeDocks(docks, [340, 400], Qt.Horizontal)
         if isinstance(state, QByteArray):
             self.restoreState(state)
 

@@ -57,8 +57,8 @@ def _plain_error(exc: BaseException) -> str:
     name = type(exc).__name__
     text = str(exc) or name
     if "OutOfMemory" in name or "out of memory" in text.lower():
-        return ("The GPU ran out of memory. Try a smaller panel size, fewer reference images, "
-                "or the lower-memory setting in Preferences, then generate again.")
+        return ("The GPU ran out of memory. Try a smaller picture size or fewer reference pictures per "
+                "character, then generate again.")
     if name in ("ModelError", "ValueError", "FileNotFoundError", "ScriptError"):
         return text
     return f"Generation failed: {text}"
@@ -71,7 +71,9 @@ class InferenceWorker(QObject):
     image_ready = Signal(int, str, str, bytes, dict)  # job, panel key, role, PNG bytes, parameters
     bank_ready = Signal(int, str, int)  # job, character name, bank bytes
     message = Signal(int, str)  # job, a note for the user (e.g. truncated prompt)
+    model_loading = Signal(int, str)  # job, what is being loaded
     model_loaded = Signal(int, str)  # job, one-line description
+    device_found = Signal(str)  # the compute device, in words (after the warm-up)
     failed = Signal(int, str)  # job, plain message
     finished = Signal(int, str)  # job, "done" | "cancelled" | "failed"
 
@@ -89,6 +91,9 @@ class InferenceWorker(QObject):
         try:
             if job.kind == "warm-up":
                 warm_up()
+                from ..engine.models import device_summary, pick_device
+
+                self.device_found.emit(device_summary(pick_device("auto")))
             elif job.kind == "load":
                 self._load(job, job.payload)
             else:
@@ -110,6 +115,7 @@ class InferenceWorker(QObject):
 
         key = (choice.source, choice.device, choice.dtype)
         if self._model is None or self._model_key != key:
+            self.model_loading.emit(job.id, choice.source)
             quiet_libraries()
             self._model = None
             self._banks.clear()

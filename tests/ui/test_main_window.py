@@ -44,7 +44,8 @@ def wait_idle(qtbot, win, timeout=60000):
     qtbot.waitUntil(lambda: not win.job_panels and not win.service.busy, timeout=timeout)
 
 
-def test_opens_with_the_example(window):
+def test_opens_with_the_example(qtbot, window, monkeypatch):
+    qtbot.waitUntil(lambda: window.settings_panel.device_label.text() == "CPU", timeout=30000)  # after warm-up
     assert window.timeline.panel_model.rowCount() == 8
     assert window.characters.list.count() == 2
     assert window.windowTitle().startswith("Lighthouse")
@@ -75,11 +76,15 @@ def test_drag_reorder_through_the_views_model_and_undo(window):
 
 
 def test_generate_all_then_regenerate_one(qtbot, window):
+    loading = []
+    window.service.worker.model_loading.connect(lambda job, source: loading.append(source))
     job = window.generate_all()
     assert job is not None
     assert all(window.session.status[p.id] == "queued" for p in window.session.project.panels)
     wait_idle(qtbot, window)
     panels = window.session.project.panels
+    assert loading == [window.session.project.settings.model]  # loaded once, announced
+    assert "(SD15) on CPU" in window.model_label.text()
     assert all(len(p.versions) == 1 and p.chosen == 0 for p in panels)
     assert all(window.session.panel_status(p) == "done" for p in panels)
     first = {p.id: window.session.project.images[p.versions[0].image] for p in panels}
