@@ -67,6 +67,14 @@ MAX_SEED = 2**31 - 1
 MODEL_FILTER = "Model files (*.safetensors *.ckpt);;All files (*)"
 
 
+def _labelled_combo(labels: dict[str, str]) -> QComboBox:
+    """A combo box showing plain words; each item's data is the setting's value."""
+    combo = QComboBox()
+    for value, label in labels.items():
+        combo.addItem(label, value)
+    return combo
+
+
 class SettingsPanel(QWidget):
     """A form over ``session.project.settings``."""
 
@@ -167,9 +175,7 @@ class SettingsPanel(QWidget):
         form.addRow("Seed", seed_row)
 
         # ---- sampler, FreeU, negative prompt ------------------------------------------------------
-        self.scheduler_combo = QComboBox()
-        for key, label in SCHEDULER_LABELS.items():
-            self.scheduler_combo.addItem(label, key)
+        self.scheduler_combo = _labelled_combo(SCHEDULER_LABELS)
         self.scheduler_combo.setToolTip(
             "The method (scheduler) that removes noise step by step. Each gives slightly different pictures; "
             "DDIM is what StoryDiffusion uses."
@@ -189,14 +195,10 @@ class SettingsPanel(QWidget):
         form.addRow("Avoid", self.negative_edit)
 
         # ---- hardware ----------------------------------------------------------------------------
-        self.device_combo = QComboBox()
-        for key, label in DEVICE_LABELS.items():
-            self.device_combo.addItem(label, key)
+        self.device_combo = _labelled_combo(DEVICE_LABELS)
         self.device_combo.setToolTip("Which part of the computer draws the pictures.")
         form.addRow("Run on", self.device_combo)
-        self.dtype_combo = QComboBox()
-        for key, label in DTYPE_LABELS.items():
-            self.dtype_combo.addItem(label, key)
+        self.dtype_combo = _labelled_combo(DTYPE_LABELS)
         self.dtype_combo.setToolTip(
             "Number precision (dtype). Half precision is faster and needs about half the memory; Automatic "
             "picks half on graphics cards and full on the processor."
