@@ -139,7 +139,10 @@ def _load_story(path: str):
     from .project.script import ScriptError, load_script
 
     if path.endswith(".storystudio"):
-        raise UserError("Rendering a .storystudio project is not supported yet; give a story script (.txt).")
+        raise UserError(
+            "rendering a .storystudio project from the command line is not built yet; open it in the app, "
+            "or export its story script there (File > Export Story Script) and render that."
+        )
     try:
         return load_script(path)
     except ScriptError as exc:

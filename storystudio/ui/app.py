@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -18,7 +19,7 @@ def initial_project(path: str | None) -> tuple[Project, str | None, str | None]:
     try:
         if path.endswith(".storystudio"):
             return load_project(path), path, None
-        project = Project(title=path.rsplit("/", 1)[-1].removesuffix(".txt").removesuffix(".story"))
+        project = Project(title=Path(path).name.removesuffix(".txt").removesuffix(".story"))
         with open(path, encoding="utf-8") as f:
             project.import_script(f.read())
         return project, None, None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
@@ -428,8 +428,8 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "StoryStudio", f"The story cannot be drawn yet: {exc}")
             return None
         only = list(panel_ids) if panel_ids is not None else None
-        job = self.service.render(RenderJob(story, self.session.project.settings.__class__(
-            **self.session.project.settings.to_dict()), choice, only=only))
+        settings = dataclasses.replace(self.session.project.settings)  # a snapshot: later edits don't reach it
+        job = self.service.render(RenderJob(story, settings, choice, only=only))
         targets = only if only is not None else [p.id for p in self.session.project.panels]
         self.job_panels[job] = targets
         self.job_apply[job] = apply
@@ -615,8 +615,3 @@ def offer_recovery(parent: QWidget | None = None) -> tuple[Project, str | None, 
         return None
     return project, info.source_path, Path(info.path)
 
-
-def png_bytes(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()

@@ -145,7 +145,8 @@ class InferenceWorker(QObject):
 
         result = engine.render(work.story, settings, progress=on_progress, cancel=job.cancel,
                                banks=self._banks, only=work.only, on_image=on_image)
-        self._banks.update(result.banks)
+        # Keep exactly the banks that are current now: a replaced one is freed (they are large).
+        self._banks = dict(result.banks)
         for name, bank in result.banks.items():
             self.bank_ready.emit(job.id, name, bank.nbytes)
         for note in result.messages:

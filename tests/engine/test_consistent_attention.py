@@ -139,7 +139,6 @@ def test_cfg_halves_never_mix(tiny_sdxl):
 def test_each_image_borrows_only_from_the_others():
     """On one attention layer: image i's keys are its own tokens plus samples of images j != i."""
     attn = Attention(query_dim=16, heads=2, dim_head=8)
-    unet = torch.nn.Module()
     seen = {}
 
     class FakeState:

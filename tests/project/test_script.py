@@ -119,7 +119,7 @@ def test_description_cannot_contain_tags():
 
 
 def test_unbalanced_bracket_in_description_is_an_error():
-    problem = only_problem(f"[Ann] a woman in a hat]\n[Ann] runs\n")
+    problem = only_problem("[Ann] a woman in a hat]\n[Ann] runs\n")
     assert problem.line == 1
     assert 'a "]" has no matching "["' in problem.message
 
