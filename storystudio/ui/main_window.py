@@ -40,6 +40,29 @@ SCRIPT_FILTER = "Story scripts (*.txt *.story);;All files (*)"
 AUTOSAVE_MS = 60_000
 
 
+class ImageLabel(QLabel):
+    """Shows a picture as large as fits, keeping its shape, and refits when resized."""
+
+    def __init__(self, text: str = ""):
+        super().__init__(text)
+        self._source = QPixmap()
+
+    def set_picture(self, pix: QPixmap) -> None:
+        self._source = pix
+        self._fit()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        if self._source.isNull():
+            self.setPixmap(QPixmap())
+            return
+        w, h = max(1, self.width() - 8), max(1, self.height() - 8)
+        self.setPixmap(self._source.scaled(w, h, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+
+
 class PanelView(QWidget):
     """The chosen panel large, its words, and its versions. (The layout canvas will take this place.)"""
 
@@ -47,7 +70,7 @@ class PanelView(QWidget):
         super().__init__(parent)
         self.session = session
         self.panel_id: str | None = None
-        self.image = QLabel("Select a panel in the timeline.")
+        self.image = ImageLabel("Select a panel in the timeline.")
         self.image.setAlignment(Qt.AlignCenter)
         self.image.setMinimumSize(160, 160)
         self.image.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
@@ -93,9 +116,7 @@ class PanelView(QWidget):
             self.refresh()
 
     def _set_pixmap(self, pix: QPixmap) -> None:
-        size = self.image.size()
-        self.image.setPixmap(pix.scaled(size.width() - 8, size.height() - 8, Qt.KeepAspectRatio,
-                                        Qt.SmoothTransformation))
+        self.image.set_picture(pix)
 
     def refresh(self) -> None:
         panel = self.session.project.panel_by_id(self.panel_id) if self.panel_id else None
@@ -104,7 +125,7 @@ class PanelView(QWidget):
             w.setEnabled(enabled)
         self.versions.clear()
         if panel is None:
-            self.image.setPixmap(QPixmap())
+            self.image.set_picture(QPixmap())
             self.image.setText("Select a panel in the timeline.")
             for w in (self.prompt, self.caption, self.dialogue):
                 w.setText("")
@@ -123,7 +144,7 @@ class PanelView(QWidget):
                 item.setSelected(True)
         version = panel.chosen_version
         if version is None:
-            self.image.setPixmap(QPixmap())
+            self.image.set_picture(QPixmap())
             self.image.setText("No picture yet: Generate ▸ Generate all, or right-click the panel ▸ Regenerate.")
             return
         pix = QPixmap()

@@ -81,7 +81,9 @@ class PanelListModel(QAbstractListModel):
         return None
 
     def flags(self, index: QModelIndex):
-        base = Qt.ItemIsEnabled | Qt.ItemIsSelectable | Qt.ItemIsDragEnabled
+        # Items accept drops too: in a strip of icons, a drop lands on a panel more often than between two;
+        # the dragged panels then go before it.
+        base = Qt.ItemIsEnabled | Qt.ItemIsSelectable | Qt.ItemIsDragEnabled | Qt.ItemIsDropEnabled
         return base if index.isValid() else Qt.ItemIsDropEnabled
 
     def supportedDropActions(self):
@@ -166,6 +168,34 @@ class PanelTimeline(QListView):
         self.setContextMenuPolicy(Qt.CustomContextMenu)
         self.customContextMenuRequested.connect(self._menu)
         self.setMinimumHeight(THUMB + 70)
+
+    # Drops are handled here, not by QListView: in icon mode its own handling moves icons around the
+    # viewport instead of asking the model, and the drop must become one undoable MovePanels command.
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasFormat(MIME):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:
+        self.dragEnterEvent(event)
+
+    def drop_row(self, pos) -> int:
+        """The story position a drop at ``pos`` (viewport coordinates) means: before or after the panel there."""
+        index = self.indexAt(pos)
+        if not index.isValid():
+            return self.panel_model.rowCount()
+        rect = self.visualRect(index)
+        return index.row() + (1 if pos.x() > rect.center().x() else 0)
+
+    def dropEvent(self, event) -> None:
+        data = event.mimeData()
+        if not data.hasFormat(MIME):
+            event.ignore()
+            return
+        ids = [i for i in bytes(data.data(MIME)).decode().split("\n") if i]
+        self.panel_model.move(ids, self.drop_row(event.position().toPoint()))
+        event.accept()  # after a move the source asks the model to remove the rows: removeRows refuses
 
     def selected_ids(self) -> list[str]:
         rows = sorted(i.row() for i in self.selectionModel().selectedIndexes())

@@ -260,3 +260,24 @@ def test_window_state_is_remembered(qtbot, tmp_path):
     second.show()
     assert (second.width(), second.height()) == (760, 700)
     second.close()
+
+
+def test_a_drop_on_the_timeline_moves_panels_as_one_command(qtbot, window):
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QDropEvent
+
+    view, model = window.timeline, window.timeline.panel_model
+    ids = window.session.order()
+    target = view.visualRect(model.index(4))
+    mime = model.mimeData([model.index(1)])
+    # dropped on the right half of panel 5: the dragged panel goes after it
+    pos = QPointF(target.center().x() + target.width() / 4, target.center().y())
+    event = QDropEvent(pos, Qt.MoveAction, mime, Qt.LeftButton, Qt.NoModifier)
+    view.dropEvent(event)
+    assert window.session.order() == [ids[0], ids[2], ids[3], ids[4], ids[1]] + ids[5:]
+    assert event.isAccepted() and window.session.undo.count() == 1
+    after = window.session.order()
+    assert not model.removeRows(1, 1)  # what the drag source does after a move changes nothing
+    assert window.session.order() == after
+    left = view.visualRect(model.index(0))
+    assert view.drop_row(QPointF(left.left() + 2, left.center().y()).toPoint()) == 0
