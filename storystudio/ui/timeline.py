@@ -164,6 +164,7 @@ class PanelTimeline(QListView):
         self.setDefaultDropAction(Qt.MoveAction)
         self.setDragEnabled(True)
         self.setAcceptDrops(True)
+        self.viewport().setAcceptDrops(True)  # setMovement(Static) switched the viewport's drops off
         self.setDropIndicatorShown(True)
         self.setContextMenuPolicy(Qt.CustomContextMenu)
         self.customContextMenuRequested.connect(self._menu)
@@ -181,12 +182,12 @@ class PanelTimeline(QListView):
         self.dragEnterEvent(event)
 
     def drop_row(self, pos) -> int:
-        """The story position a drop at ``pos`` (viewport coordinates) means: before or after the panel there."""
-        index = self.indexAt(pos)
-        if not index.isValid():
-            return self.panel_model.rowCount()
-        rect = self.visualRect(index)
-        return index.row() + (1 if pos.x() > rect.center().x() else 0)
+        """The story position a drop at ``pos`` (viewport coordinates) means: before the first panel whose
+        middle is to the right of it (the strip runs left to right; gaps between panels count too)."""
+        for row in range(self.panel_model.rowCount()):
+            if pos.x() < self.visualRect(self.panel_model.index(row)).center().x():
+                return row
+        return self.panel_model.rowCount()
 
     def dropEvent(self, event) -> None:
         data = event.mimeData()

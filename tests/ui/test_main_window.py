@@ -279,5 +279,8 @@ def test_a_drop_on_the_timeline_moves_panels_as_one_command(qtbot, window):
     after = window.session.order()
     assert not model.removeRows(1, 1)  # what the drag source does after a move changes nothing
     assert window.session.order() == after
-    left = view.visualRect(model.index(0))
+    left, second = view.visualRect(model.index(0)), view.visualRect(model.index(1))
     assert view.drop_row(QPointF(left.left() + 2, left.center().y()).toPoint()) == 0
+    gap = QPointF((left.right() + second.left()) / 2, left.center().y()).toPoint()  # between two panels
+    assert view.drop_row(gap) == 1
+    assert view.viewport().acceptDrops()  # a real pointer drop reaches the view
