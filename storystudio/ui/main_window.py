@@ -48,17 +48,19 @@ class ImageLabel(QLabel):
         self._source = QPixmap()
 
     def set_picture(self, pix: QPixmap) -> None:
+        """Show ``pix``; a null pixmap clears the picture (then ``setText`` shows a message)."""
         self._source = pix
-        self._fit()
+        if pix.isNull():
+            self.clear()
+        else:
+            self._fit()
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        self._fit()
+        if not self._source.isNull():  # a message shown instead of a picture stays as it is
+            self._fit()
 
     def _fit(self) -> None:
-        if self._source.isNull():
-            self.setPixmap(QPixmap())
-            return
         w, h = max(1, self.width() - 8), max(1, self.height() - 8)
         self.setPixmap(self._source.scaled(w, h, Qt.KeepAspectRatio, Qt.SmoothTransformation))
 

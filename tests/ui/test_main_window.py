@@ -137,6 +137,13 @@ def test_cancel_mid_job(qtbot, window):
     assert not window.session.status and not window.actions_by_name["stop"].isEnabled()
 
 
+def test_panel_view_says_when_there_is_no_picture(qtbot, window):
+    view = window.panel_view
+    assert "No picture yet" in view.image.text()
+    view.image.resize(view.image.width() + 40, view.image.height() + 40)  # a resize keeps the message
+    assert "No picture yet" in view.image.text()
+
+
 def test_without_a_model_the_user_is_told(window, warnings_seen):
     window.session.project.settings.model = ""
     assert window.generate_all() is None
