@@ -250,7 +250,7 @@ class StoryPipeline:
         """
         settings.validate(self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1))
         for panel in story.panels:
-            story.expand(panel)  # unknown characters fail here, before any work
+            story.expand(panel)  # an unknown character fails here with its name, before any work
         writes, reads, messages = self.plan(story, settings)
         messages = self.check_prompts(story, settings) + messages
         banks = dict(banks or {})

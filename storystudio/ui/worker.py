@@ -59,6 +59,8 @@ def _plain_error(exc: BaseException) -> str:
     if "OutOfMemory" in name or "out of memory" in text.lower():
         return ("The GPU ran out of memory. Try a smaller picture size or fewer reference pictures per "
                 "character, then generate again.")
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])  # e.g. a panel tags a character that was deleted; str() would add quotes
     if name in ("ModelError", "ValueError", "FileNotFoundError", "ScriptError"):
         return text
     return f"Generation failed: {text}"

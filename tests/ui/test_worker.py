@@ -95,6 +95,17 @@ def test_errors_arrive_as_plain_words(qtbot, service, tmp_path):
     assert rec.failed == [(job, f"The model file {tmp_path / 'none.safetensors'} does not exist.")]
 
 
+def test_a_tag_without_a_character_is_a_plain_message(qtbot, service, tiny_model_dirs):
+    from storystudio.project.story import Panel, Story
+
+    rec = Recorder(service)
+    story = Story([], [Panel("p1", "[Gone] waves", characters=["Gone"])])  # its character was deleted
+    job = service.render(RenderJob(story, settings(), ModelChoice(str(tiny_model_dirs["sd15"]), device="cpu")))
+    qtbot.waitUntil(lambda: (job, "failed") in rec.finished, timeout=30000)
+    message = rec.failed[0][1]
+    assert message.startswith("There is no character named [Gone]") and not message.startswith(("'", "Generation"))
+
+
 def test_gui_event_loop_keeps_turning_during_a_job(qtbot, service, tiny_model_dirs):
     rec = Recorder(service)
     model = ModelChoice(str(tiny_model_dirs["sdxl"]), device="cpu")
