@@ -14,7 +14,13 @@ from .fileio import (
     save_project,
     write_autosave,
 )
-from .model import ImageVersion, Project, ProjectCharacter, ProjectPanel, ProjectSettings
+from .model import (
+    ImageVersion,
+    Project,
+    ProjectCharacter,
+    ProjectPanel,
+    ProjectSettings,
+)
 from .script import ScriptError, ScriptProblem, format_script, load_script, parse_script
 from .story import Character, Panel, Story
 

@@ -30,10 +30,11 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
+from .layout import Layout, LayoutError
 from .model import PNG_SIGNATURE, Project, now_iso
 
 FORMAT_NAME = "storystudio-project"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FILE_SUFFIX = ".storystudio"
 PROJECT_MEMBER = "project.json"
 IMAGE_FOLDER = "images/"
@@ -86,9 +87,19 @@ def _migrate_1_to_2(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _migrate_2_to_3(doc: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 kept a "pages" list that nothing filled; schema 3 has a "layout" with
+    page size, reading direction, gutters, lettering and its pages."""
+    pages = doc.pop("pages", [])
+    doc["layout"] = {"pages": pages if isinstance(pages, list) else []}
+    doc["schema"] = 3
+    return doc
+
+
 #: Upgrades a project document from schema N (the key) to N + 1.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
 }
 
 
@@ -256,9 +267,10 @@ def _check_document(doc: Any) -> None:
         if duration is not None and duration <= 0:
             raise _Damaged(f"the duration of {where} is {duration} seconds, but it must be more than 0")
 
-    for number, page in enumerate(_get(doc, "pages", list, owner), 1):
-        if not isinstance(page, dict):
-            raise _Damaged(f"page {number} is not a group of named values")
+    try:  # a frame naming a deleted panel is not damage: it shows as an empty frame
+        Layout.from_dict(_get(doc, "layout", dict, owner))
+    except LayoutError as exc:
+        raise _Damaged(str(exc)) from None
     _get(doc, "animatic", dict, owner)
 
 

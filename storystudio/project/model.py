@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from ..resources_path import resource
+from .layout import Layout
 from .script import format_script, load_script, parse_script
 from .story import NO_CHARACTER, TAG_PATTERN, Character, Panel, Story
 
@@ -216,7 +217,7 @@ class Project:
     settings: ProjectSettings = field(default_factory=ProjectSettings)
     characters: list[ProjectCharacter] = field(default_factory=list)
     panels: list[ProjectPanel] = field(default_factory=list)
-    pages: list[dict[str, Any]] = field(default_factory=list)  # page layout; kept as is for now
+    layout: Layout = field(default_factory=Layout)  # comic pages: frames, balloons, page size
     animatic: dict[str, Any] = field(default_factory=dict)  # animatic settings; kept as is for now
     images: dict[str, bytes] = field(default_factory=dict, repr=False)  # file name -> PNG bytes
     id: str = field(default_factory=new_id)  # names the autosave of a project never saved
@@ -372,7 +373,7 @@ class Project:
             "settings": self.settings.to_dict(),
             "characters": [c.to_dict() for c in self.characters],
             "panels": [p.to_dict() for p in self.panels],
-            "pages": copy.deepcopy(self.pages),
+            "layout": self.layout.to_dict(),
             "animatic": copy.deepcopy(self.animatic),
         }
 
@@ -387,7 +388,7 @@ class Project:
             settings=ProjectSettings.from_dict(data.get("settings", {})),
             characters=[ProjectCharacter.from_dict(item) for item in data.get("characters", [])],
             panels=[ProjectPanel.from_dict(item) for item in data.get("panels", [])],
-            pages=copy.deepcopy(data.get("pages", [])),
+            layout=Layout.from_dict(data.get("layout")),
             animatic=copy.deepcopy(data.get("animatic", {})),
             images=dict(images or {}),
         )

@@ -22,12 +22,13 @@ from storystudio.project import (
     RecentFiles,
     autosave_dir,
     discard_autosave,
+    fileio,
     load_project,
     pending_autosaves,
     save_project,
     write_autosave,
 )
-from storystudio.project import fileio
+from storystudio.project.layout import auto_layout
 
 OLD_TIME = "2001-02-03T04:05:06+00:00"
 
@@ -58,7 +59,7 @@ def project() -> Project:
     tobias.chosen_references = [2, 0]
     project.settings.model = "org/model"
     project.settings.guidance = 6.5
-    project.pages = [{"layout": "2x2", "panels": [p.id for p in project.panels[:4]]}]
+    project.layout = auto_layout(project.panels[:4], size="manga-b5", direction="rtl")
     project.animatic = {"fps": 24, "music": None}
     project.add_image(png((255, 255, 255)))  # unused
     return project
@@ -107,7 +108,7 @@ def test_round_trip(project, tmp_path):
         assert data == project.images[name]
     assert loaded.panels[0].chosen_version.parameters == {"prompt": loaded.panels[0].prompt, "seed": 0}
     assert loaded.characters[1].chosen_references == [2, 0]
-    assert loaded.pages == project.pages and loaded.animatic == {"fps": 24, "music": None}
+    assert loaded.layout == project.layout and loaded.animatic == {"fps": 24, "music": None}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["story.storystudio"]
 
 
@@ -120,7 +121,7 @@ def test_save_updates_modified_and_writes_only_used_images(project, tmp_path):
     with zipfile.ZipFile(path) as archive:
         infos = {info.filename: info for info in archive.infolist()}
         doc = json.loads(archive.read("project.json"))
-    assert doc["format"] == "storystudio-project" and doc["schema"] == SCHEMA_VERSION == 2
+    assert doc["format"] == "storystudio-project" and doc["schema"] == SCHEMA_VERSION == 3
     assert doc["modified"] == project.modified
     assert set(infos) == {"project.json"} | {f"images/{n}" for n in project.referenced_images()}
     assert f"images/{unused[0]}" not in infos
@@ -182,6 +183,8 @@ def test_save_into_a_missing_folder_is_a_plain_error(project, tmp_path):
 
 def test_schema_1_file_is_upgraded(project, tmp_path):
     doc = document(project, schema=1)
+    doc.pop("layout")
+    doc["pages"] = []
     for panel in doc["panels"]:
         prompt = panel.pop("prompt")
         panel["text"] = prompt if panel_has_tags(prompt) else f"[NC] {prompt}"
@@ -201,6 +204,30 @@ def test_schema_1_file_is_upgraded(project, tmp_path):
     assert set(MIGRATIONS) == set(range(1, SCHEMA_VERSION))
 
 
+def test_schema_2_file_gets_an_empty_layout(project, tmp_path):
+    doc = document(project, schema=2)
+    doc.pop("layout")
+    doc["pages"] = []
+    loaded = load_project(write_zip(tmp_path / "v2.storystudio", members_of(project, doc)))
+    assert loaded.layout.pages == [] and loaded.layout.size == "us-comic"
+    assert [p.id for p in loaded.panels] == [p.id for p in project.panels]
+
+
+def test_damaged_layout_is_refused_in_plain_words(project, tmp_path):
+    doc = document(project)
+    doc["layout"]["pages"][0]["frames"][0]["fit"] = "stretch"
+    path = write_zip(tmp_path / "bad.storystudio", members_of(project, doc))
+    with pytest.raises(ProjectFileError, match="frame 1 of page 1 has an unknown fit 'stretch'"):
+        load_project(path)
+
+
+def test_frame_of_a_deleted_panel_loads_as_empty(project, tmp_path):
+    doc = document(project)
+    doc["layout"]["pages"][0]["frames"][0]["panel"] = "gone"
+    loaded = load_project(write_zip(tmp_path / "gone.storystudio", members_of(project, doc)))
+    assert loaded.layout.pages[0].frames[0].panel == "gone"  # kept; the renderer draws an empty frame
+
+
 def panel_has_tags(prompt: str) -> bool:
     return "[" in prompt
 
@@ -211,7 +238,7 @@ def test_newer_schema_is_refused(project, tmp_path):
         load_project(path)
     assert str(info.value) == (
         '"new.storystudio" was made by a newer StoryStudio (project format 7); this version reads up to '
-        "format 2. Update StoryStudio to open it."
+        "format 3. Update StoryStudio to open it."
     )
 
 

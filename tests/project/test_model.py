@@ -20,6 +20,7 @@ from storystudio.project import (
     load_script,
     parse_script,
 )
+from storystudio.project.layout import auto_layout
 from storystudio.project.story import Character, Panel
 
 EXAMPLE = Path(__file__).parents[2] / "resources/examples/lighthouse.story.txt"
@@ -278,7 +279,7 @@ def test_to_dict_round_trip(example):
     example.characters[0].chosen_references = [0]
     example.settings.model = "some/model"
     example.settings.style = "Comic book"
-    example.pages = [{"layout": "grid", "panels": [panel.id]}]
+    example.layout = auto_layout(example.panels[:5])
     example.animatic = {"fps": 12}
     data = example.to_dict()
     assert "images" not in data
@@ -287,9 +288,11 @@ def test_to_dict_round_trip(example):
     assert again.to_dict() == data
     assert again.panels[2].duration == 2.5
     assert again.characters[0].references[0].image == example.characters[0].references[0].image
+    assert [p.panels() for p in again.layout.pages] == [p.panels() for p in example.layout.pages]
     # the opaque parts are copies, not shared
-    data["pages"][0]["layout"] = "changed"
-    assert example.pages[0]["layout"] == "grid"
+    data["layout"]["pages"][0]["template"] = "changed"
+    data["animatic"]["fps"] = 30
+    assert example.layout.pages[0].template != "changed" and example.animatic["fps"] == 12
 
 
 def test_settings_from_dict_fills_defaults_and_floats():
