@@ -628,17 +628,19 @@ def _dialogue_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def estimate_text_box(text: str, font_size: float, max_width: float) -> tuple[float, float]:
-    """A first guess of the width and height a text needs (about half an em per character).
+def estimate_text_box(text: str, font_size: float, max_width: float, aspect: float = 2.5) -> tuple[float, float]:
+    """A first guess of the width and height a text needs, in a block about ``aspect`` times wider than tall.
 
-    Only a starting size: the page renderer measures with the real font and
-    shrinks the text to fit the balloon.
+    About half an em per character; only a starting size: the page renderer
+    measures with the real font and shrinks the text to fit its balloon.
     """
-    char_w = 0.52 * font_size
-    line_h = 1.2 * font_size
+    char_w = 0.5 * font_size
+    line_h = 1.15 * font_size
     total = max(len(text), 1) * char_w
-    width = min(max_width, max(total, 4 * font_size))
-    lines = max(1, math.ceil(total / max(width, 1.0)))
+    width = min(max_width, max(math.sqrt(total * line_h * aspect), 3 * font_size))
+    lines = max(1, math.ceil(total * 1.15 / max(width, 1.0)))  # wrapping wastes some of each line
+    if lines == 1:
+        width = min(width, total * 1.05)
     return width, lines * line_h
 
 
@@ -656,16 +658,16 @@ def lettering_for(layout: Layout, frame: Frame, panel: Any) -> list[Balloon]:
     y = b.y + pad
     caption = (getattr(panel, "caption", "") or "").strip()
     if caption:
-        w, h = estimate_text_box(caption, size, b.w * 0.62)
+        w, h = estimate_text_box(caption, size, b.w * 0.62, aspect=6.0)
         w, h = w + 2 * 5, h + 2 * 4
         x = b.right - pad - w if layout.rtl else b.x + pad
         out.append(Balloon("caption", round(x, 2), round(y, 2), round(w, 2), round(h, 2), text=caption,
                            panel=panel.id, source="caption", align="left"))
         y += h + pad
     for i, line in enumerate(_dialogue_lines(getattr(panel, "dialogue", "") or "")):
-        w, h = estimate_text_box(line, size, b.w * 0.5)
-        # an oval holds the text in about its inner 70 percent
-        w, h = w / 0.7 + 8, h / 0.7 + 6
+        w, h = estimate_text_box(line, size, b.w * 0.42)
+        # an oval holds a text block in about its inner 1/sqrt(2), less the renderer's padding
+        w, h = w * 1.45 + 10, h * 1.45 + 10
         w = min(w, b.w - 2 * pad)
         right_side = (i % 2 == 1) != layout.rtl
         x = b.right - pad - w if right_side else b.x + pad
