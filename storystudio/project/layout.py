@@ -722,3 +722,54 @@ def remove_panel_everywhere(layout: Layout, panel_id: str) -> None:
             if frame.panel == panel_id:
                 frame.panel = None
         page.balloons = [b for b in page.balloons if not (b.panel == panel_id and b.source)]
+
+
+# ---------------------------------------------------------------------------
+# snapping (the canvas moves and resizes frames and balloons with it)
+
+
+def snap_lines(layout: Layout, page: Page, exclude: str = "") -> tuple[list[float], list[float]]:
+    """Vertical and horizontal lines an edge snaps to: margins, trim, the middle, and
+    other frames' edges and their edges one gutter away."""
+    trim, content = layout.trim_rect(page), layout.content_rect(page)
+    xs = [trim.x, trim.right, content.x, content.right, trim.w / 2]
+    ys = [trim.y, trim.bottom, content.y, content.bottom, trim.h / 2]
+    g = layout.gutter
+    for frame in page.frames:
+        if frame.id == exclude:
+            continue
+        b = frame.bounds
+        xs += [b.x, b.right, b.x - g, b.right + g]
+        ys += [b.y, b.bottom, b.y - g, b.bottom + g]
+    return xs, ys
+
+
+def snap(value: float, lines: Sequence[float], tolerance: float) -> float:
+    """``value`` moved onto the nearest line within ``tolerance``, else unchanged."""
+    best = min(lines, key=lambda line: abs(line - value), default=None)
+    return best if best is not None and abs(best - value) <= tolerance else value
+
+
+def snap_move(rect: Rect, xs: Sequence[float], ys: Sequence[float], tolerance: float) -> Rect:
+    """A moved rectangle shifted so its nearest edge sits on a snap line (size unchanged)."""
+    def shift(lo: float, hi: float, lines: Sequence[float]) -> float:
+        options = [(abs(snap(lo, lines, tolerance) - lo), snap(lo, lines, tolerance) - lo),
+                   (abs(snap(hi, lines, tolerance) - hi), snap(hi, lines, tolerance) - hi)]
+        moved = [o for o in options if o[1] != 0]
+        return min(moved)[1] if moved else 0.0
+    return Rect(rect.x + shift(rect.x, rect.right, xs), rect.y + shift(rect.y, rect.bottom, ys), rect.w, rect.h)
+
+
+def snap_resize(rect: Rect, edges: str, xs: Sequence[float], ys: Sequence[float], tolerance: float,
+                minimum: float = 18.0) -> Rect:
+    """A resized rectangle whose moving edges (any of "l", "r", "t", "b") snap to lines."""
+    left, right, top, bottom = rect.x, rect.right, rect.y, rect.bottom
+    if "l" in edges:
+        left = min(snap(left, xs, tolerance), right - minimum)
+    if "r" in edges:
+        right = max(snap(right, xs, tolerance), left + minimum)
+    if "t" in edges:
+        top = min(snap(top, ys, tolerance), bottom - minimum)
+    if "b" in edges:
+        bottom = max(snap(bottom, ys, tolerance), top + minimum)
+    return Rect(left, top, right - left, bottom - top)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtGui import QUndoCommand
 
+from ..project.layout import Layout, remove_panel_everywhere
 from ..project.model import ImageVersion, ProjectCharacter, ProjectPanel, new_id, now_iso
 from .session import ProjectSession
 
 MOVE_ID = 1001
 TEXT_ID = 1002
+LAYOUT_ID = 1003
 
 
 class MovePanels(QUndoCommand):
@@ -100,17 +103,63 @@ def new_panel(session: ProjectSession, index: int, prompt: str = "a new panel") 
 
 
 class DeletePanels(QUndoCommand):
+    """Delete panels; their frames on the pages empty and their generated lettering goes with them."""
+
     def __init__(self, session: ProjectSession, ids: list[str]):
         super().__init__("Delete panels" if len(ids) > 1 else "Delete panel")
         self.session, self.ids = session, list(ids)
         self.removed: list[tuple[int, ProjectPanel]] = []
+        self.layout_before = session.project.layout.copy()
 
     def redo(self) -> None:
         self.removed = self.session.remove_panels(self.ids)
+        if any(self.session.project.layout.page_of_panel(i) for i in self.ids):
+            layout = self.layout_before.copy()
+            for panel_id in self.ids:
+                remove_panel_everywhere(layout, panel_id)
+            self.session.set_layout(layout)
 
     def undo(self) -> None:
         for index, panel in self.removed:  # ascending indices: each lands where it was
             self.session.insert_panels(index, [panel])
+        if self.session.project.layout != self.layout_before:
+            self.session.set_layout(self.layout_before.copy())
+
+
+class EditLayout(QUndoCommand):
+    """Any change to the pages, as a before and after copy of the layout (it is small data).
+
+    ``change`` edits a copy of the current layout in place. Edits with the same
+    ``merge`` key in a row (typing in one balloon, nudging one frame) merge
+    into one undo step.
+    """
+
+    def __init__(self, session: ProjectSession, text: str, change: Callable[[Layout], Any], merge: str = ""):
+        super().__init__(text)
+        self.session, self.merge = session, merge
+        self.before = session.project.layout.copy()
+        after = self.before.copy()
+        self.result = change(after)
+        self.after = after
+
+    def redo(self) -> None:
+        self.session.set_layout(self.after.copy())
+
+    def undo(self) -> None:
+        self.session.set_layout(self.before.copy())
+
+    def id(self) -> int:
+        return LAYOUT_ID if self.merge else -1
+
+    def mergeWith(self, other: QUndoCommand) -> bool:
+        if not isinstance(other, EditLayout) or other.merge != self.merge:
+            return False
+        self.after = other.after
+        return True
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.before == self.after
 
 
 class ChooseVersion(QUndoCommand):

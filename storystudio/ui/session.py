@@ -14,6 +14,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
 from ..project.fileio import load_project, save_project
+from ..project.layout import Layout
 from ..project.model import Project, ProjectCharacter, ProjectPanel
 
 
@@ -24,6 +25,7 @@ class ProjectSession(QObject):
     settings_changed = Signal()
     project_replaced = Signal()  # a new or opened project
     status_changed = Signal(str)  # panel id: empty, queued, generating, done, failed
+    layout_changed = Signal()  # pages, frames, balloons or page settings
 
     def __init__(self, project: Project | None = None, path: str | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -125,6 +127,12 @@ class ProjectSession(QObject):
     def panels_showing(self, character_id: str) -> list[ProjectPanel]:
         name = self.character(character_id).name
         return [p for p in self.project.panels if name in p.characters()]
+
+    # ---- pages -----------------------------------------------------------------------
+    def set_layout(self, layout: Layout) -> None:
+        self.project.layout = layout
+        self.project.touch()
+        self.layout_changed.emit()
 
     # ---- settings --------------------------------------------------------------------
     def set_setting(self, field: str, value: Any) -> None:

@@ -249,3 +249,22 @@ def test_removing_a_panel_empties_its_frame_and_drops_its_generated_words():
     page = layout.pages[0]
     assert page.panels() == ["p0", "p2"]
     assert [b.text for b in page.balloons if b.panel == "p1"] == ["BAM"]
+
+
+def test_snapping_to_gutters_and_margins():
+    from storystudio.project.layout import Rect, snap, snap_lines, snap_move, snap_resize
+
+    layout = Layout(gutter=10.0, margin=20.0)
+    page = page_for(layout, "grid-2x2")
+    first = page.frames[0]
+    xs, ys = snap_lines(layout, page, exclude=first.id)
+    right_of_first = page.frames[1].bounds.x - 10.0  # one gutter left of the second frame
+    assert snap(right_of_first + 1.5, xs, 4) == pytest.approx(right_of_first)
+    assert snap(right_of_first + 9, xs, 4) == right_of_first + 9  # too far: unchanged
+    moved = snap_move(Rect(22.5, 30, 100, 100), xs, ys, 4)
+    assert moved.x == 20.0 and moved.w == 100  # the left edge lands on the margin
+    resized = snap_resize(Rect(20, 20, 100, 100), "r", xs, ys, 4)
+    assert resized.x == 20 and resized.w == 100  # nothing near: unchanged
+    resized = snap_resize(Rect(20, 20, right_of_first - 22, 100), "rb", xs, ys, 4)
+    assert resized.right == pytest.approx(right_of_first)
+    assert snap_resize(Rect(20, 20, 100, 100), "l", [300.0], ys, 500).w == 18.0  # never below the minimum
