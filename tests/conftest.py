@@ -11,13 +11,18 @@ import tempfile  # noqa: E402
 # autosaves and recent files of the tests never land in the user's own data folder
 os.environ["STORYSTUDIO_DATA_DIR"] = tempfile.mkdtemp(prefix="storystudio-test-data-")
 
+import io
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from storystudio.engine.models import load_model, quiet_libraries
 from storystudio.engine.random_models import create_tiny_model
+from storystudio.export.page_render import ensure_gui_app
+from storystudio.project.layout import auto_layout
+from storystudio.project.model import Project
 from storystudio.project.script import parse_script
 
 torch.set_num_threads(min(4, os.cpu_count() or 1))
@@ -64,3 +69,32 @@ def tiny_sd15(tiny_model_dirs):
 @pytest.fixture
 def small_story():
     return parse_script(SMALL_STORY, title="small")
+
+
+# ---- comic pages: panels in flat, distinct colours, so rendered pages can be checked pixel by pixel
+
+COLOURS = [(200, 30, 30), (30, 160, 60), (40, 70, 210), (230, 180, 20), (150, 40, 170), (20, 170, 180),
+           (240, 110, 30), (90, 90, 90), (160, 120, 80), (10, 110, 110), (190, 60, 120), (70, 150, 230)]
+
+
+def flat_png(colour: tuple[int, int, int], size: tuple[int, int] = (96, 96)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def qt_gui(qapp):
+    # pytest-qt's QApplication first: a bare QGuiApplication would break the widget tests after these
+    return ensure_gui_app()
+
+
+@pytest.fixture
+def comic(qt_gui) -> Project:
+    """The example story with a flat colour per panel, laid out on US comic pages with its words."""
+    project = Project.example()
+    for panel, colour in zip(project.panels, COLOURS):
+        project.add_version(panel.id, flat_png(colour), {"seed": 1})
+    project.panels[1].dialogue = "Grandpa, what is that light?\nOnly the old lighthouse."
+    project.layout = auto_layout(project.panels, size="us-comic")
+    return project

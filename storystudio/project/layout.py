@@ -729,11 +729,11 @@ def remove_panel_everywhere(layout: Layout, panel_id: str) -> None:
 
 
 def snap_lines(layout: Layout, page: Page, exclude: str = "") -> tuple[list[float], list[float]]:
-    """Vertical and horizontal lines an edge snaps to: margins, trim, the middle, and
-    other frames' edges and their edges one gutter away."""
+    """Vertical and horizontal lines an edge snaps to: trim, margins, other frames'
+    edges and the lines one gutter away from them."""
     trim, content = layout.trim_rect(page), layout.content_rect(page)
-    xs = [trim.x, trim.right, content.x, content.right, trim.w / 2]
-    ys = [trim.y, trim.bottom, content.y, content.bottom, trim.h / 2]
+    xs = [trim.x, trim.right, content.x, content.right]
+    ys = [trim.y, trim.bottom, content.y, content.bottom]
     g = layout.gutter
     for frame in page.frames:
         if frame.id == exclude:

@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
+    QDialog,
     QDockWidget,
     QFileDialog,
     QFormLayout,
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QScrollArea,
     QSizePolicy,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -30,6 +32,8 @@ from ..project.model import Project
 from ..project.script import ScriptError
 from . import commands as cmd
 from .character_sheet import CharacterSheet
+from .export_dialog import ExportOptionsDialog, run_export
+from .layout_canvas import LayoutCanvas
 from .session import ProjectSession
 from .settings_panel import SettingsPanel
 from .timeline import PanelTimeline
@@ -186,7 +190,13 @@ class MainWindow(QMainWindow):
         self.panel_view = PanelView(self.session)
         self.characters = CharacterSheet(self.session)
         self.settings_panel = SettingsPanel(self.session)
-        self.setCentralWidget(self.panel_view)
+        self.canvas = LayoutCanvas(self.session)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.panel_view, "Panel")
+        self.tabs.addTab(self.canvas, "Pages")
+        self.setCentralWidget(self.tabs)
+        self.export_job = None
         self._dock("Panels", self.timeline, Qt.BottomDockWidgetArea, "timeline")
         self._dock("Characters", self.characters, Qt.LeftDockWidgetArea, "characters", scroll=True)
         self._dock("Generation", self.settings_panel, Qt.RightDockWidgetArea, "settings", scroll=True)
@@ -242,6 +252,10 @@ class MainWindow(QMainWindow):
         a["save_as"] = self._action("Save &As…", self.save_as, QKeySequence.SaveAs)
         a["import"] = self._action("&Import Story Script…", self.import_script_dialog, "Ctrl+I")
         a["export_script"] = self._action("&Export Story Script…", self.export_script_dialog)
+        a["export_comic"] = self._action("Export &Comic (PDF, CBZ, PNG)…", self.export_comic_dialog, "Ctrl+E",
+                                         "Export the laid-out pages for print or for comic readers")
+        a["layout"] = self._action("&Lay Out Story on Pages", self.lay_out_pages, "Ctrl+L",
+                                   "Place every panel on pages with its captions and balloons")
         a["quit"] = self._action("&Quit", self.close, QKeySequence.Quit)
         a["undo"] = self.session.undo.createUndoAction(self, "&Undo")
         a["undo"].setShortcut(QKeySequence.Undo)
@@ -260,6 +274,9 @@ class MainWindow(QMainWindow):
         a["insert"] = self._action("&Insert Panel", lambda: self.insert_panel(None), "Ctrl+Shift+N")
         a["delete"] = self._action("&Delete Panels", lambda: self.delete_panels(self.timeline.selected_ids()),
                                    QKeySequence.Delete)
+        # the Delete key deletes panels only from the timeline; on the canvas it deletes balloons and frames
+        a["delete"].setShortcutContext(Qt.WidgetWithChildrenShortcut)
+        self.timeline.addAction(a["delete"])
 
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
@@ -267,7 +284,7 @@ class MainWindow(QMainWindow):
             file_menu.addAction(a[key])
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
-        for key in ("save", "save_as", None, "import", "export_script", None, "quit"):
+        for key in ("save", "save_as", None, "import", "export_script", "export_comic", None, "quit"):
             file_menu.addSeparator() if key is None else file_menu.addAction(a[key])
         edit_menu = bar.addMenu("&Edit")
         for key in ("undo", "redo", None, "insert", "delete", None, "prefs"):
@@ -275,6 +292,10 @@ class MainWindow(QMainWindow):
         gen_menu = bar.addMenu("&Generate")
         for key in ("generate", "regenerate", "variation", None, "stop"):
             gen_menu.addSeparator() if key is None else gen_menu.addAction(a[key])
+        pages_menu = bar.addMenu("&Pages")
+        pages_menu.addAction(a["layout"])
+        pages_menu.addAction("Show Pages", lambda: self.tabs.setCurrentWidget(self.canvas))
+        pages_menu.addAction(a["export_comic"])
         bar.addMenu("&Help").addAction(a["about"])
         tools = self.addToolBar("Main")
         tools.setObjectName("main-toolbar")
@@ -295,6 +316,7 @@ class MainWindow(QMainWindow):
         self.timeline.edit_requested.connect(lambda pid: (self.timeline.select_id(pid), self.panel_view.prompt.setFocus()))
         self.characters.generate_references_requested.connect(self.generate_references)
         self.characters.panel_activated.connect(self.timeline.select_id)
+        self.canvas.panel_activated.connect(self._show_panel)
         w = self.service.worker
         w.progress.connect(self._on_progress)
         w.image_ready.connect(self._on_image)
@@ -413,6 +435,52 @@ class MainWindow(QMainWindow):
                 Path(path).write_text(self.session.project.export_script(), encoding="utf-8")
             except (OSError, ValueError) as exc:
                 QMessageBox.warning(self, "StoryStudio", f"The story could not be exported: {exc}")
+
+    def _show_panel(self, panel_id: str) -> None:
+        self.timeline.select_id(panel_id)
+        self.tabs.setCurrentWidget(self.panel_view)
+
+    # ---- pages and comic export ---------------------------------------------------------------
+    def lay_out_pages(self) -> None:
+        self.tabs.setCurrentWidget(self.canvas)
+        self.canvas.lay_out_story()
+
+    def export_comic_dialog(self, fmt: str = "pdf") -> None:
+        if self.export_job is not None:
+            QMessageBox.information(self, "StoryStudio", "An export is already running.")
+            return
+        project = self.session.project
+        if not project.layout.pages:
+            answer = QMessageBox.question(
+                self, "Export Comic",
+                "This project has no pages yet. Lay out the story on pages now (you can change them "
+                "afterwards on the Pages tab)?")
+            if answer != QMessageBox.Yes:
+                return
+            self.lay_out_pages()
+        base = Path(self.session.path).with_suffix("") if self.session.path else Path.home() / (
+            project.title or "comic").replace("/", "-")
+        dialog = ExportOptionsDialog(project, base, self, fmt)
+        if dialog.exec() != QDialog.Accepted:
+            return
+        self.start_export(dialog.options())
+
+    def start_export(self, options: dict):
+        self.statusBar().showMessage("Exporting…")
+        self.export_job = run_export(self, self.session.project, options, self._export_done)
+        return self.export_job
+
+    def _export_done(self, result, message: str) -> None:
+        self.export_job = None
+        if result is None:
+            self.statusBar().showMessage(message, 8000)
+            if "cancelled" not in message:
+                QMessageBox.warning(self, "Export Comic", message)
+            return
+        text = f"Exported {result.pages} page(s) to {result.path}."
+        self.statusBar().showMessage(text, 10000)
+        if result.warnings:
+            QMessageBox.information(self, "Export Comic", text + "\n\nPlease check:\n• " + "\n• ".join(result.warnings))
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

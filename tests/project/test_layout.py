@@ -259,7 +259,7 @@ def test_snapping_to_gutters_and_margins():
     first = page.frames[0]
     xs, ys = snap_lines(layout, page, exclude=first.id)
     right_of_first = page.frames[1].bounds.x - 10.0  # one gutter left of the second frame
-    assert snap(right_of_first + 1.5, xs, 4) == pytest.approx(right_of_first)
+    assert snap(right_of_first + 3, xs, 4) == pytest.approx(right_of_first)
     assert snap(right_of_first - 6, xs, 4) == right_of_first - 6  # too far from every line: unchanged
     moved = snap_move(Rect(22.5, 30, 100, 100), xs, ys, 4)
     assert moved.x == 20.0 and moved.w == 100  # the left edge lands on the margin

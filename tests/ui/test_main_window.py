@@ -51,7 +51,7 @@ def test_opens_with_the_example(qtbot, window, monkeypatch):
     assert window.windowTitle().startswith("Lighthouse")
     assert window.panel_view.panel_id == window.session.project.panels[0].id
     menus = [a.text() for a in window.menuBar().actions()]
-    assert menus == ["&File", "&Edit", "&Generate", "&Help"]
+    assert menus == ["&File", "&Edit", "&Generate", "&Pages", "&Help"]
     names = {a.text() for m in window.menuBar().actions() for a in m.menu().actions()}
     for wanted in ("&New", "&Open…", "&Save", "Save &As…", "&Import Story Script…", "&Generate All", "&Stop",
                    "&Preferences…", "&About StoryStudio"):

@@ -1,0 +1,1217 @@
+"""The layout canvas: comic pages edited with the mouse.
+
+A page list on the left, the page in a ``QGraphicsView`` in the middle, tools
+above. Frames and balloons are scene items that paint themselves with the
+export's page renderer, so the canvas shows exactly what a PDF will contain.
+Dragging previews on the item; letting go pushes one ``EditLayout`` command,
+so every change is a single undo step.
+
+Mouse: drag a frame or balloon to move it, drag its edge or corner to resize
+(edges snap to margins, gutters and other frames); drag a frame's number
+badge onto another frame to swap their panels; Alt+drag pans the picture
+inside a frame and Alt+wheel zooms it; drag a speech balloon's tail tip;
+double-click a balloon to edit its words in place. Ctrl+wheel zooms the page.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from PySide6.QtCore import QByteArray, QMimeData, QPointF, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QDrag,
+    QFont,
+    QIcon,
+    QImage,
+    QKeySequence,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QPixmap,
+    QTextCursor,
+    QTextOption,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QGraphicsItem,
+    QGraphicsScene,
+    QGraphicsTextItem,
+    QGraphicsView,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QSplitter,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..export.page_render import (
+    RenderOptions,
+    balloon_font,
+    balloon_path,
+    fit_text,
+    lettering_fonts,
+    page_region,
+    paint_balloon,
+    paint_frame,
+    paint_guides,
+    panel_images,
+    render_region,
+)
+from ..project.layout import (
+    BALLOON_KINDS,
+    PAGE_SIZES,
+    TEMPLATES,
+    Balloon,
+    Frame,
+    Layout,
+    Page,
+    Rect,
+    apply_template,
+    auto_layout,
+    lettering_for,
+    reading_order,
+    snap_lines,
+    snap_move,
+    snap_resize,
+    strip_height,
+    template_frames,
+)
+from .commands import EditLayout
+from .session import ProjectSession
+from .timeline import MIME as PANEL_MIME
+
+FRAME_MIME = "application/x-storystudio-frame"
+HANDLE_PX = 7  # how close (in screen pixels) to an edge a press resizes instead of moving
+SNAP_PX = 8
+SELECTION = QColor(40, 110, 220)
+
+
+def _rect(r: Rect) -> QRectF:
+    return QRectF(r.x, r.y, r.w, r.h)
+
+
+def _edges_at(rect: QRectF, pos: QPointF, tolerance: float) -> str:
+    """Which edges of ``rect`` the point is on (e.g. "lt" for the top-left corner)."""
+    edges = ""
+    if abs(pos.x() - rect.left()) <= tolerance:
+        edges += "l"
+    elif abs(pos.x() - rect.right()) <= tolerance:
+        edges += "r"
+    if abs(pos.y() - rect.top()) <= tolerance:
+        edges += "t"
+    elif abs(pos.y() - rect.bottom()) <= tolerance:
+        edges += "b"
+    return edges
+
+
+_CURSORS = {"l": Qt.SizeHorCursor, "r": Qt.SizeHorCursor, "t": Qt.SizeVerCursor, "b": Qt.SizeVerCursor,
+            "lt": Qt.SizeFDiagCursor, "rb": Qt.SizeFDiagCursor, "rt": Qt.SizeBDiagCursor, "lb": Qt.SizeBDiagCursor}
+
+
+class _EditableItem(QGraphicsItem):
+    """Shared drag logic: a press picks a mode, moves preview, the release commits once."""
+
+    def __init__(self, canvas: LayoutCanvas, item_id: str):
+        super().__init__()
+        self.canvas = canvas
+        self.item_id = item_id
+        self.mode = ""
+        self.press_pos = QPointF()
+        self.start_rect = Rect(0, 0, 0, 0)
+        self.setFlag(QGraphicsItem.ItemIsSelectable, True)
+        self.setFlag(QGraphicsItem.ItemIsFocusable, True)
+        self.setAcceptHoverEvents(True)
+
+    def tolerance(self) -> float:
+        return HANDLE_PX / max(self.canvas.view.zoom, 1e-6)
+
+    def hoverMoveEvent(self, event) -> None:
+        edges = _edges_at(_rect(self.current_rect()), event.pos(), self.tolerance())
+        self.setCursor(_CURSORS.get(edges, Qt.ArrowCursor if not edges else Qt.SizeAllCursor))
+        super().hoverMoveEvent(event)
+
+    def current_rect(self) -> Rect:
+        raise NotImplementedError
+
+    def snapped(self, dx: float, dy: float) -> Rect:
+        xs, ys = snap_lines(self.canvas.layout, self.canvas.page, exclude=self.item_id)
+        tol = SNAP_PX / max(self.canvas.view.zoom, 1e-6)
+        r = self.start_rect
+        if self.mode == "move":
+            return snap_move(Rect(r.x + dx, r.y + dy, r.w, r.h), xs, ys, tol)
+        edges = self.mode.removeprefix("resize:")
+        left, top, right, bottom = r.x, r.y, r.right, r.bottom
+        left += dx if "l" in edges else 0
+        right += dx if "r" in edges else 0
+        top += dy if "t" in edges else 0
+        bottom += dy if "b" in edges else 0
+        moving = Rect(min(left, right - 1), min(top, bottom - 1), abs(right - left), abs(bottom - top))
+        return snap_resize(moving, edges, xs, ys, tol)
+
+
+class FrameItem(_EditableItem):
+    def __init__(self, canvas: LayoutCanvas, frame: Frame):
+        super().__init__(canvas, frame.id)
+        self.preview: Frame | None = None
+        self.drop_hover = False
+        self.setAcceptDrops(True)
+        self.setZValue(0)
+
+    @property
+    def frame(self) -> Frame | None:
+        if self.preview is not None:
+            return self.preview
+        return self.canvas.page.frame_by_id(self.item_id) if self.canvas.has_page() else None
+
+    def current_rect(self) -> Rect:
+        return self.frame.bounds
+
+    def boundingRect(self) -> QRectF:
+        if self.frame is None:  # gone from the model; the scene is about to be rebuilt
+            return QRectF()
+        pad = 4 + HANDLE_PX / max(self.canvas.view.zoom, 1e-6)
+        return _rect(self.frame.bounds).adjusted(-pad, -pad, pad, pad)
+
+    def shape(self) -> QPainterPath:
+        path = QPainterPath()
+        if self.frame is not None:
+            path.addRect(_rect(self.frame.bounds).adjusted(-2, -2, 2, 2))
+        return path
+
+    def badge_rect(self) -> QRectF:
+        b = self.frame.bounds
+        size = 16 / max(self.canvas.view.zoom, 1e-6)
+        return QRectF(b.x + b.w - size - 3, b.y + b.h - size - 3, size, size)
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        frame = self.frame
+        if frame is None:
+            return
+        image = self.canvas.images.get(frame.panel) if frame.panel else None
+        number = self.canvas.panel_numbers.get(frame.panel or "")
+        label = f"Panel {number}: no picture yet" if number else "Empty frame: drag a panel here"
+        paint_frame(painter, frame, image, RenderOptions(placeholders=True), label)
+        if number and self.canvas.show_guides:  # the badge: drag it onto another frame to swap panels
+            badge = self.badge_rect()
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(QColor(0, 0, 0, 150))
+            painter.drawRoundedRect(badge, badge.width() * 0.25, badge.width() * 0.25)
+            painter.setPen(Qt.white)
+            font = QFont()
+            font.setPixelSize(max(1, round(badge.height() * 0.65)))
+            painter.setFont(font)
+            painter.drawText(badge, Qt.AlignCenter, str(number))
+        if self.isSelected() or self.drop_hover:
+            pen = QPen(SELECTION, 0 if self.isSelected() else 3 / max(self.canvas.view.zoom, 1e-6))
+            painter.setPen(pen)
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRect(_rect(frame.bounds))
+            if self.isSelected():
+                _paint_handles(painter, _rect(frame.bounds), self.canvas.view.zoom)
+
+    # ---- mouse -------------------------------------------------------------------------
+    def mousePressEvent(self, event) -> None:
+        if event.button() != Qt.LeftButton:
+            return super().mousePressEvent(event)
+        self.press_pos = event.scenePos()
+        self.start_rect = self.frame.bounds
+        self.start_pan = self.frame.pan
+        edges = _edges_at(_rect(self.start_rect), event.pos(), self.tolerance())
+        if event.modifiers() & Qt.AltModifier and self.frame.panel:
+            self.mode = "pan"
+        elif self.frame.panel and self.canvas.show_guides and self.badge_rect().contains(event.pos()):
+            self.mode = "badge"
+        elif edges:
+            self.mode = "resize:" + edges
+        else:
+            self.mode = "move"
+        self.canvas.select_only(self)
+        event.accept()
+
+    def mouseMoveEvent(self, event) -> None:
+        d = event.scenePos() - self.press_pos
+        if self.mode == "badge":
+            if d.manhattanLength() * self.canvas.view.zoom > 6:
+                self.mode = ""
+                self.canvas.start_frame_drag(self)
+            return
+        frame = copy.deepcopy(self.canvas.page.frame_by_id(self.item_id))
+        if frame is None:
+            return
+        if self.mode == "pan":
+            b = frame.bounds
+            frame.pan = (max(-1.0, min(1.0, self.start_pan[0] + 2 * d.x() / max(b.w, 1))),
+                         max(-1.0, min(1.0, self.start_pan[1] + 2 * d.y() / max(b.h, 1))))
+        elif self.mode:
+            frame.points = frame.fitted_to(self.snapped(d.x(), d.y()))
+        self.prepareGeometryChange()
+        self.preview = frame
+        self.update()
+
+    def mouseReleaseEvent(self, event) -> None:
+        preview, self.preview, mode = self.preview, None, self.mode
+        self.mode = ""
+        self.prepareGeometryChange()
+        if preview is None or mode in ("", "badge"):
+            return
+        what = {"pan": "Pan picture", "move": "Move frame"}.get(mode, "Resize frame")
+        self.canvas.edit_frame(self.item_id, what, points=preview.points, pan=preview.pan)
+
+    def wheelEvent(self, event) -> None:
+        if event.modifiers() & Qt.AltModifier and self.frame.panel:
+            steps = event.delta() / 120
+            zoom = max(1.0, min(8.0, self.frame.zoom * (1.1 ** steps)))
+            self.canvas.edit_frame(self.item_id, "Zoom picture", zoom=zoom, merge=f"zoom:{self.item_id}")
+            event.accept()
+        else:
+            event.ignore()
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        if self.frame.panel:
+            self.canvas.panel_activated.emit(self.frame.panel)
+
+    # ---- drops: a panel from the timeline, or another frame's panel ----------------------
+    def dragEnterEvent(self, event) -> None:
+        data = event.mimeData()
+        if data.hasFormat(PANEL_MIME) or data.hasFormat(FRAME_MIME):
+            self.drop_hover = True
+            self.update()
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragLeaveEvent(self, event) -> None:
+        self.drop_hover = False
+        self.update()
+
+    def dropEvent(self, event) -> None:
+        self.drop_hover = False
+        data = event.mimeData()
+        if data.hasFormat(FRAME_MIME):
+            page_id, frame_id = bytes(data.data(FRAME_MIME)).decode().split("\n")
+            self.canvas.swap_frames(page_id, frame_id, self.item_id)
+        elif data.hasFormat(PANEL_MIME):
+            ids = [i for i in bytes(data.data(PANEL_MIME)).decode().split("\n") if i]
+            if ids:
+                self.canvas.place_panel(ids[0], self.item_id)
+        event.acceptProposedAction()
+        self.update()
+
+    def contextMenuEvent(self, event) -> None:
+        self.canvas.select_only(self)
+        self.canvas.frame_menu(self.item_id).exec(event.screenPos())
+
+
+def _paint_handles(painter: QPainter, rect: QRectF, zoom: float) -> None:
+    size = 6 / max(zoom, 1e-6)
+    painter.setPen(QPen(SELECTION, 0))
+    painter.setBrush(Qt.white)
+    for x in (rect.left(), rect.center().x(), rect.right()):
+        for y in (rect.top(), rect.center().y(), rect.bottom()):
+            if x == rect.center().x() and y == rect.center().y():
+                continue
+            painter.drawRect(QRectF(x - size / 2, y - size / 2, size, size))
+
+
+class BalloonItem(_EditableItem):
+    def __init__(self, canvas: LayoutCanvas, balloon: Balloon, number: int):
+        super().__init__(canvas, balloon.id)
+        self.preview: Balloon | None = None
+        self.number = number
+        self.setZValue(10 + number)
+
+    @property
+    def balloon(self) -> Balloon | None:
+        if self.preview is not None:
+            return self.preview
+        return self.canvas.page.balloon_by_id(self.item_id) if self.canvas.has_page() else None
+
+    def current_rect(self) -> Rect:
+        return self.balloon.rect
+
+    def boundingRect(self) -> QRectF:
+        b = self.balloon
+        if b is None:
+            return QRectF()
+        pad = 8 + HANDLE_PX / max(self.canvas.view.zoom, 1e-6)
+        rect = balloon_path(b).boundingRect().united(_rect(b.rect))
+        if b.has_tail:
+            rect = rect.united(QRectF(QPointF(*b.tail), QSize(1, 1)))  # type: ignore[arg-type]
+        return rect.adjusted(-pad, -pad, pad, pad)
+
+    def shape(self) -> QPainterPath:
+        path = QPainterPath()
+        if self.balloon is None:
+            return path
+        path.addRect(_rect(self.balloon.rect).adjusted(-2, -2, 2, 2))
+        if self.balloon.has_tail:
+            tip = QPointF(*self.balloon.tail)  # type: ignore[misc]
+            r = HANDLE_PX / max(self.canvas.view.zoom, 1e-6)
+            path.addEllipse(tip, r, r)
+        return path
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        b = self.balloon
+        if b is None or self.canvas.editing == self.item_id:
+            return  # the in-place editor shows the words
+        fit = paint_balloon(painter, b, self.canvas.layout, self.number if self.canvas.show_guides else None)
+        if fit.overflow:
+            painter.setPen(QPen(QColor(220, 30, 30), 0, Qt.DashLine))
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRect(_rect(b.rect))
+        if self.isSelected():
+            painter.setPen(QPen(SELECTION, 0, Qt.DashLine))
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRect(_rect(b.rect))
+            _paint_handles(painter, _rect(b.rect), self.canvas.view.zoom)
+            if b.has_tail:
+                r = 4 / max(self.canvas.view.zoom, 1e-6)
+                painter.setBrush(SELECTION)
+                painter.drawEllipse(QPointF(*b.tail), r, r)  # type: ignore[misc]
+
+    def mousePressEvent(self, event) -> None:
+        if event.button() != Qt.LeftButton:
+            return super().mousePressEvent(event)
+        b = self.balloon
+        self.press_pos = event.scenePos()
+        self.start_rect = b.rect
+        self.start_tail = b.tail
+        tol = self.tolerance()
+        if b.has_tail and (QPointF(*b.tail) - event.pos()).manhattanLength() <= 2 * tol:  # type: ignore[misc]
+            self.mode = "tail"
+        else:
+            edges = _edges_at(_rect(b.rect), event.pos(), tol)
+            self.mode = "resize:" + edges if edges else "move"
+        self.canvas.select_only(self)
+        event.accept()
+
+    def mouseMoveEvent(self, event) -> None:
+        d = event.scenePos() - self.press_pos
+        balloon = copy.deepcopy(self.canvas.page.balloon_by_id(self.item_id))
+        if balloon is None or not self.mode:
+            return
+        if self.mode == "tail":
+            p = event.scenePos()
+            balloon.tail = (round(p.x(), 2), round(p.y(), 2))
+        else:
+            r = self.snapped(d.x(), d.y())
+            balloon.x, balloon.y, balloon.w, balloon.h = (round(v, 2) for v in (r.x, r.y, r.w, r.h))
+        self.prepareGeometryChange()
+        self.preview = balloon
+        self.update()
+
+    def mouseReleaseEvent(self, event) -> None:
+        preview, self.preview, mode = self.preview, None, self.mode
+        self.mode = ""
+        self.prepareGeometryChange()
+        if preview is None or not mode:
+            return
+        what = {"tail": "Move balloon tail", "move": "Move balloon"}.get(mode, "Resize balloon")
+        self.canvas.edit_balloon(self.item_id, what, x=preview.x, y=preview.y, w=preview.w, h=preview.h,
+                                 tail=preview.tail)
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        self.canvas.edit_text(self.item_id)
+
+    def contextMenuEvent(self, event) -> None:
+        self.canvas.select_only(self)
+        self.canvas.balloon_menu(self.item_id).exec(event.screenPos())
+
+
+class _TextEditor(QGraphicsTextItem):
+    """Edits a balloon's words in place; leaving it (or Ctrl+Enter) keeps them, Escape drops them."""
+
+    def __init__(self, canvas: LayoutCanvas, balloon: Balloon):
+        super().__init__(balloon.text)
+        self.canvas = canvas
+        self.balloon_id = balloon.id
+        self.done = False
+        fit = fit_text(balloon, canvas.layout)
+        font = QFont(balloon_font(balloon, canvas.layout))
+        font.setPixelSize(max(1, round(fit.size)))  # one scene unit is one point
+        self.setFont(font)
+        self.setDefaultTextColor(QColor(20, 20, 20))
+        self.setTextInteractionFlags(Qt.TextEditorInteraction)
+        self.setTextWidth(balloon.w)
+        option = QTextOption(Qt.AlignHCenter)
+        option.setWrapMode(QTextOption.WordWrap)
+        self.document().setDefaultTextOption(option)
+        self.setPos(balloon.x, balloon.y)
+        self.setZValue(1000)
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        painter.fillRect(self.boundingRect(), QColor(255, 255, 255, 235))
+        painter.setPen(QPen(SELECTION, 0))
+        painter.drawRect(self.boundingRect())
+        super().paint(painter, option, widget)
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() == Qt.Key_Escape:
+            self.finish(keep=False)
+            return
+        if event.key() in (Qt.Key_Return, Qt.Key_Enter) and event.modifiers() & Qt.ControlModifier:
+            self.finish(keep=True)
+            return
+        super().keyPressEvent(event)
+
+    def focusOutEvent(self, event) -> None:
+        super().focusOutEvent(event)
+        self.finish(keep=True)
+
+    def finish(self, keep: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        text = self.toPlainText() if keep else None
+        # later, not now: the edit rebuilds the scene, which must not delete this item inside its own event
+        QTimer.singleShot(0, lambda: self.canvas.finish_text(self.balloon_id, text))
+
+
+class PageView(QGraphicsView):
+    """The page in a scrollable, zoomable view. Ctrl+wheel zooms; the zoom is kept per session."""
+
+    def __init__(self, scene: QGraphicsScene, parent=None):
+        super().__init__(scene, parent)
+        self.setRenderHints(QPainter.Antialiasing | QPainter.TextAntialiasing | QPainter.SmoothPixmapTransform)
+        self.setBackgroundBrush(QColor(110, 112, 118))
+        self.setDragMode(QGraphicsView.RubberBandDrag)
+        self.setAcceptDrops(True)
+        self.setViewportUpdateMode(QGraphicsView.FullViewportUpdate)
+        self.zoom = 1.0
+        self.fitting = True
+
+    def set_zoom(self, zoom: float) -> None:
+        self.zoom = max(0.1, min(12.0, zoom))
+        self.fitting = False
+        self.resetTransform()
+        self.scale(self.zoom, self.zoom)
+
+    def fit(self) -> None:
+        rect = self.sceneRect()
+        if rect.isEmpty() or self.viewport().width() < 10:
+            return
+        self.fitting = True
+        self.fitInView(rect, Qt.KeepAspectRatio)
+        self.zoom = self.transform().m11()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.fitting:
+            self.fit()
+
+    def wheelEvent(self, event) -> None:
+        if event.modifiers() & Qt.ControlModifier:
+            self.set_zoom(self.zoom * (1.15 ** (event.angleDelta().y() / 120)))
+            event.accept()
+        else:
+            super().wheelEvent(event)
+
+
+class LayoutCanvas(QWidget):
+    """Pages of the comic: a page list, the page editor and its tools."""
+
+    panel_activated = Signal(str)  # double-click on a frame: show that panel
+    page_selected = Signal(int)
+
+    def __init__(self, session: ProjectSession, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.current = 0  # index of the page shown
+        self.images: dict[str, QImage] = {}
+        self.panel_numbers: dict[str, int] = {}
+        self.editing: str | None = None
+        self.editor: _TextEditor | None = None
+        self.show_guides = True
+        self.scene = QGraphicsScene(self)
+        self.view = PageView(self.scene)
+        self.pages = QListWidget()
+        self.pages.setIconSize(QSize(72, 108))
+        self.pages.setViewMode(QListWidget.ListMode)
+        self.pages.setDragDropMode(QAbstractItemView.InternalMove)
+        self.pages.setMaximumWidth(150)
+        self.pages.currentRowChanged.connect(self._page_row_changed)
+        self.pages.model().rowsMoved.connect(self._pages_reordered)
+        self._build_tools()
+        self.empty_note = QLabel("No pages yet. Choose a page size and press <b>Lay Out Story</b> to place "
+                                 "every panel on pages, with captions and balloons from the story.")
+        self.empty_note.setWordWrap(True)
+        self.empty_note.setAlignment(Qt.AlignCenter)
+
+        right = QWidget()
+        column = QVBoxLayout(right)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.empty_note)
+        column.addWidget(self.view, 1)
+        splitter = QSplitter()
+        splitter.addWidget(self.pages)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        outer.addWidget(self.page_tools)
+        outer.addWidget(self.balloon_tools)
+        outer.addWidget(splitter, 1)
+
+        self.thumb_timer = QTimer(self)
+        self.thumb_timer.setSingleShot(True)
+        self.thumb_timer.setInterval(250)
+        self.thumb_timer.timeout.connect(self._refresh_thumbnails)
+        self._refresh_pending = False
+        self._select_next: set[str] = set()  # ids to select once the scene is rebuilt
+        session.layout_changed.connect(self.schedule_refresh)
+        session.project_replaced.connect(self._project_replaced)
+        session.panels_changed.connect(self._panels_changed)
+        session.panel_changed.connect(self._panel_changed)
+        self.scene.selectionChanged.connect(self._selection_changed)
+        self._project_replaced()
+
+    # ---- model access ------------------------------------------------------------------
+    @property
+    def layout(self) -> Layout:
+        return self.session.project.layout
+
+    @property
+    def page(self) -> Page:
+        return self.layout.pages[self.current]
+
+    def has_page(self) -> bool:
+        return 0 <= self.current < len(self.layout.pages)
+
+    # ---- tools -------------------------------------------------------------------------
+    def _build_tools(self) -> None:
+        bar = self.page_tools = QToolBar("Pages")
+        self.size_box = QComboBox()
+        for size in PAGE_SIZES.values():
+            self.size_box.addItem(size.describe(), size.id)
+        self.size_box.setToolTip("Page size (trim); bleed and safe area follow it")
+        self.size_box.activated.connect(lambda _: self.set_page_size(self.size_box.currentData()))
+        self.direction_box = QComboBox()
+        self.direction_box.addItem("Left to right", "ltr")
+        self.direction_box.addItem("Right to left (manga)", "rtl")
+        self.direction_box.activated.connect(lambda _: self.set_direction(self.direction_box.currentData()))
+        self.template_box = QComboBox()
+        for template in TEMPLATES.values():
+            self.template_box.addItem(template.name, template.id)
+        self.template_box.setToolTip("Re-cut the current page with this template; its panels stay in order")
+        self.template_box.activated.connect(lambda _: self.apply_template(self.template_box.currentData()))
+        self.auto_action = QAction("Lay Out Story", self)
+        self.auto_action.setToolTip("Place every panel on pages in story order, with captions and balloons")
+        self.auto_action.triggered.connect(self.lay_out_story)
+        bar.addWidget(QLabel(" Size "))
+        bar.addWidget(self.size_box)
+        bar.addWidget(self.direction_box)
+        bar.addAction(self.auto_action)
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Template "))
+        bar.addWidget(self.template_box)
+        bar.addAction("Add Page", self.add_page)
+        bar.addAction("Remove Page", self.remove_page)
+        bar.addSeparator()
+        bar.addAction("−", lambda: self.view.set_zoom(self.view.zoom / 1.25)).setToolTip("Zoom out (Ctrl+wheel)")
+        bar.addAction("+", lambda: self.view.set_zoom(self.view.zoom * 1.25)).setToolTip("Zoom in (Ctrl+wheel)")
+        bar.addAction("Fit", self.view.fit).setToolTip("Fit the page in the view")
+        self.guides_box = QCheckBox("Guides")  # off: the page exactly as it prints
+        self.guides_box.setChecked(True)
+        self.guides_box.setToolTip("Bleed (red), trim (black) and safe area (blue), balloon reading order and "
+                                   "panel numbers (drag a number onto another frame to swap panels)")
+        self.guides_box.toggled.connect(self._toggle_guides)
+        bar.addWidget(self.guides_box)
+
+        tools = self.balloon_tools = QToolBar("Lettering")
+        add = QToolButton()
+        add.setText("Add Lettering")
+        add.setPopupMode(QToolButton.InstantPopup)
+        menu = QMenu(add)
+        for kind, label in BALLOON_KINDS.items():
+            menu.addAction(label, lambda k=kind: self.add_balloon(k))
+        add.setMenu(menu)
+        tools.addWidget(add)
+        self.font_box = QComboBox()
+        self.font_box.setMaximumWidth(180)
+        self.font_box.setToolTip("Lettering font of the selected balloons (or of the whole comic)")
+        self.font_box.activated.connect(lambda _: self.set_font(self.font_box.currentText()))
+        self.size_spin = QDoubleSpinBox()
+        self.size_spin.setRange(0, 200)
+        self.size_spin.setSingleStep(0.5)
+        self.size_spin.setSpecialValueText("Auto")
+        self.size_spin.setSuffix(" pt")
+        self.size_spin.setToolTip("Lettering size; Auto fits the words to the balloon")
+        self.size_spin.editingFinished.connect(lambda: self.set_text_size(self.size_spin.value()))
+        self.bold_box = QCheckBox("Bold")
+        self.bold_box.clicked.connect(lambda on: self.set_balloon_fields("Bold", bold=on))
+        self.italic_box = QCheckBox("Italic")
+        self.italic_box.clicked.connect(lambda on: self.set_balloon_fields("Italic", italic=on))
+        self.align_box = QComboBox()
+        for align in ("left", "center", "right"):
+            self.align_box.addItem(align.title(), align)
+        self.align_box.activated.connect(
+            lambda _: self.set_balloon_fields("Align text", align=self.align_box.currentData()))
+        self.kind_box = QComboBox()
+        for kind, label in BALLOON_KINDS.items():
+            self.kind_box.addItem(label, kind)
+        self.kind_box.activated.connect(lambda _: self.set_balloon_kind(self.kind_box.currentData()))
+        for widget in (QLabel(" Font "), self.font_box, self.size_spin, self.bold_box, self.italic_box,
+                       self.align_box, QLabel(" Kind "), self.kind_box):
+            tools.addWidget(widget)
+        self.delete_action = QAction("Delete", self)
+        self.delete_action.setShortcut(QKeySequence.Delete)
+        self.delete_action.setShortcutContext(Qt.WidgetWithChildrenShortcut)
+        self.delete_action.setToolTip("Delete the selected balloons and frames (Delete)")
+        self.delete_action.triggered.connect(self.delete_selected)
+        self.addAction(self.delete_action)
+        tools.addAction(self.delete_action)
+
+    def _fill_fonts(self) -> None:
+        self.font_box.blockSignals(True)
+        self.font_box.clear()
+        self.font_box.addItems(lettering_fonts())
+        self.font_box.blockSignals(False)
+
+    def _sync_tools(self) -> None:
+        layout = self.layout
+        for box, value in ((self.size_box, layout.size), (self.direction_box, layout.direction)):
+            box.blockSignals(True)
+            box.setCurrentIndex(max(0, box.findData(value)))
+            box.blockSignals(False)
+        if self.has_page():
+            self.template_box.setCurrentIndex(max(0, self.template_box.findData(self.page.template)))
+        balloons = self.selected_balloons()
+        target = balloons[0] if balloons else None
+        self.font_box.blockSignals(True)
+        self.font_box.setCurrentText(balloon_font(target, layout) if target else layout.font)
+        self.font_box.blockSignals(False)
+        self.size_spin.blockSignals(True)
+        self.size_spin.setValue((target.size or 0) if target else layout.font_size)
+        self.size_spin.setSpecialValueText("Auto" if target else "")
+        self.size_spin.blockSignals(False)
+        for widget in (self.bold_box, self.italic_box, self.align_box, self.kind_box):
+            widget.setEnabled(target is not None)
+        if target:
+            self.bold_box.setChecked(target.bold)
+            self.italic_box.setChecked(target.italic)
+            self.align_box.setCurrentIndex(self.align_box.findData(target.align))
+            self.kind_box.setCurrentIndex(self.kind_box.findData(target.kind))
+        has_page = self.has_page()
+        self.template_box.setEnabled(has_page)
+        self.empty_note.setVisible(not has_page)
+        self.view.setVisible(has_page)
+
+    # ---- redraw ------------------------------------------------------------------------
+    def _project_replaced(self) -> None:
+        self._fill_fonts()
+        self.current = 0
+        self._reload_images()
+        self.refresh()
+        self.view.fit()
+
+    def _reload_images(self) -> None:
+        self.images = panel_images(self.session.project)
+        self.panel_numbers = {p.id: i for i, p in enumerate(self.session.project.panels, 1)}
+
+    def _panels_changed(self) -> None:
+        self._reload_images()
+        self.refresh()
+
+    def _panel_changed(self, panel_id: str) -> None:
+        panel = self.session.project.panel_by_id(panel_id)
+        version = panel.chosen_version if panel else None
+        data = self.session.project.images.get(version.image) if version else None
+        image = QImage.fromData(data) if data else None
+        if image is not None and not image.isNull():
+            self.images[panel_id] = image
+        else:
+            self.images.pop(panel_id, None)
+        if self.has_page() and panel_id in self.page.panels():
+            self.scene.update()
+        self.thumb_timer.start()
+
+    def schedule_refresh(self) -> None:
+        """Rebuild soon, not now: a change often comes from inside an item's own mouse or drop
+        event, and rebuilding the scene there would delete the item under its own feet."""
+        if not self._refresh_pending:
+            self._refresh_pending = True
+            QTimer.singleShot(0, self._scheduled_refresh)
+
+    def _scheduled_refresh(self) -> None:
+        self._refresh_pending = False
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the scene for the current page (keeping the selection) and the page list."""
+        if self.editor is not None:
+            return  # never pull the words from under the user's cursor; finishing the edit refreshes
+        pages = self.layout.pages
+        self.current = min(max(self.current, 0), len(pages) - 1) if pages else 0
+        selected = {item.item_id for item in self.scene.selectedItems() if isinstance(item, _EditableItem)}
+        if self._select_next:
+            selected, self._select_next = self._select_next, set()
+        self.scene.blockSignals(True)
+        self.scene.clear()
+        self.scene.blockSignals(False)
+        if self.has_page():
+            page = self.page
+            bleed = self.layout.bleed_rect(page)
+            margin = 24
+            self.scene.setSceneRect(_rect(bleed).adjusted(-margin, -margin, margin, margin))
+            self.scene.addItem(_PaperItem(self))
+            self.scene.addItem(_GuidesItem(self))
+            for frame in page.frames:
+                self.scene.addItem(FrameItem(self, frame))
+            for number, balloon in enumerate(page.balloons, 1):
+                self.scene.addItem(BalloonItem(self, balloon, number))
+            for item in self.scene.items():
+                if isinstance(item, _EditableItem) and item.item_id in selected:
+                    item.setSelected(True)
+        self._refresh_page_list()
+        self._sync_tools()
+        self.thumb_timer.start()
+
+    def _refresh_page_list(self) -> None:
+        self.pages.blockSignals(True)
+        self.pages.model().blockSignals(True)
+        self.pages.clear()
+        for index, page in enumerate(self.layout.pages):
+            label = f"Page {index + 1}" + (" (spread)" if page.spread else "")
+            item = QListWidgetItem(label)
+            item.setData(Qt.UserRole, page.id)
+            item.setToolTip(f"{label}: {TEMPLATES[page.template].name if page.template in TEMPLATES else 'custom'}"
+                            f", {len(page.frames)} frames")
+            self.pages.addItem(item)
+        if self.layout.pages:
+            self.pages.setCurrentRow(self.current)
+        self.pages.model().blockSignals(False)
+        self.pages.blockSignals(False)
+
+    def _refresh_thumbnails(self) -> None:
+        for row in range(self.pages.count()):
+            if row >= len(self.layout.pages):
+                break
+            page = self.layout.pages[row]
+            image = render_region(self.layout, page, self.images, page_region(self.layout, page), 10,
+                                  RenderOptions(dpi=None))
+            self.pages.item(row).setIcon(QIcon(QPixmap.fromImage(image)))
+
+    def _toggle_guides(self, on: bool) -> None:
+        self.show_guides = on
+        self.scene.update()
+
+    def _page_row_changed(self, row: int) -> None:
+        if 0 <= row < len(self.layout.pages) and row != self.current:
+            self.show_page(row)
+
+    def show_page(self, index: int) -> None:
+        self.current = index
+        self.refresh()
+        self.page_selected.emit(index)
+        if self.view.fitting:
+            self.view.fit()
+
+    def select_only(self, item: QGraphicsItem) -> None:
+        if not item.isSelected():
+            self.scene.clearSelection()
+            item.setSelected(True)
+
+    def _selection_changed(self) -> None:
+        self._sync_tools()
+
+    def selected_balloons(self) -> list[Balloon]:
+        if not self.has_page():
+            return []
+        ids = [i.item_id for i in self.scene.selectedItems() if isinstance(i, BalloonItem)]
+        return [b for b in self.page.balloons if b.id in ids]
+
+    def selected_frames(self) -> list[Frame]:
+        if not self.has_page():
+            return []
+        ids = [i.item_id for i in self.scene.selectedItems() if isinstance(i, FrameItem)]
+        return [f for f in self.page.frames if f.id in ids]
+
+    # ---- edits (each one undo step) -------------------------------------------------------
+    def edit(self, text: str, change: Callable[[Layout], object], merge: str = "") -> object:
+        command = EditLayout(self.session, text, change, merge)
+        if command.changes_nothing:
+            return command.result
+        self.session.undo.push(command)
+        return command.result
+
+    def _page_in(self, layout: Layout) -> Page:
+        return layout.pages[self.current]
+
+    def edit_frame(self, frame_id: str, what: str, merge: str = "", **fields) -> None:
+        def change(layout: Layout) -> None:
+            frame = self._page_in(layout).frame_by_id(frame_id)
+            for key, value in fields.items():
+                setattr(frame, key, value)
+        self.edit(what, change, merge)
+
+    def edit_balloon(self, balloon_id: str, what: str, merge: str = "", **fields) -> None:
+        def change(layout: Layout) -> None:
+            balloon = self._page_in(layout).balloon_by_id(balloon_id)
+            for key, value in fields.items():
+                setattr(balloon, key, value)
+        self.edit(what, change, merge)
+
+    def set_balloon_fields(self, what: str, **fields) -> None:
+        ids = [b.id for b in self.selected_balloons()]
+        if not ids:
+            return
+
+        def change(layout: Layout) -> None:
+            for balloon in self._page_in(layout).balloons:
+                if balloon.id in ids:
+                    for key, value in fields.items():
+                        setattr(balloon, key, value)
+        self.edit(what, change)
+
+    def set_balloon_kind(self, kind: str) -> None:
+        def fields(b: Balloon) -> dict:
+            tail = b.tail
+            if kind in ("speech", "speech-box", "thought") and tail is None:
+                tail = (b.x + b.w / 2, b.y + b.h + 30)
+            return {"kind": kind, "tail": tail}
+        ids = [b.id for b in self.selected_balloons()]
+
+        def change(layout: Layout) -> None:
+            for balloon in self._page_in(layout).balloons:
+                if balloon.id in ids:
+                    for key, value in fields(balloon).items():
+                        setattr(balloon, key, value)
+        self.edit("Change balloon kind", change)
+
+    def set_font(self, family: str) -> None:
+        if self.selected_balloons():
+            self.set_balloon_fields("Change font", font=family)
+        else:
+            self.edit("Change lettering font", lambda layout: setattr(layout, "font", family))
+
+    def set_text_size(self, value: float) -> None:
+        if self.selected_balloons():
+            self.set_balloon_fields("Change lettering size", size=value or None)
+        elif value > 0:
+            self.edit("Change lettering size", lambda layout: setattr(layout, "font_size", value))
+
+    def place_panel(self, panel_id: str, frame_id: str, page_index: int | None = None) -> None:
+        """Put a panel in a frame. A panel already on a page leaves its old frame (which takes this
+        frame's panel, if any: a swap), and its balloons follow it."""
+        index = self.current if page_index is None else page_index
+
+        def change(layout: Layout) -> None:
+            page = layout.pages[index]
+            target = page.frame_by_id(frame_id)
+            old = layout.page_of_panel(panel_id)
+            displaced = target.panel
+            if old is not None:
+                old_page, old_frame = old
+                if old_frame.id == target.id:
+                    return
+                old_frame.panel = displaced
+                _move_words(old_page, page, panel_id, old_frame, target)
+                if displaced:
+                    _move_words(page, old_page, displaced, target, old_frame)
+            elif displaced:
+                page.balloons = [b for b in page.balloons if not (b.panel == displaced and b.source)]
+            target.panel = panel_id
+            if old is None:
+                panel = self.session.project.panel_by_id(panel_id)
+                if panel is not None:
+                    page.balloons.extend(lettering_for(layout, target, panel))
+        self.edit("Place panel", change)
+
+    def swap_frames(self, page_id: str, source_frame: str, target_frame: str) -> None:
+        page = self.layout.page_by_id(page_id)
+        frame = page.frame_by_id(source_frame) if page else None
+        if frame is None or not frame.panel or source_frame == target_frame:
+            return
+        self.place_panel(frame.panel, target_frame)
+
+    def start_frame_drag(self, item: FrameItem) -> None:
+        mime = QMimeData()
+        mime.setData(FRAME_MIME, QByteArray(f"{self.page.id}\n{item.item_id}".encode()))
+        drag = QDrag(self.view)
+        drag.setMimeData(mime)
+        image = self.images.get(item.frame.panel or "")
+        if image is not None:
+            drag.setPixmap(QPixmap.fromImage(image.scaled(72, 72, Qt.KeepAspectRatio, Qt.SmoothTransformation)))
+        drag.exec(Qt.MoveAction)
+
+    def add_balloon(self, kind: str, at: QPointF | None = None, text: str = "") -> str | None:
+        if not self.has_page():
+            return None
+        frames = self.selected_frames()
+        if at is None:
+            if frames:
+                b = frames[0].bounds
+                at = QPointF(b.x + b.w * 0.3, b.y + b.h * 0.2)
+            else:
+                at = self.view.mapToScene(self.view.viewport().rect().center())
+        size = {"sfx": (120.0, 50.0), "caption": (150.0, 36.0)}.get(kind, (110.0, 60.0))
+        default = {"sfx": "BOOM!", "caption": "Meanwhile…", "thought": "Hmm…"}.get(kind, "Hello!")
+        balloon = Balloon(kind, round(at.x() - size[0] / 2, 2), round(at.y() - size[1] / 2, 2), *size,
+                          text=text or default, align="left" if kind == "caption" else "center")
+        if kind in ("speech", "speech-box", "thought"):
+            balloon.tail = (round(at.x() + 10, 2), round(at.y() + size[1] / 2 + 40, 2))
+        if frames:
+            balloon.panel = frames[0].panel
+        self._select_next = {balloon.id}
+        self.edit(f"Add {BALLOON_KINDS[kind].lower()}", lambda layout: self._page_in(layout).balloons.append(balloon))
+        return balloon.id
+
+    def delete_selected(self) -> None:
+        balloons = {b.id for b in self.selected_balloons()}
+        frames = {f.id for f in self.selected_frames()}
+        if not balloons and not frames:
+            return
+
+        def change(layout: Layout) -> None:
+            page = self._page_in(layout)
+            page.balloons = [b for b in page.balloons if b.id not in balloons]
+            page.frames = [f for f in page.frames if f.id not in frames]
+            page.template = "custom" if frames else page.template
+        self.edit("Delete from page", change)
+
+    def move_in_reading_order(self, balloon_id: str, step: int) -> None:
+        def change(layout: Layout) -> None:
+            balloons = self._page_in(layout).balloons
+            i = next(i for i, b in enumerate(balloons) if b.id == balloon_id)
+            j = max(0, min(len(balloons) - 1, i + step))
+            balloons.insert(j, balloons.pop(i))
+        self.edit("Change reading order", change)
+
+    def edit_text(self, balloon_id: str) -> None:
+        balloon = self.page.balloon_by_id(balloon_id) if self.has_page() else None
+        if balloon is None or self.editor is not None:
+            return
+        self.editing = balloon_id
+        self.editor = _TextEditor(self, balloon)
+        self.scene.addItem(self.editor)
+        self.editor.setFocus()
+        cursor = self.editor.textCursor()
+        cursor.select(QTextCursor.Document)
+        self.editor.setTextCursor(cursor)
+        self.scene.update()
+
+    def finish_text(self, balloon_id: str, text: str | None) -> None:
+        editor, self.editor, self.editing = self.editor, None, None
+        if editor is not None and editor.scene() is not None:
+            editor.scene().removeItem(editor)
+        if text is not None and self.has_page():
+            balloon = self.page.balloon_by_id(balloon_id)
+            if balloon is not None and balloon.text != text:
+                self.edit_balloon(balloon_id, "Edit lettering", text=text)
+                return
+        self.refresh()
+
+    # ---- pages -------------------------------------------------------------------------
+    def lay_out_story(self) -> None:
+        panels = self.session.project.panels
+        if not panels:
+            return
+        size = self.size_box.currentData() or self.layout.size
+        direction = self.direction_box.currentData() or self.layout.direction
+
+        def change(layout: Layout) -> None:
+            fresh = auto_layout(panels, size=size, direction=direction, layout=layout)
+            layout.__dict__.update(fresh.__dict__)
+        self.edit("Lay out story", change)
+        self.show_page(0)
+        self.view.fit()
+
+    def apply_template(self, template_id: str) -> None:
+        if not self.has_page():
+            return
+
+        def change(layout: Layout) -> list[str]:
+            page = self._page_in(layout)
+            left_over = apply_template(layout, page, template_id)
+            if left_over:  # panels that no longer fit go on a new page right after, not away
+                extra = Page(template="custom")
+                layout.pages.insert(self.current + 1, extra)
+                count = len(left_over)
+                choice = next((t for t in ("splash", "tiers-2", "tiers-3", "grid-2x2", "rows-2-1-2", "grid-2x3",
+                                           "grid-3x3") if TEMPLATES[t].capacity >= count), "grid-3x3")
+                apply_template(layout, extra, choice)
+                for frame, panel_id in zip(extra.frames, left_over):
+                    frame.panel = panel_id
+            return left_over
+        self.edit(f"Use template {TEMPLATES[template_id].name}", change)
+
+    def add_page(self) -> None:
+        template_id = "webtoon" if self.layout.page_size.strip else "grid-2x3"
+        at = self.current + 1 if self.layout.pages else 0
+
+        def change(layout: Layout) -> None:
+            page = Page(template=template_id)
+            if layout.page_size.strip:
+                page.height = strip_height(layout, 1)
+            page.frames = template_frames(layout, TEMPLATES[template_id], page, count=1)
+            layout.pages.insert(at, page)
+        self.edit("Add page", change)
+        self.show_page(at)
+
+    def remove_page(self) -> None:
+        if not self.has_page():
+            return
+        index = self.current
+        self.edit("Remove page", lambda layout: layout.pages.pop(index))
+        self.show_page(max(0, index - 1))
+
+    def move_page(self, source: int, target: int) -> None:
+        def change(layout: Layout) -> None:
+            layout.pages.insert(target, layout.pages.pop(source))
+        self.current = target
+        self.edit("Move page", change)
+
+    def _pages_reordered(self, parent, start, end, destination, row) -> None:
+        target = row if row < start else row - 1
+        QTimer.singleShot(0, lambda: self.move_page(start, target))
+
+    def set_page_size(self, size_id: str) -> None:
+        if size_id == self.layout.size:
+            return
+        old, new = PAGE_SIZES[self.layout.size], PAGE_SIZES[size_id]
+        if old.strip != new.strip:  # strips and printed pages differ in kind: lay the story out again
+            order = reading_order(self.layout)
+            panels = [p for p in self.session.project.panels if p.id in order] or self.session.project.panels
+
+            def relayout(layout: Layout) -> None:
+                layout.__dict__.update(auto_layout(panels, size=size_id, direction=layout.direction,
+                                                   layout=layout).__dict__)
+            self.edit("Change page size", relayout)
+            self.show_page(0)
+            return
+        sx, sy = new.width / old.width, new.height / old.height
+
+        def rescale(layout: Layout) -> None:
+            layout.size = size_id
+            for page in layout.pages:
+                for frame in page.frames:
+                    frame.points = [(round(x * sx, 3), round(y * sy, 3)) for x, y in frame.points]
+                for b in page.balloons:
+                    b.x, b.y, b.w, b.h = round(b.x * sx, 2), round(b.y * sy, 2), round(b.w * sx, 2), round(b.h * sy, 2)
+                    if b.tail:
+                        b.tail = (round(b.tail[0] * sx, 2), round(b.tail[1] * sy, 2))
+        self.edit("Change page size", rescale)
+        self.view.fit()
+
+    def set_direction(self, direction: str) -> None:
+        if direction == self.layout.direction:
+            return
+
+        def mirror(layout: Layout) -> None:
+            layout.direction = direction
+            for page in layout.pages:
+                width = layout.page_width(page)
+                for frame in page.frames:
+                    frame.points = [(round(width - x, 3), y) for x, y in frame.points]
+                for b in page.balloons:
+                    b.x = round(width - b.x - b.w, 2)
+                    if b.tail:
+                        b.tail = (round(width - b.tail[0], 2), b.tail[1])
+        self.edit("Change reading direction", mirror)
+
+    # ---- menus -------------------------------------------------------------------------
+    def frame_menu(self, frame_id: str) -> QMenu:
+        frame = self.page.frame_by_id(frame_id)
+        menu = QMenu(self)
+        fit = menu.addMenu("Fit picture")
+        for mode, label in (("cover", "Fill the frame (crop)"), ("contain", "Show whole picture")):
+            action = fit.addAction(label, lambda m=mode: self.edit_frame(frame_id, "Change fit", fit=m))
+            action.setCheckable(True)
+            action.setChecked(frame.fit == mode)
+        menu.addAction("Reset crop", lambda: self.edit_frame(frame_id, "Reset crop", zoom=1.0, pan=(0.0, 0.0)))
+        menu.addAction("Zoom picture in (Alt+wheel)",
+                       lambda: self.edit_frame(frame_id, "Zoom picture", zoom=min(8.0, frame.zoom * 1.25)))
+        menu.addAction("Zoom picture out",
+                       lambda: self.edit_frame(frame_id, "Zoom picture", zoom=max(1.0, frame.zoom / 1.25)))
+        menu.addSeparator()
+        for kind in ("speech", "thought", "caption", "sfx"):
+            b = frame.bounds
+            menu.addAction(f"Add {BALLOON_KINDS[kind].lower()}",
+                           lambda k=kind, b=b: self.add_balloon(k, QPointF(b.x + b.w * 0.35, b.y + b.h * 0.25)))
+        menu.addSeparator()
+        if frame.panel:
+            menu.addAction("Show panel", lambda: self.panel_activated.emit(frame.panel))
+            menu.addAction("Empty this frame", lambda: self.edit_frame(frame_id, "Empty frame", panel=None))
+        menu.addAction("Delete frame", lambda: self._delete_ids(frames={frame_id}))
+        return menu
+
+    def balloon_menu(self, balloon_id: str) -> QMenu:
+        menu = QMenu(self)
+        menu.addAction("Edit words…", lambda: self.edit_text(balloon_id))
+        menu.addAction("Earlier in reading order", lambda: self.move_in_reading_order(balloon_id, -1))
+        menu.addAction("Later in reading order", lambda: self.move_in_reading_order(balloon_id, 1))
+        menu.addAction("Fit size to text (Auto)",
+                       lambda: self.edit_balloon(balloon_id, "Auto lettering size", size=None))
+        menu.addSeparator()
+        menu.addAction("Delete", lambda: self._delete_ids(balloons={balloon_id}))
+        return menu
+
+    def _delete_ids(self, frames: set[str] | None = None, balloons: set[str] | None = None) -> None:
+        frames, balloons = frames or set(), balloons or set()
+
+        def change(layout: Layout) -> None:
+            page = self._page_in(layout)
+            page.frames = [f for f in page.frames if f.id not in frames]
+            page.balloons = [b for b in page.balloons if b.id not in balloons]
+            if frames:
+                page.template = "custom"
+        self.edit("Delete from page", change)
+
+
+def _move_words(source: Page, target: Page, panel_id: str, old: Frame, new: Frame) -> None:
+    """Carry a panel's balloons from its old frame to its new one, keeping their place in the frame."""
+    ob, nb = old.bounds, new.bounds
+    sx, sy = nb.w / ob.w if ob.w else 1.0, nb.h / ob.h if ob.h else 1.0
+    moving = [b for b in source.balloons if b.panel == panel_id]
+    if source is not target:
+        source.balloons = [b for b in source.balloons if b.panel != panel_id]
+        target.balloons.extend(moving)
+    for b in moving:
+        b.x = round(nb.x + (b.x - ob.x) * sx, 2)
+        b.y = round(nb.y + (b.y - ob.y) * sy, 2)
+        b.w, b.h = min(b.w, nb.w), min(b.h, nb.h)
+        if b.tail:
+            b.tail = (round(nb.x + (b.tail[0] - ob.x) * sx, 2), round(nb.y + (b.tail[1] - ob.y) * sy, 2))
+
+
+class _PaperItem(QGraphicsItem):
+    """The page itself: paper over the bleed, and the guides on top of everything else."""
+
+    def __init__(self, canvas: LayoutCanvas):
+        super().__init__()
+        self.canvas = canvas
+        self.setZValue(-100)
+
+    def boundingRect(self) -> QRectF:
+        if not self.canvas.has_page():
+            return QRectF()
+        return _rect(self.canvas.layout.bleed_rect(self.canvas.page)).adjusted(-2, -2, 2, 2)
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        if self.canvas.has_page():
+            painter.fillRect(_rect(self.canvas.layout.bleed_rect(self.canvas.page)), Qt.white)
+
+
+class _GuidesItem(_PaperItem):
+    """Trim, bleed and safe-area lines above the artwork; clicks pass through it."""
+
+    def __init__(self, canvas: LayoutCanvas):
+        super().__init__(canvas)
+        self.setZValue(900)
+        self.setAcceptedMouseButtons(Qt.NoButton)
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        if self.canvas.show_guides and self.canvas.has_page():
+            paint_guides(painter, self.canvas.layout, self.canvas.page)

@@ -1,0 +1,320 @@
+"""The layout canvas driven like a user would: mouse drags on the page, drops from the timeline, undo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, QRectF, QSize, Qt
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QImage, QMouseEvent, QPainter
+from PySide6.QtPdf import QPdfDocument
+from PySide6.QtWidgets import QApplication
+
+from conftest import COLOURS, flat_png
+
+from storystudio.export.comic import export_pdf
+from storystudio.export.page_render import page_region, panel_images, render_region
+from storystudio.project.layout import Balloon, snap_lines
+from storystudio.project.model import Project
+from storystudio.ui.layout_canvas import FRAME_MIME, SNAP_PX, BalloonItem, FrameItem, LayoutCanvas
+from storystudio.ui.session import ProjectSession
+from storystudio.ui.timeline import PanelTimeline
+
+@pytest.fixture
+def session(qapp):
+    project = Project.example()
+    for panel, colour in zip(project.panels, COLOURS):
+        project.add_version(panel.id, flat_png(colour), {})
+    project.panels[0].dialogue = "Hello, lighthouse!"
+    return ProjectSession(project)
+
+
+@pytest.fixture
+def canvas(qtbot, session):
+    widget = LayoutCanvas(session)
+    qtbot.addWidget(widget)
+    widget.resize(1100, 900)
+    widget.show()
+    qtbot.waitExposed(widget)
+    widget.lay_out_story()
+    widget.view.set_zoom(1.0)
+    return widget
+
+
+def items(canvas, kind):
+    return sorted((i for i in canvas.scene.items() if isinstance(i, kind)),
+                  key=lambda i: [x.id for x in (canvas.page.frames if kind is FrameItem else canvas.page.balloons)]
+                  .index(i.item_id))
+
+
+def drag(canvas, start: QPointF, end: QPointF, modifiers=Qt.NoModifier, steps: int = 6) -> None:
+    """A real left-button drag on the page view, from scene point ``start`` to ``end``."""
+    QApplication.processEvents()  # let the canvas rebuild after the previous edit, as it would between drags
+    viewport = canvas.view.viewport()
+    canvas.view.ensureVisible(QRectF(start, end).normalized(), 0, 0)
+
+    def send(kind, point, button, buttons):
+        pos = QPointF(canvas.view.mapFromScene(point))
+        event = QMouseEvent(kind, pos, QPointF(viewport.mapToGlobal(pos.toPoint())), button, buttons, modifiers)
+        QApplication.sendEvent(viewport, event)
+
+    send(QEvent.MouseButtonPress, start, Qt.LeftButton, Qt.LeftButton)
+    for k in range(1, steps + 1):
+        send(QEvent.MouseMove, start + (end - start) * (k / steps), Qt.NoButton, Qt.LeftButton)
+    send(QEvent.MouseButtonRelease, end, Qt.LeftButton, Qt.NoButton)
+
+
+def drop(canvas, frame_item, mime) -> None:
+    """A real drag-and-drop arriving over a frame on the page view."""
+    QApplication.processEvents()
+    viewport = canvas.view.viewport()
+    b = frame_item.frame.bounds
+    canvas.view.ensureVisible(QRectF(b.x, b.y, b.w, b.h), 0, 0)
+    pos = QPointF(canvas.view.mapFromScene(QPointF(b.x + b.w / 2, b.y + b.h * 0.6)))
+    actions = Qt.MoveAction | Qt.CopyAction
+    for event in (QDragEnterEvent(pos, actions, mime, Qt.LeftButton, Qt.NoModifier),
+                  QDragMoveEvent(pos, actions, mime, Qt.LeftButton, Qt.NoModifier),
+                  QDropEvent(pos, actions, mime, Qt.LeftButton, Qt.NoModifier)):
+        QApplication.sendEvent(viewport, event)
+
+
+def free_delta(canvas, rect, candidates):
+    """A drag offset that leaves every edge of ``rect`` clear of snap lines (so no snapping applies)."""
+    xs, ys = snap_lines(canvas.layout, canvas.page)
+    tolerance = SNAP_PX / canvas.view.zoom + 1
+    for dx, dy in candidates:
+        if all(abs(x - line) > tolerance for x in (rect.x + dx, rect.right + dx) for line in xs) and \
+                all(abs(y - line) > tolerance for y in (rect.y + dy, rect.bottom + dy) for line in ys):
+            return QPointF(dx, dy)
+    raise AssertionError("no snap-free offset among the candidates")
+
+
+def test_lay_out_story_is_one_undo_step(canvas, session):
+    assert len(session.project.layout.pages) == 2
+    assert [f.panel for page in session.project.layout.pages for f in page.frames] == [p.id for p in session.project.panels]
+    assert canvas.pages.count() == 2
+    assert any(b.text == "Hello, lighthouse!" for b in canvas.page.balloons)
+    session.undo.undo()
+    QApplication.processEvents()  # the canvas redraws on the next turn of the event loop
+    assert session.project.layout.pages == [] and canvas.pages.count() == 0
+    assert canvas.empty_note.isVisibleTo(canvas) and not canvas.view.isVisibleTo(canvas)
+    session.undo.redo()
+    assert len(session.project.layout.pages) == 2
+
+
+def test_drag_moves_a_frame_and_snaps_it_back_onto_the_margin(canvas, session):
+    frame_item = items(canvas, FrameItem)[0]
+    before = frame_item.frame.bounds
+    start = QPointF(before.x + before.w / 2, before.y + before.h * 0.7)
+    drag(canvas, start, start + QPointF(40, 25))
+    moved = session.project.layout.pages[0].frames[0].bounds
+    assert moved.x == pytest.approx(before.x + 40, abs=0.6) and moved.y == pytest.approx(before.y + 25, abs=0.6)
+    assert moved.w == pytest.approx(before.w)
+    session.undo.undo()
+    assert session.project.layout.pages[0].frames[0].bounds == before
+    # a move that ends within the snap distance of the margin lands exactly on it
+    drag(canvas, start, start + QPointF(3, 0))
+    assert session.project.layout.pages[0].frames[0].bounds.x == pytest.approx(canvas.layout.content_rect(canvas.page).x)
+
+
+def test_drag_an_edge_resizes_with_snapping_to_the_gutter(canvas, session):
+    def frames():
+        return session.project.layout.pages[0].frames  # each edit installs a new layout
+
+    gutter = session.project.layout.gutter
+    lower_left, lower_right = frames()[2].bounds, frames()[3].bounds  # classic 1-1-2: the bottom row
+    edge = QPointF(lower_left.right, lower_left.y + lower_left.h / 2)
+    drag(canvas, edge, edge - QPointF(60, 0))
+    narrower = frames()[2].bounds
+    assert narrower.right == pytest.approx(lower_left.right - 60, abs=0.6) and narrower.x == lower_left.x
+    # dragging it back near the neighbour stops one gutter short of it
+    edge = QPointF(narrower.right, narrower.y + narrower.h / 2)
+    drag(canvas, edge, QPointF(lower_right.x - gutter + 3, edge.y()))
+    assert frames()[2].bounds.right == pytest.approx(lower_right.x - gutter)
+    session.undo.undo()
+    session.undo.undo()
+    assert frames()[2].bounds == lower_left
+
+
+def test_panel_dropped_from_the_timeline_fills_a_frame(qtbot, canvas, session):
+    timeline = PanelTimeline(session)
+    qtbot.addWidget(timeline)
+    canvas.edit_frame(canvas.page.frames[0].id, "Empty frame", panel=None)
+    assert canvas.page.frames[0].panel is None
+    last = session.project.panels[-1]
+    mime = timeline.panel_model.mimeData([timeline.panel_model.index(len(session.project.panels) - 1)])
+    drop(canvas, items(canvas, FrameItem)[0], mime)
+    page = session.project.layout.pages[0]
+    assert page.frames[0].panel == last.id
+    # the panel left its old frame on page 2, and its words came along
+    assert last.id not in session.project.layout.pages[1].panels()
+    assert any(b.panel == last.id for b in page.balloons)
+    session.undo.undo()
+    assert session.project.layout.pages[1].panels()[-1] == last.id
+
+
+def test_dragging_a_frame_onto_another_swaps_their_panels(canvas, session):
+    page = canvas.page
+    first, second = page.frames[0].panel, page.frames[1].panel
+    words = [b.id for b in page.balloons if b.panel == first]
+    mime = QMimeData()
+    mime.setData(FRAME_MIME, f"{page.id}\n{page.frames[0].id}".encode())
+    drop(canvas, items(canvas, FrameItem)[1], mime)
+    page = session.project.layout.pages[0]
+    assert (page.frames[0].panel, page.frames[1].panel) == (second, first)
+    target = page.frames[1].bounds
+    for balloon in page.balloons:
+        if balloon.id in words:  # the first panel's lettering moved into its new frame
+            assert target.contains((balloon.x, balloon.y))
+    session.undo.undo()
+    page = session.project.layout.pages[0]
+    assert (page.frames[0].panel, page.frames[1].panel) == (first, second)
+
+
+def test_balloon_move_resize_and_tail(canvas, session):
+    item = next(i for i in items(canvas, BalloonItem) if i.balloon.kind == "speech")
+    b = item.balloon
+    tail = b.tail
+    centre = QPointF(b.x + b.w / 2, b.y + b.h / 2)
+    delta = free_delta(canvas, b.rect, [(dx, dy) for dx in (25, 40, 55, 70) for dy in (20, 35, 50, 65)])
+    drag(canvas, centre, centre + delta)
+    moved = session.project.layout.pages[0].balloon_by_id(b.id)
+    assert (moved.x, moved.y) == pytest.approx((b.x + delta.x(), b.y + delta.y()), abs=0.6)
+    assert moved.tail == tail  # the tail still points at the speaker
+    drag(canvas, QPointF(*tail), QPointF(tail[0] + 30, tail[1] + 10))
+    moved = session.project.layout.pages[0].balloon_by_id(b.id)
+    assert moved.tail == pytest.approx((tail[0] + 30, tail[1] + 10), abs=0.6)
+    edge = QPointF(moved.x + moved.w, moved.y + moved.h / 2)
+    drag(canvas, edge, edge + QPointF(25, 0))
+    assert session.project.layout.pages[0].balloon_by_id(b.id).w == pytest.approx(moved.w + 25, abs=0.6)
+    for _ in range(3):
+        session.undo.undo()
+    again = session.project.layout.pages[0].balloon_by_id(b.id)
+    assert (again.x, again.y, again.w, again.tail) == (b.x, b.y, b.w, b.tail)
+
+
+def test_edit_balloon_words_in_place(qtbot, canvas, session):
+    item = next(i for i in items(canvas, BalloonItem) if i.balloon.kind == "speech")
+    canvas.edit_text(item.item_id)
+    editor = canvas.editor
+    assert editor is not None and editor.toPlainText() == "Hello, lighthouse!"
+    editor.setPlainText("Is anyone up there?")
+    qtbot.keyClick(canvas.view.viewport(), Qt.Key_Return, Qt.ControlModifier)  # reaches the focused editor
+    qtbot.waitUntil(lambda: canvas.editor is None)
+    assert session.project.layout.pages[0].balloon_by_id(item.item_id).text == "Is anyone up there?"
+    session.undo.undo()
+    assert session.project.layout.pages[0].balloon_by_id(item.item_id).text == "Hello, lighthouse!"
+    # Escape drops the edit
+    canvas.edit_text(item.item_id)
+    canvas.editor.setPlainText("nope")
+    canvas.editor.finish(keep=False)
+    qtbot.waitUntil(lambda: canvas.editor is None)
+    assert session.project.layout.pages[0].balloon_by_id(item.item_id).text == "Hello, lighthouse!"
+
+
+def test_add_lettering_style_it_and_delete_key_removes_only_it(qtbot, canvas, session):
+    count = len(session.project.panels)
+    balloon_id = canvas.add_balloon("sfx", QPointF(200, 300), text="KRAK!")
+    QApplication.processEvents()
+    balloon = canvas.page.balloon_by_id(balloon_id)
+    assert balloon.kind == "sfx" and balloon.text == "KRAK!"
+    assert canvas.selected_balloons()[0].id == balloon_id
+    canvas.bold_box.click()
+    assert canvas.page.balloon_by_id(balloon_id).bold
+    canvas.size_spin.setValue(30)
+    canvas.size_spin.editingFinished.emit()
+    assert canvas.page.balloon_by_id(balloon_id).size == 30
+    canvas.view.setFocus()
+    qtbot.keyClick(canvas.view, Qt.Key_Delete)
+    assert canvas.page.balloon_by_id(balloon_id) is None
+    assert len(session.project.panels) == count  # the Delete key did not touch the story
+    for _ in range(4):
+        session.undo.undo()
+    assert canvas.page.balloon_by_id(balloon_id) is None and session.undo.index() == 1
+
+
+def test_templates_pages_and_reading_direction(canvas, session):
+    layout = session.project.layout
+    first_page_panels = layout.pages[0].panels()
+    canvas.apply_template("grid-3x3")
+    layout = session.project.layout
+    assert layout.pages[0].template == "grid-3x3" and len(layout.pages[0].frames) == 9
+    assert layout.pages[0].panels() == first_page_panels
+    canvas.apply_template("tiers-2")  # four panels into two frames: the other two go to a new page
+    layout = session.project.layout
+    assert layout.pages[0].panels() == first_page_panels[:2]
+    assert layout.pages[1].panels() == first_page_panels[2:] and len(layout.pages) == 3
+    canvas.add_page()  # after the page shown
+    assert len(session.project.layout.pages) == 4 and canvas.current == 1
+    assert session.project.layout.pages[1].template == "grid-2x3"
+    canvas.move_page(1, 0)
+    assert session.project.layout.pages[0].template == "grid-2x3"
+    canvas.remove_page()
+    assert len(session.project.layout.pages) == 3
+    left = session.project.layout.pages[0].frames[0].bounds
+    canvas.set_direction("rtl")
+    mirrored = session.project.layout.pages[0].frames[0].bounds
+    assert mirrored.x == pytest.approx(477 - left.right)
+    canvas.set_page_size("a4")
+    assert session.project.layout.size == "a4"
+    assert session.project.layout.pages[0].frames[0].bounds.right <= 595.3
+    for _ in range(7):
+        session.undo.undo()
+    assert session.project.layout.pages[0].panels() == first_page_panels
+    assert session.project.layout.size == "us-comic" and session.project.layout.direction == "ltr"
+
+
+def test_deleting_a_panel_empties_its_frame_until_undone(canvas, session):
+    from storystudio.ui.commands import DeletePanels
+
+    panel = session.project.panels[0]
+    session.undo.push(DeletePanels(session, [panel.id]))
+    assert panel.id not in session.project.layout.pages[0].panels()
+    assert all(b.panel != panel.id for b in session.project.layout.pages[0].balloons)
+    session.undo.undo()
+    assert session.project.layout.pages[0].panels()[0] == panel.id
+
+
+def test_canvas_shows_what_the_pdf_prints(canvas, session, tmp_path):
+    """The scene (guides off) painted at 60 dpi matches pdfium's rendering of the exported PDF page."""
+    canvas.guides_box.setChecked(False)
+    canvas.scene.clearSelection()
+    page = canvas.page
+    trim = session.project.layout.trim_rect(page)
+    dpi = 60
+    size = QSize(round(trim.w * dpi / 72), round(trim.h * dpi / 72))
+    image = QImage(size, QImage.Format_RGB888)
+    image.fill(Qt.white)
+    painter = QPainter(image)
+    painter.setRenderHints(QPainter.Antialiasing | QPainter.TextAntialiasing | QPainter.SmoothPixmapTransform)
+    canvas.scene.render(painter, QRectF(0, 0, size.width(), size.height()), QRectF(trim.x, trim.y, trim.w, trim.h))
+    painter.end()
+    export_pdf(session.project, tmp_path / "page.pdf")
+    document = QPdfDocument()
+    document.load(str(tmp_path / "page.pdf"))
+    pdf = document.render(0, size).convertToFormat(QImage.Format_RGB888)
+
+    def array(img):
+        raw = np.frombuffer(img.constBits(), np.uint8, count=img.sizeInBytes())
+        return raw.reshape(img.height(), img.bytesPerLine())[:, : img.width() * 3].astype(np.int16)
+
+    difference = np.abs(array(image) - array(pdf))
+    assert difference.mean() < 2.5
+    assert (difference > 60).mean() < 0.01
+    # and the same holds for the export renderer's own raster, which PNG and CBZ use
+    png = render_region(session.project.layout, page, panel_images(session.project), page_region(session.project.layout, page), dpi)
+    assert np.abs(array(png.convertToFormat(QImage.Format_RGB888)) - array(image)).mean() < 2.5
+
+
+def test_balloon_overflow_is_flagged_on_the_canvas(canvas, session):
+    canvas.edit("Add", lambda layout: layout.pages[0].balloons.append(
+        Balloon("speech-box", 100, 100, 30, 16, text="far too many words for a tiny box", size=14.0)))
+    QApplication.processEvents()
+    item = next(i for i in canvas.scene.items() if isinstance(i, BalloonItem) and i.balloon.kind == "speech-box")
+    image = QImage(400, 400, QImage.Format_RGB32)
+    image.fill(Qt.white)
+    painter = QPainter(image)
+    canvas.scene.render(painter, QRectF(0, 0, 400, 400), QRectF(0, 0, 400, 400))
+    painter.end()
+    assert item.balloon.size == 14.0
+    red = image.pixelColor(QPoint(100, 116))
+    assert red.red() > 150 and red.green() < 120  # the dashed red outline of a balloon whose words spill
