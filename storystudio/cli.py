@@ -2,6 +2,8 @@
 
     storystudio [PROJECT]                 start the app
     storystudio render INPUT [options]    generate a story's panels without a window
+                                          (and lay them out as a PDF or CBZ comic)
+    storystudio export PROJECT [options]  export a saved project's pages, without generating
     storystudio models ...                list, locate and create models
 
 User mistakes end with one plain sentence on stderr and a non-zero exit code,
@@ -58,28 +60,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     root = _Parser(prog="storystudio", description="Comics with the same characters in every panel.")
     root.add_argument("--version", action="version", version=f"StoryStudio {__version__}")
-    sub = root.add_subparsers(dest="command", metavar="{render,models}", parser_class=_Parser)
+    sub = root.add_subparsers(dest="command", metavar="{render,export,models}", parser_class=_Parser)
 
     r = sub.add_parser("render", help="generate a story's panels headlessly",
                        description="Generate every panel of a story script without opening the app.")
-    r.add_argument("input", metavar="INPUT", help="a story script (.txt) in the StoryDiffusion demo syntax")
+    r.add_argument("input", metavar="INPUT",
+                   help="a story script (.txt) in the StoryDiffusion demo syntax, or a .storystudio project")
     r.add_argument("--out", required=True, metavar="DIR", help="folder for the panel PNGs and manifest.json")
     r.add_argument("--model", required=True, metavar="ID_OR_PATH",
                    help="a diffusers folder, a .safetensors checkpoint, or a Hugging Face id in the local cache")
     r.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     r.add_argument("--dtype", default="auto", choices=["auto", "fp16", "bf16", "fp32"], help="precision")
-    r.add_argument("--steps", type=int, default=35, help="denoising steps (default 35)")
-    r.add_argument("--size", type=_size, default=(768, 768), metavar="WxH", help="panel size (default 768x768)")
-    r.add_argument("--seed", type=int, default=0, help="story seed; each panel's seed derives from it")
+    # None means "not given": a project's own settings apply, else the defaults named in the help
+    r.add_argument("--steps", type=int, default=None, help="denoising steps (default 35)")
+    r.add_argument("--size", type=_size, default=None, metavar="WxH", help="panel size (default 768x768)")
+    r.add_argument("--seed", type=int, default=None, help="story seed; each panel's seed derives from it")
     r.add_argument("--style", default=None,
                    help=f"style template: {', '.join(style_names())} (default {default_style()})")
-    r.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (default 5.0)")
-    r.add_argument("--negative", default="", help="extra negative prompt")
-    r.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
-    r.add_argument("--id-length", type=int, default=4, help="reference images per character (default 4)")
+    r.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default 5.0)")
+    r.add_argument("--negative", default=None, help="extra negative prompt")
+    r.add_argument("--scheduler", default=None, choices=list(SCHEDULERS), help="sampler (default ddim)")
+    r.add_argument("--id-length", type=int, default=None, help="reference images per character (default 4)")
     r.add_argument("--rate", type=_rate, default=None,
                    help="consistency strength: share of tokens borrowed between images (default 0.5)")
-    r.add_argument("--no-freeu", action="store_true", help="turn FreeU off")
+    r.add_argument("--no-freeu", action="store_true", default=None, help="turn FreeU off")
     r.add_argument("--batch-size", type=int, default=1, help="panels generated together in the read phase")
     r.add_argument("--panels", default=None, metavar="N[,N...]",
                    help="only these panels (1-based numbers); others are left as they are")
@@ -89,8 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-download", action="store_true", help="download the model if it is not on this computer")
     r.add_argument("--config", default=None, metavar="DIR",
                    help="configuration folder for a single-file checkpoint (else the local Hugging Face cache)")
-    r.add_argument("--pdf", default=None, metavar="FILE", help="also export a PDF comic (not available yet)")
+    r.add_argument("--pdf", default=None, metavar="FILE",
+                   help="also lay the panels out on pages and export a PDF comic")
+    r.add_argument("--cbz", default=None, metavar="FILE", help="also export the pages as a CBZ for comic readers")
+    _page_options(r)
     r.add_argument("--mp4", default=None, metavar="FILE", help="also export an MP4 animatic (not available yet)")
+
+    e = sub.add_parser("export", help="export a saved project's pages (PDF, CBZ, PNG) without generating",
+                       description="Export the pages of a .storystudio project as they are laid out in the app. "
+                                   "A project without pages is laid out automatically (see --page-size).")
+    e.add_argument("project", metavar="PROJECT", help="a .storystudio project file")
+    e.add_argument("--pdf", default=None, metavar="FILE", help="a PDF comic at print size")
+    e.add_argument("--cbz", default=None, metavar="FILE", help="a CBZ for comic readers, with ComicInfo.xml")
+    e.add_argument("--png", default=None, metavar="DIR", help="a folder of PNG pages")
+    e.add_argument("--relayout", action="store_true",
+                   help="lay the story out again with --page-size and --direction instead of the saved pages")
+    _page_options(e)
 
     m = sub.add_parser("models", help="list, locate and create models",
                        description="Models StoryStudio can use.")
@@ -106,14 +124,29 @@ def build_parser() -> argparse.ArgumentParser:
     return root
 
 
+def _page_options(parser: argparse.ArgumentParser) -> None:
+    from .project.layout import PAGE_SIZES
+
+    parser.add_argument("--page-size", default="us-comic", choices=list(PAGE_SIZES),
+                        help="page size for automatic layout (default us-comic: 6.625 x 10.25 in)")
+    parser.add_argument("--direction", default="ltr", choices=["ltr", "rtl"],
+                        help="reading direction for automatic layout (rtl for manga)")
+    parser.add_argument("--dpi", type=int, default=None, help="picture resolution in the export (default: 300 for "
+                        "print sizes, 72 for webtoon strips)")
+    parser.add_argument("--bleed", action="store_true", help="PDF and PNG pages include the bleed")
+    parser.add_argument("--author", default="", help="author shown in the PDF's and CBZ's document information")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in ("render", "models") and not argv[0].startswith("-")):
+    if not argv or (argv[0] not in ("render", "export", "models") and not argv[0].startswith("-")):
         return _start_app(argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "render":
             return render(args)
+        if args.command == "export":
+            return export(args)
         if args.command == "models":
             return models(args)
     except UserError as exc:
@@ -135,14 +168,18 @@ def _start_app(argv: list[str]) -> int:
 
 
 # ---- render -------------------------------------------------------------------------
+def _load_project(path: str):
+    from .project.fileio import ProjectFileError, load_project
+
+    try:
+        return load_project(path)
+    except ProjectFileError as exc:
+        raise UserError(str(exc)[0].lower() + str(exc)[1:]) from None
+
+
 def _load_story(path: str):
     from .project.script import ScriptError, load_script
 
-    if path.endswith(".storystudio"):
-        raise UserError(
-            "rendering a .storystudio project from the command line is not built yet; open it in the app, "
-            "or export its story script there (File > Export Story Script) and render that."
-        )
     try:
         return load_script(path)
     except ScriptError as exc:
@@ -151,25 +188,38 @@ def _load_story(path: str):
         raise UserError(f"the story script {path} has {len(exc.problems)} problems:\n{exc}") from None
 
 
-def _settings(args):
+def _settings(args, project=None):
+    """Generation settings: the options given, else the project's own settings, else the defaults."""
     from .engine.consistent_attention import ConsistencyConfig
     from .engine.story_pipeline import GenerationSettings
+    from .project.model import ProjectSettings
 
-    consistency = ConsistencyConfig() if args.rate is None else ConsistencyConfig(rate_coarse=args.rate, rate_fine=args.rate)
-    w, h = args.size
+    base = project.settings if project is not None else ProjectSettings()
+
+    def pick(value, default):
+        return default if value is None else value
+
+    rate = pick(args.rate, base.rate)
+    w, h = args.size if args.size is not None else (base.width, base.height)
     return GenerationSettings(
-        steps=args.steps, width=w, height=h, guidance=args.guidance, seed=args.seed, style=args.style,
-        negative_prompt=args.negative, scheduler=args.scheduler, freeu=not args.no_freeu,
-        id_length=args.id_length, batch_size=args.batch_size, consistency=consistency,
+        steps=pick(args.steps, base.steps), width=w, height=h, guidance=pick(args.guidance, base.guidance),
+        seed=pick(args.seed, base.seed), style=pick(args.style, base.style),
+        negative_prompt=pick(args.negative, base.negative_prompt), scheduler=pick(args.scheduler, base.scheduler),
+        freeu=not args.no_freeu if args.no_freeu is not None else base.freeu,
+        id_length=pick(args.id_length, base.id_length), batch_size=args.batch_size,
+        consistency=ConsistencyConfig(rate_coarse=rate, rate_fine=rate),
     )
 
 
 def render(args) -> int:
-    if args.pdf or args.mp4:
-        what = "PDF comic" if args.pdf else "MP4 animatic"
-        raise UserError(f"{what} export is not built yet; render the panels without --{'pdf' if args.pdf else 'mp4'}.")
-    story = _load_story(args.input)
-    settings = _settings(args)
+    if args.mp4:
+        raise UserError("MP4 animatic export is not built yet; render the panels without --mp4.")
+    project = _load_project(args.input) if args.input.endswith(".storystudio") else None
+    story = project.to_story() if project is not None else _load_story(args.input)
+    for target in (args.pdf, args.cbz):
+        if target:
+            _check_export_target(target)
+    settings = _settings(args, project)
     try:
         settings.validate()
     except ValueError as exc:
@@ -235,6 +285,97 @@ def render(args) -> int:
         _say(f"Stopped. {len(files)} image(s) were written to {out}.")
         return EXIT_CANCELLED
     _say(f"Wrote {len(files)} image(s) and manifest.json to {out} in {total_seconds:.1f} s.")
+    if project is not None or args.pdf or args.cbz:
+        comic = _comic_project(project, story, out, files, args)
+        if project is not None:
+            from .project.fileio import ProjectFileError, save_project
+
+            saved = out / Path(args.input).name
+            try:
+                save_project(comic, saved)
+            except ProjectFileError as exc:
+                raise UserError(str(exc)) from None
+            _say(f"Saved the project with its new pictures as {saved} (the original is unchanged).")
+        _export_comic(comic, args, pdf=args.pdf, cbz=args.cbz, png=None)
+    return 0
+
+
+def _comic_project(project, story, out: Path, files: dict[str, str], args):
+    """The project (or a new one from the script) with the rendered pictures as its panels' chosen versions.
+
+    Pages already laid out in a project are kept; otherwise the story is laid
+    out on ``--page-size`` pages, captions becoming caption boxes.
+    """
+    from .engine.imaging import read_png_parameters
+    from .project.layout import auto_layout
+    from .project.model import Project
+
+    comic = project if project is not None else Project.from_story(story)
+    keys = [p.key for p in story.panels] if project is None else [p.id for p in comic.panels]
+    for key, panel in zip(keys, comic.panels):
+        if key in files:
+            path = out / files[key]
+            comic.add_version(panel.id, path.read_bytes(), read_png_parameters(path))
+    if not comic.layout.pages:
+        comic.layout = auto_layout(comic.panels, size=args.page_size, direction=args.direction,
+                                   layout=comic.layout)
+    return comic
+
+
+def _check_export_target(target: str) -> None:
+    """Refuse an export file that cannot be written before spending minutes on generation."""
+    path = Path(target)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name to export to.")
+    if not path.parent.is_dir():
+        raise UserError(f"the folder {path.parent} for {path.name} does not exist.")
+
+
+def _export_comic(project, args, pdf: str | None, cbz: str | None, png: str | None) -> None:
+    from .export.comic import ExportError, export_cbz, export_pdf, export_png_pages
+
+    def progress(done: int, total: int, what: str) -> None:
+        if sys.stderr.isatty() and done < total:
+            print(f"\r  {what}".ljust(40), end="", file=sys.stderr, flush=True)
+
+    jobs = [(pdf, "PDF", lambda p: export_pdf(project, p, bleed=args.bleed, dpi=args.dpi, author=args.author,
+                                               progress=progress)),
+            (cbz, "CBZ", lambda p: export_cbz(project, p, dpi=args.dpi, author=args.author, progress=progress)),
+            (png, "PNG pages", lambda p: export_png_pages(project, p, dpi=args.dpi, bleed=args.bleed,
+                                                          progress=progress))]
+    for target, label, run in jobs:
+        if not target:
+            continue
+        try:
+            result = run(target)
+        except ExportError as exc:
+            raise UserError(str(exc)) from None
+        _say("")
+        _say(f"Wrote the {label} ({result.pages} page(s)) to {result.path}.")
+        for warning in result.warnings:
+            _say(f"note: {warning}")
+
+
+# ---- export -------------------------------------------------------------------------
+def export(args) -> int:
+    if not (args.pdf or args.cbz or args.png):
+        raise UserError("say what to export: --pdf FILE, --cbz FILE and/or --png DIR.")
+    if not args.project.endswith(".storystudio"):
+        raise UserError(f"{args.project} is not a .storystudio project; to render a story script use "
+                        "storystudio render SCRIPT --out DIR --model MODEL --pdf FILE.")
+    project = _load_project(args.project)
+    from .project.layout import auto_layout
+
+    if args.relayout or not project.layout.pages:
+        if not args.relayout:
+            _say(f"This project has no pages yet: laying its {len(project.panels)} panel(s) out on "
+                 f"{args.page_size} pages.")
+        project.layout = auto_layout(project.panels, size=args.page_size, direction=args.direction,
+                                     layout=project.layout)
+    for target in (args.pdf, args.cbz):
+        if target:
+            _check_export_target(target)
+    _export_comic(project, args, pdf=args.pdf, cbz=args.cbz, png=args.png)
     return 0
 
 

@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,20 @@ import huggingface_hub.constants
 import numpy as np
 import pytest
 from PIL import Image
+from pypdf import PdfReader
+from PySide6.QtCore import QSize
+from PySide6.QtPdf import QPdfDocument
 
-from conftest import EXAMPLE, SMALL_STORY
+from conftest import COLOURS, EXAMPLE, SMALL_STORY, flat_png
 from storystudio import __version__
 from storystudio.cli import main
 from storystudio.engine.imaging import read_png_parameters
 from storystudio.engine.models import model_folders
 from storystudio.engine.styles import style_names
+from storystudio.project.fileio import load_project, save_project
+from storystudio.project.layout import Balloon
+from storystudio.project.model import Project
+from storystudio.project.script import parse_script
 
 FAST = ["--steps", "2", "--size", "64x64", "--device", "cpu"]
 PNG_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "model", "consistency")
@@ -152,8 +160,30 @@ def test_models_create_tiny_refuses_a_non_empty_folder(tmp_path):
 @pytest.fixture(scope="module")
 def example_render(tmp_path_factory, tiny_model_dirs):
     out = tmp_path_factory.mktemp("example") / "out"
-    run = cli("render", EXAMPLE, "--out", out, "--model", tiny_model_dirs["sdxl"], *FAST)
+    run = cli("render", EXAMPLE, "--out", out, "--model", tiny_model_dirs["sdxl"], *FAST,
+              "--pdf", out.parent / "lighthouse.pdf", "--cbz", out.parent / "lighthouse.cbz", "--author", "CLI Test")
     return run, out
+
+
+def test_render_example_lays_out_a_pdf_and_cbz(example_render):
+    run, out = example_render
+    assert run.rc == 0, run.err
+    reader = PdfReader(out.parent / "lighthouse.pdf")
+    assert len(reader.pages) == 2  # eight panels: two pages of four
+    assert float(reader.pages[0].mediabox.width) == pytest.approx(477.0)
+    assert reader.metadata.author == "CLI Test"
+    text = " ".join(" ".join(page.extract_text().split()) for page in reader.pages)
+    story = parse_script(EXAMPLE.read_text(encoding="utf-8"))
+    for panel in story.panels:  # captions became caption boxes, as text
+        assert " ".join(panel.caption.split()) in text
+    with zipfile.ZipFile(out.parent / "lighthouse.cbz") as archive:
+        assert archive.namelist() == ["page-001.png", "page-002.png", "ComicInfo.xml"]
+    assert "Wrote the PDF (2 page(s))" in run.err
+    # the generated pictures are on the page: the first frame is not blank paper
+    document = QPdfDocument()
+    document.load(str(out.parent / "lighthouse.pdf"))
+    image = document.render(0, QSize(160, 248))
+    assert len({image.pixel(x, 60) for x in range(30, 130, 5)}) > 3
 
 
 def test_render_example_writes_eight_panels(example_render, tiny_model_dirs):
@@ -263,7 +293,7 @@ BAD_SCRIPTS = {
 @pytest.mark.parametrize(
     "case",
     ["missing-input", "unknown-name", "malformed", "size-not-wxh", "size-not-multiple", "size-not-model-multiple",
-     "unknown-style", "missing-model-file", "model-not-cached", "pdf", "panel-out-of-range"],
+     "unknown-style", "missing-model-file", "model-not-cached", "mp4", "pdf-folder-missing", "panel-out-of-range"],
 )
 def test_bad_input_is_refused_plainly(case, tmp_path, small_script, tiny_model_dirs, monkeypatch):
     out = tmp_path / "out"
@@ -294,8 +324,10 @@ def test_bad_input_is_refused_plainly(case, tmp_path, small_script, tiny_model_d
         empty.mkdir()
         point_hf_cache(monkeypatch, empty, tmp_path)
         model, expected = "some-org/not-cached", ("some-org/not-cached", "not on this computer")
-    elif case == "pdf":
-        extra, expected = ["--pdf", tmp_path / "x.pdf"], ("PDF", "not built yet")
+    elif case == "mp4":
+        extra, expected = ["--mp4", tmp_path / "x.mp4"], ("MP4", "not built yet")
+    elif case == "pdf-folder-missing":
+        extra, expected = ["--pdf", tmp_path / "no-such-folder" / "x.pdf"], ("no-such-folder", "does not exist")
     else:
         extra, expected = ["--panels", "99"], ('"99"', "1 to 6")
 
@@ -303,7 +335,7 @@ def test_bad_input_is_refused_plainly(case, tmp_path, small_script, tiny_model_d
     assert_plain_error(run, *expected)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert (out / "keep.txt").read_text(encoding="utf-8") == "existing"
-    assert not (tmp_path / "x.pdf").exists()
+    assert not (tmp_path / "x.pdf").exists() and not (tmp_path / "x.mp4").exists()
 
 
 # ---- the model folders and the Hugging Face cache ---------------------------------------------
@@ -371,3 +403,76 @@ def test_failed_model_load_leaves_no_output_folder(tmp_path, small_script):
     run = cli("render", small_script, "--out", out, "--model", "/nonexistent/model.safetensors", *FAST)
     assert_plain_error(run, "does not exist")
     assert not out.exists()
+
+
+# ---- exporting a saved project, and rendering one ---------------------------------------------
+@pytest.fixture
+def saved_project(tmp_path, qapp) -> Path:
+    """The example project with a flat colour per panel, laid out on manga pages, with a hand-made balloon."""
+    from storystudio.project.layout import auto_layout
+
+    project = Project.example()
+    for panel, colour in zip(project.panels, COLOURS):
+        project.add_version(panel.id, flat_png(colour), {"seed": 1})
+    project.layout = auto_layout(project.panels, size="manga-a5", direction="rtl")
+    project.layout.pages[0].balloons.append(Balloon("sfx", 40, 60, 120, 50, text="WHOOSH"))
+    path = tmp_path / "lighthouse.storystudio"
+    save_project(project, path)
+    return path
+
+
+def test_export_a_saved_project_without_generating(saved_project, tmp_path):
+    run = cli("export", saved_project, "--pdf", tmp_path / "book.pdf", "--cbz", tmp_path / "book.cbz",
+              "--png", tmp_path / "pages", "--dpi", "100")
+    assert run.rc == 0, run.err
+    reader = PdfReader(tmp_path / "book.pdf")
+    assert len(reader.pages) == 2
+    assert float(reader.pages[0].mediabox.width) == pytest.approx(148 * 72 / 25.4)  # A5, as laid out
+    assert reader.trailer["/Root"]["/ViewerPreferences"]["/Direction"] == "/R2L"
+    assert "WHOOSH" in reader.pages[0].extract_text()
+    with zipfile.ZipFile(tmp_path / "book.cbz") as archive:
+        info = archive.read("ComicInfo.xml").decode()
+    assert "<Manga>YesAndRightToLeft</Manga>" in info and "<PageCount>2</PageCount>" in info
+    pages = sorted(p.name for p in (tmp_path / "pages").iterdir())
+    assert pages == ["page-001.png", "page-002.png"]
+    with Image.open(tmp_path / "pages" / "page-001.png") as im:
+        assert im.size == (round(148 / 25.4 * 100), round(210 / 25.4 * 100))
+
+
+def test_export_can_lay_the_story_out_again(saved_project, tmp_path):
+    run = cli("export", saved_project, "--png", tmp_path / "strip", "--relayout", "--page-size", "webtoon")
+    assert run.rc == 0, run.err
+    with Image.open(tmp_path / "strip" / "page-001.png") as im:
+        assert im.size[0] == 800 and im.size[1] > 3000  # a tall strip of square panels
+
+
+@pytest.mark.parametrize("case", ["nothing", "script", "missing", "folder"])
+def test_export_errors_are_plain(case, saved_project, tmp_path):
+    if case == "nothing":
+        run, expected = cli("export", saved_project), ("--pdf FILE",)
+    elif case == "script":
+        run, expected = cli("export", EXAMPLE, "--pdf", tmp_path / "x.pdf"), ("not a .storystudio project",)
+    elif case == "missing":
+        run, expected = cli("export", tmp_path / "gone.storystudio", "--pdf", tmp_path / "x.pdf"), ("gone",)
+    else:
+        run, expected = cli("export", saved_project, "--pdf", tmp_path / "nope" / "x.pdf"), ("does not exist",)
+    assert_plain_error(run, *expected)
+    assert not (tmp_path / "x.pdf").exists()
+
+
+def test_render_a_project_keeps_its_settings_and_pages(saved_project, tmp_path, tiny_model_dirs):
+    project = load_project(saved_project)
+    project.settings.steps, project.settings.width, project.settings.height = 2, 64, 64
+    project.settings.seed = 7
+    save_project(project, saved_project)
+    out = tmp_path / "out"
+    run = cli("render", saved_project, "--out", out, "--model", tiny_model_dirs["sd15"], "--device", "cpu",
+              "--pdf", tmp_path / "book.pdf")
+    assert run.rc == 0, run.err
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert (manifest["settings"]["steps"], manifest["settings"]["width"], manifest["settings"]["seed"]) == (2, 64, 7)
+    rendered = load_project(out / "lighthouse.storystudio")
+    assert all(len(p.versions) == 2 and p.chosen == 1 for p in rendered.panels)  # new pictures became versions
+    assert rendered.layout.size == "manga-a5" and len(rendered.layout.pages) == len(project.layout.pages)
+    assert load_project(saved_project).panels[0].versions == project.panels[0].versions  # the original is untouched
+    assert len(PdfReader(tmp_path / "book.pdf").pages) == 2

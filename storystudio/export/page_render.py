@@ -60,7 +60,10 @@ def ensure_gui_app() -> QGuiApplication:
     if app is None:
         if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        app = QGuiApplication(["storystudio"])
+        # a full QApplication (not only a QGuiApplication), so widgets still work later in the same process
+        from PySide6.QtWidgets import QApplication
+
+        app = QApplication(["storystudio"])
     register_fonts()
     return app  # type: ignore[return-value]
 

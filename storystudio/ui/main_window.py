@@ -252,7 +252,7 @@ class MainWindow(QMainWindow):
         a["save_as"] = self._action("Save &As…", self.save_as, QKeySequence.SaveAs)
         a["import"] = self._action("&Import Story Script…", self.import_script_dialog, "Ctrl+I")
         a["export_script"] = self._action("&Export Story Script…", self.export_script_dialog)
-        a["export_comic"] = self._action("Export &Comic (PDF, CBZ, PNG)…", self.export_comic_dialog, "Ctrl+E",
+        a["export_comic"] = self._action("Export &Comic (PDF, CBZ, PNG)…", lambda: self.export_comic_dialog(), "Ctrl+E",
                                          "Export the laid-out pages for print or for comic readers")
         a["layout"] = self._action("&Lay Out Story on Pages", self.lay_out_pages, "Ctrl+L",
                                    "Place every panel on pages with its captions and balloons")
