@@ -5,7 +5,14 @@
    them; the sampled tokens are kept as the character's bank.
 2. **read**: every other panel is generated with its own tokens plus the banks
    of the characters it shows (plain attention when it shows nobody), alone or
-   in batches of panels that show the same characters.
+   in batches of panels that show the same characters at the same size.
+
+A panel may have its own size (the shape of its comic frame). References are
+always drawn at the settings' size, so that a bank does not change when a frame
+does; a reference panel of another size is drawn a second time in the read
+phase, at its own size, and its write picture is kept as a reference only.
+Reading works at any size: a bank holds tokens, not a grid, and they are
+added to the keys and values of the panel's own tokens, however many those are.
 
 Each panel's noise comes from its own seed, derived from the story seed and
 the panel's key, so regenerating one panel reproduces it and a new variation
@@ -54,6 +61,29 @@ def derive_seed(story_seed: int, key: str, variation: int = 0) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFF_FFFF
 
 
+def size_problems(width: int, height: int, multiple: int) -> list[str]:
+    """What is wrong with a picture size for a model whose UNet needs ``multiple`` (empty when nothing)."""
+    problems = []
+    if width < 64 or height < 64:
+        problems.append("the image must be at least 64x64 pixels")
+    if width % multiple or height % multiple:
+        problems.append(f"width and height must be multiples of {multiple} for this model")
+    return problems
+
+
+def check_panel_sizes(story: Story, multiple: int) -> None:
+    """ValueError naming the first panel whose own size the model cannot draw."""
+    for number, panel in enumerate(story.panels, 1):
+        if panel.size is None:
+            continue
+        size = tuple(panel.size)
+        if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
+            raise ValueError(f"Panel {number} has a size that is not a width and a height in whole pixels.")
+        problems = size_problems(*size, multiple)
+        if problems:
+            raise ValueError(f"Panel {number} is set to {size[0]}x{size[1]} pixels: {'; '.join(problems)}.")
+
+
 @dataclass
 class GenerationSettings:
     steps: int = 35
@@ -74,10 +104,7 @@ class GenerationSettings:
         problems = []
         if self.steps < 1:
             problems.append("steps must be at least 1")
-        if self.width < 64 or self.height < 64:
-            problems.append("the image must be at least 64x64 pixels")
-        if self.width % multiple or self.height % multiple:
-            problems.append(f"width and height must be multiples of {multiple} for this model")
+        problems += size_problems(self.width, self.height, multiple)
         if self.guidance < 0:
             problems.append("guidance cannot be negative")
         if self.id_length < 1:
@@ -127,7 +154,10 @@ class PanelImage:
 @dataclass
 class StoryResult:
     images: dict[str, PanelImage]  # story panels by key, in story order
-    sheets: list[PanelImage]  # extra references made for characters with no solo panel
+    # Reference pictures that are no panel's picture: sheets drawn for characters with no solo
+    # panel (role "sheet"), and the references of solo panels whose own size differs from the
+    # settings' (role "reference", key "reference-<panel key>"; the panel is drawn again at its size).
+    sheets: list[PanelImage]
     banks: dict[str, CharacterBank]
     messages: list[str]
     unet_calls: dict[str, list[float]]  # seconds per UNet call by phase
@@ -149,6 +179,9 @@ class _Job:
     characters: list[str]
     role: str
     base_prompts: list[str] = field(default_factory=list)
+    size: tuple[int, int] = (768, 768)  # (width, height) of every picture of the call
+    # Write jobs only: reference panels of another size, drawn again at their size in the read phase.
+    redrawn: set[str] = field(default_factory=set)
 
 
 class StoryPipeline:
@@ -180,6 +213,7 @@ class StoryPipeline:
     def plan(self, story: Story, settings: GenerationSettings) -> tuple[list[_Job], list[_Job], list[str]]:
         """Write jobs (one per character), read jobs (batches) and messages for the user."""
         style = get_style(settings.style)
+        default = (settings.width, settings.height)
         messages: list[str] = []
         writes: list[_Job] = []
         reference_keys: set[str] = set()
@@ -198,7 +232,13 @@ class StoryPipeline:
                 keys = [p.key for p in refs]
                 seeds = [derive_seed(settings.seed, p.key, p.variation) for p in refs]
                 role = "reference"
-                reference_keys.update(keys)
+                redrawn = {p.key for p in refs if self.panel_size(p, settings) != default}
+                reference_keys.update(set(keys) - redrawn)
+                if redrawn:
+                    messages.append(
+                        f"[{character.name}]: {len(redrawn)} of its reference panel(s) have their own size; they are "
+                        f"drawn at {default[0]}x{default[1]} as references and again at their own size as panels."
+                    )
             else:
                 count = settings.id_length
                 messages.append(
@@ -209,28 +249,36 @@ class StoryPipeline:
                 keys = [f"sheet-{character.name}-{i + 1}" for i in range(count)]
                 seeds = [derive_seed(settings.seed, k) for k in keys]
                 role = "sheet"
+                redrawn = set()
             prompts, negatives = zip(*(style.apply(b, settings.negative_prompt) for b in base))
-            writes.append(_Job("write", keys, list(prompts), list(negatives), seeds, [character.name], role, base))
+            writes.append(_Job("write", keys, list(prompts), list(negatives), seeds, [character.name], role, base,
+                               default, redrawn))
 
         order = {c.name: i for i, c in enumerate(story.characters)}
-        groups: dict[tuple[str, ...], list[Panel]] = {}
+        # One pipeline call draws pictures of one size, so a batch shares its size as well as its cast.
+        groups: dict[tuple[tuple[str, ...], tuple[int, int]], list[Panel]] = {}
         for panel in story.panels:
             if panel.key in reference_keys:
                 continue
             cast = tuple(sorted(set(panel.characters), key=order.__getitem__))
-            groups.setdefault(cast, []).append(panel)
+            groups.setdefault((cast, self.panel_size(panel, settings)), []).append(panel)
         reads = []
-        for cast, panels in groups.items():
+        for (cast, size), panels in groups.items():
             for i in range(0, len(panels), settings.batch_size):
                 batch = panels[i : i + settings.batch_size]
                 base = [story.expand(p) for p in batch]
                 prompts, negatives = zip(*(style.apply(b, settings.negative_prompt) for b in base))
                 seeds = [derive_seed(settings.seed, p.key, p.variation) for p in batch]
                 reads.append(_Job("read" if cast else "plain", [p.key for p in batch], list(prompts), list(negatives),
-                                  seeds, list(cast), "panel", base))
+                                  seeds, list(cast), "panel", base, size))
         position = {p.key: i for i, p in enumerate(story.panels)}
         reads.sort(key=lambda j: position[j.keys[0]])
         return writes, reads, messages
+
+    @staticmethod
+    def panel_size(panel: Panel, settings: GenerationSettings) -> tuple[int, int]:
+        """(width, height) the panel is drawn at: its own size, or the settings' when it has none."""
+        return (settings.width, settings.height) if panel.size is None else (int(panel.size[0]), int(panel.size[1]))
 
     # ---- running ----------------------------------------------------------------
     def render(
@@ -248,7 +296,9 @@ class StoryPipeline:
         Characters whose bank is given are not written again: a panel can be
         regenerated later from saved banks alone.
         """
-        settings.validate(self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1))
+        multiple = self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
+        settings.validate(multiple)
+        check_panel_sizes(story, multiple)
         for panel in story.panels:
             story.expand(panel)  # an unknown character fails here with its name, before any work
         writes, reads, messages = self.plan(story, settings)
@@ -265,7 +315,8 @@ class StoryPipeline:
                 raise ValueError(f"There is no panel {', '.join(sorted(unknown))} in this story.")
         needed_chars = {c for j in reads if wanted is None or wanted & set(j.keys) for c in j.characters}
         # A character is written when a wanted panel needs its bank and none was given, or when one of
-        # its own reference panels is wanted: a reference panel is only reproduced by the write it came from.
+        # its own reference panels is wanted: a reference panel is only reproduced by the write it came from
+        # (one of another size is then read again from that bank, and the caller gets its reference too).
         writes = [
             w for w in writes
             if (wanted is not None and wanted & set(w.keys))
@@ -295,10 +346,13 @@ class StoryPipeline:
                                          seconds / len(job.keys))
                         if job.role == "sheet":
                             result.sheets.append(out)
-                        elif wanted is None or key in wanted:
-                            result.images[key] = out
-                        else:
+                        elif wanted is not None and key not in wanted:
                             continue  # drawn only to rebuild a bank; the caller did not ask for it
+                        elif key in job.redrawn:
+                            out.key = f"reference-{key}"  # the panel's own picture comes from the read phase
+                            result.sheets.append(out)
+                        else:
+                            result.images[key] = out
                         if on_image is not None:
                             on_image(out)
                     done += len(job.keys)
@@ -321,10 +375,11 @@ class StoryPipeline:
         else:
             self.pipe.disable_freeu()
 
-    def _latents(self, seeds: list[int], settings: GenerationSettings) -> torch.Tensor:
+    def _latents(self, seeds: list[int], size: tuple[int, int]) -> torch.Tensor:
         # Noise is drawn on the CPU so that a seed gives the same picture on every device.
+        width, height = size
         shape = (1, self.pipe.unet.config.in_channels,
-                 settings.height // self.pipe.vae_scale_factor, settings.width // self.pipe.vae_scale_factor)
+                 height // self.pipe.vae_scale_factor, width // self.pipe.vae_scale_factor)
         noise = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
         return torch.cat(noise).to(self.model.device, self.pipe.unet.dtype)
 
@@ -344,8 +399,8 @@ class StoryPipeline:
         call = dict(
             prompt=job.prompts, negative_prompt=job.negatives if settings.guidance > 1 else None,
             num_inference_steps=settings.steps, guidance_scale=settings.guidance,
-            height=settings.height, width=settings.width,
-            latents=self._latents(job.seeds, settings),
+            height=job.size[1], width=job.size[0],  # SDXL also conditions on this size
+            latents=self._latents(job.seeds, job.size),
             generator=[torch.Generator().manual_seed(s + 1) for s in job.seeds],
             output_type="latent", callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"],
         )
@@ -390,7 +445,7 @@ class StoryPipeline:
     def _parameters(self, settings, job, base, prompt, negative, seed) -> dict[str, Any]:
         return dict(
             generator="StoryStudio", prompt=prompt, negative_prompt=negative, story_prompt=base, seed=seed,
-            steps=settings.steps, guidance=settings.guidance, width=settings.width, height=settings.height,
+            steps=settings.steps, guidance=settings.guidance, width=job.size[0], height=job.size[1],
             scheduler=settings.scheduler, freeu=settings.freeu, style=get_style(settings.style).name,
             model=self.model.source, arch=self.model.arch, dtype=str(self.model.dtype).removeprefix("torch."),
             phase=job.phase, role=job.role, characters=job.characters, batch=job.keys,

@@ -266,6 +266,13 @@ def _check_document(doc: Any) -> None:
         duration = _get(panel, "duration", float, where, nullable=True)
         if duration is not None and duration <= 0:
             raise _Damaged(f"the duration of {where} is {duration} seconds, but it must be more than 0")
+        size = panel.get("size")  # files from before panels had their own size have no such key
+        if size is not None:
+            if not isinstance(size, list) or len(size) != 2 or not all(_is_kind(v, int) for v in size):
+                shown = json.dumps(size)[:40] if isinstance(size, list) else _show(size)
+                raise _Damaged(f"the size of {where} should be a width and a height in whole pixels, not {shown}")
+            if min(size) < 64:
+                raise _Damaged(f"the size of {where} is {size[0]}x{size[1]} pixels, but it must be at least 64x64")
 
     try:  # a frame naming a deleted panel is not damage: it shows as an empty frame
         Layout.from_dict(_get(doc, "layout", dict, owner))

@@ -122,6 +122,8 @@ class ProjectPanel:
     versions: list[ImageVersion] = field(default_factory=list)
     chosen: int | None = None  # index into versions
     duration: float | None = None  # seconds in the animatic; None means automatic
+    # (width, height) to generate at, set from the shape of the panel's frame; None uses the settings' size.
+    size: tuple[int, int] | None = None
 
     @property
     def chosen_version(self) -> ImageVersion | None:
@@ -161,11 +163,13 @@ class ProjectPanel:
             "versions": [version.to_dict() for version in self.versions],
             "chosen": self.chosen,
             "duration": self.duration,
+            "size": None if self.size is None else list(self.size),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProjectPanel:
         duration = data.get("duration")
+        size = data.get("size")  # absent in files written before panels had their own size
         return cls(
             id=data["id"],
             prompt=data["prompt"],
@@ -175,6 +179,7 @@ class ProjectPanel:
             versions=[ImageVersion.from_dict(item) for item in data.get("versions", [])],
             chosen=data.get("chosen"),
             duration=None if duration is None else float(duration),
+            size=None if size is None else (int(size[0]), int(size[1])),
         )
 
 
@@ -259,6 +264,7 @@ class Project:
                     caption=panel.caption,
                     characters=panel.characters(cast),
                     variation=panel.variation,
+                    size=panel.size,
                 )
                 for panel in self.panels
             ],

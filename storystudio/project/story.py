@@ -30,6 +30,9 @@ class Panel:
     characters: list[str] = field(default_factory=list)
     source_line: int | None = None
     variation: int = 0  # 0 is the panel's own seed; each new number draws another picture
+    # (width, height) in pixels, the shape of the comic frame the picture goes into;
+    # None draws it at the story's generation size.
+    size: tuple[int, int] | None = None
 
     @property
     def has_characters(self) -> bool:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from storystudio.engine.bank import CharacterBank
-from storystudio.engine.consistent_attention import ConsistentAttnProcessor
+from storystudio.engine.consistent_attention import ConsistencyConfig, ConsistentAttnProcessor
 from storystudio.engine.story_pipeline import (
     GenerationCancelled,
     GenerationSettings,
@@ -23,6 +23,9 @@ def fast(**kw) -> GenerationSettings:
     base = dict(steps=3, width=64, height=64, seed=11, id_length=4)
     base.update(kw)
     return GenerationSettings(**base)
+
+
+ALWAYS = ConsistencyConfig(schedule=((0, 1.0),))  # consistent attention in every layer at every step
 
 
 def pixels(image) -> np.ndarray:
@@ -259,3 +262,137 @@ def test_regenerating_a_reference_panel_rewrites_its_character(rendered):
     assert again.images["panel-2"].role == "reference"
     assert np.array_equal(pixels(again.images["panel-2"].image), pixels(result.images["panel-2"].image))
     assert torch.equal(again.banks["Ann"].data, result.banks["Ann"].data)
+
+
+# ---- panels of their own size ------------------------------------------------------------
+
+
+def spy_attention(monkeypatch) -> list[tuple[str, str, int, int]]:
+    """(layer, phase, own tokens, keys) of every call of a consistent-attention layer."""
+    seen = []
+    original = ConsistentAttnProcessor._attend
+
+    def spy(self, attn, q, k, v, b, m=None):
+        seen.append((self.layer.name, self.state.phase.value, q.shape[1], k.shape[1]))
+        return original(self, attn, q, k, v, b, m)
+
+    monkeypatch.setattr(ConsistentAttnProcessor, "_attend", spy)
+    return seen
+
+
+def tokens_at(unet, layer: str, width: int, height: int) -> int:
+    from storystudio.engine.consistent_attention import block_scale
+
+    scale = 8 * block_scale(unet, layer)  # the VAE of the tiny models also downsamples 8 times
+    return (width // scale) * (height // scale)
+
+
+def test_a_panel_is_drawn_at_its_own_size(tiny_model, monkeypatch):
+    story = parse_script("[Ann] a girl\n\n[Ann] reads\n[Ann] sleeps\n[Ann] runs\n[NC] a beach\n")
+    engine = StoryPipeline(tiny_model)
+    plain_sizes = engine.render(story, fast(id_length=2, consistency=ALWAYS))
+    story.panels[2].size = (64, 96)
+    story.panels[3].size = (96, 64)
+    seen = spy_attention(monkeypatch)
+    events = []
+    result = engine.render(story, fast(id_length=2, consistency=ALWAYS), progress=events.append)
+    sizes = {k: img.image.size for k, img in result.images.items()}
+    assert sizes == {"panel-1": (64, 64), "panel-2": (64, 64), "panel-3": (64, 96), "panel-4": (96, 64)}
+    for img in result.images.values():
+        assert (img.parameters["width"], img.parameters["height"]) == img.image.size
+    assert result.images["panel-3"].parameters["phase"] == "read"
+    # The bank written at 64x64 was read by the 64x96 panel: at every step, every consistent layer
+    # attended to the panel's own tokens (a 64x96 grid) plus the banked ones.
+    unet = engine.pipe.unet
+    read = [(name, q, k) for name, phase, q, k in seen if phase == "read"]
+    assert len(read) == 3 * len({name for name, *_ in seen})
+    assert all(q == tokens_at(unet, name, 64, 96) and k > q for name, q, k in read)
+    assert next(e.preview for e in events if e.panel_keys == ["panel-3"]).size == (8, 12)
+    # The references, and so the bank, do not depend on the sizes of other panels.
+    assert torch.equal(result.banks["Ann"].data, plain_sizes.banks["Ann"].data)
+    assert np.array_equal(pixels(result.images["panel-1"].image), pixels(plain_sizes.images["panel-1"].image))
+
+
+def test_read_batches_share_cast_and_size(tiny_sd15, monkeypatch):
+    story = parse_script("[Ann] a girl\n\n[Ann] one\n[Ann] two\n[Ann] three\n[Ann] four\n[Ann] five\n[Ann] six\n"
+                         "[Ann] seven\n[Ann] eight\n[NC] a beach\n")
+    for number, size in ((3, (64, 96)), (5, (64, 96)), (6, (96, 64)), (7, (64, 96)), (9, (64, 96))):
+        story.panels[number - 1].size = size
+    settings = fast(id_length=2, batch_size=2, consistency=ALWAYS)
+    engine = StoryPipeline(tiny_sd15)
+    _, reads, _ = engine.plan(story, settings)
+    assert [(r.keys, r.size) for r in reads] == [
+        (["panel-3", "panel-5"], (64, 96)),
+        (["panel-4", "panel-8"], (64, 64)),
+        (["panel-6"], (96, 64)),
+        (["panel-7"], (64, 96)),  # the batch of its size is full
+        (["panel-9"], (64, 96)),  # nobody in it: another cast, so another batch
+    ]
+    seen = spy_attention(monkeypatch)
+    result = engine.render(story, settings)
+    for r in reads:
+        for key in r.keys:
+            assert result.images[key].image.size == r.size
+            assert result.images[key].parameters["batch"] == r.keys
+            assert (result.images[key].parameters["width"], result.images[key].parameters["height"]) == r.size
+    unet = engine.pipe.unet
+    read_sizes = {q for name, phase, q, k in seen if phase == "read" and k > q and name.startswith("up_blocks.2")}
+    assert read_sizes == {tokens_at(unet, "up_blocks.2", *size) for size in ((64, 96), (64, 64), (96, 64))}
+    alone = engine.render(story, settings, banks=result.banks, only=["panel-7"])
+    assert alone.unet_calls["write"] == []
+    assert np.array_equal(pixels(alone.images["panel-7"].image), pixels(result.images["panel-7"].image))
+
+
+def test_reference_panel_of_another_size_is_drawn_again_at_its_size(tiny_sd15):
+    story = parse_script("[Ann] a girl\n\n[Ann] reads\n[Ann] sleeps\n[Ann] runs\n")
+    engine = StoryPipeline(tiny_sd15)
+    before = engine.render(story, fast(id_length=2))
+    story.panels[1].size = (96, 64)
+    writes, reads, messages = engine.plan(story, fast(id_length=2))
+    assert [(w.keys, w.size, w.redrawn) for w in writes] == [(["panel-1", "panel-2"], (64, 64), {"panel-2"})]
+    assert [(r.keys, r.size) for r in reads] == [(["panel-2"], (96, 64)), (["panel-3"], (64, 64))]
+    assert any("drawn at 64x64 as references and again at their own size" in m for m in messages)
+    handed = []
+    result = engine.render(story, fast(id_length=2), on_image=handed.append)
+    assert [h.key for h in handed] == ["panel-1", "reference-panel-2", "panel-2", "panel-3"]
+    assert result.images["panel-2"].image.size == (96, 64) and result.images["panel-2"].role == "panel"
+    assert [(s.key, s.role, s.image.size) for s in result.sheets] == [("reference-panel-2", "reference", (64, 64))]
+    assert np.array_equal(pixels(result.sheets[0].image), pixels(before.images["panel-2"].image))
+    # The bank is the one of the square references: it stays current when a frame changes shape.
+    assert torch.equal(result.banks["Ann"].data, before.banks["Ann"].data)
+    assert engine.render(story, fast(id_length=2), banks=before.banks, only=["panel-3"]).unet_calls["write"] == []
+    again = engine.render(story, fast(id_length=2), banks=before.banks, only=["panel-2"])
+    assert [s.key for s in again.sheets] == ["reference-panel-2"]  # asking for a reference panel draws its references
+    assert np.array_equal(pixels(again.images["panel-2"].image), pixels(result.images["panel-2"].image))
+
+
+def test_a_panel_of_its_own_size_in_half_precision(tiny_model_dirs, monkeypatch):
+    from storystudio.engine.models import load_model
+
+    model = load_model(str(tiny_model_dirs["sdxl"]), device="cpu", dtype="fp16")
+    story = parse_script("[Ann] a girl\n\n[Ann] reads\n[Ann] sleeps\n[Ann] runs\n")
+    story.panels[2].size = (64, 96)
+    seen = spy_attention(monkeypatch)
+    result = StoryPipeline(model).render(story, fast(id_length=2, consistency=ALWAYS))
+    assert result.banks["Ann"].dtype == torch.float16
+    assert result.images["panel-3"].image.size == (64, 96)
+    read = [(name, q, k) for name, phase, q, k in seen if phase == "read"]
+    assert read and all(q == tokens_at(model.pipe.unet, name, 64, 96) and k > q for name, q, k in read)
+    assert pixels(result.images["panel-3"].image).std() > 0  # not a blank (NaN) picture
+
+
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        ((64, 80), r"^Panel 2 is set to 64x80 pixels: width and height must be multiples of 32 for this model\.$"),
+        ((40, 64), r"^Panel 2 is set to 40x64 pixels: the image must be at least 64x64 pixels; width and height must be"),
+        ((64.0, 64), r"^Panel 2 has a size that is not a width and a height in whole pixels\.$"),
+        ((64, 64, 64), r"^Panel 2 has a size that is not a width and a height in whole pixels\.$"),
+    ],
+)
+def test_bad_panel_sizes_are_refused_before_work(tiny_sd15, small_story, size, message):
+    small_story.panels[1].size = size
+    events = []
+    with pytest.raises(ValueError, match=message):
+        StoryPipeline(tiny_sd15).render(small_story, fast(), progress=events.append)
+    assert events == []

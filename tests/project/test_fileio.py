@@ -221,6 +221,25 @@ def test_damaged_layout_is_refused_in_plain_words(project, tmp_path):
         load_project(path)
 
 
+def test_panel_sizes_are_kept_and_older_files_have_none(project, tmp_path):
+    project.panels[1].size = (512, 1024)
+    path = tmp_path / "sized.storystudio"
+    save_project(project, path)
+    with zipfile.ZipFile(path) as archive:
+        doc = json.loads(archive.read("project.json"))
+    assert doc["panels"][1]["size"] == [512, 1024] and doc["panels"][0]["size"] is None
+    loaded = load_project(path)
+    assert loaded.panels[1].size == (512, 1024) and loaded.panels[0].size is None
+    assert loaded.to_story().panels[1].size == (512, 1024)
+
+    older = document(project)  # written before panels had their own size: same schema, no key
+    for panel in older["panels"]:
+        del panel["size"]
+    loaded = load_project(write_zip(tmp_path / "older.storystudio", members_of(project, older)))
+    assert all(p.size is None for p in loaded.panels)
+    assert loaded.to_dict()["panels"][1]["size"] is None
+
+
 def test_frame_of_a_deleted_panel_loads_as_empty(project, tmp_path):
     doc = document(project)
     doc["layout"]["pages"][0]["frames"][0]["panel"] = "gone"
@@ -315,6 +334,22 @@ BAD_FILES = {
     "duplicate character ids": (
         _edit(lambda d: _set(d["characters"][1], "id", d["characters"][0]["id"])),
         r"is damaged: character 2 has the same id as another one",
+    ),
+    "panel size text": (
+        _edit(lambda d: _set(d["panels"][1], "size", "64x96")),
+        r'is damaged: the size of panel 2 should be a width and a height in whole pixels, not "64x96"\.$',
+    ),
+    "panel size of three numbers": (
+        _edit(lambda d: _set(d["panels"][1], "size", [64, 96, 2])),
+        r"the size of panel 2 should be a width and a height in whole pixels, not \[64, 96, 2\]\.$",
+    ),
+    "panel size in fractions": (
+        _edit(lambda d: _set(d["panels"][1], "size", [64.5, 96])),
+        r"the size of panel 2 should be a width and a height in whole pixels, not \[64\.5, 96\]\.$",
+    ),
+    "panel size too small": (
+        _edit(lambda d: _set(d["panels"][1], "size", [64, 0])),
+        r"is damaged: the size of panel 2 is 64x0 pixels, but it must be at least 64x64\.$",
     ),
     "chosen out of range": (
         _edit(lambda d: _set(d["panels"][1], "chosen", 4)),

@@ -274,6 +274,7 @@ def test_to_dict_round_trip(example):
     example.add_version(panel.id, png(), {"seed": 1, "consistency": {"rate_fine": 0.5}})
     panel.dialogue = "Hello"
     panel.duration = 2.5
+    panel.size = (640, 960)
     example.characters[0].locked = True
     example.add_reference(example.characters[0].id, png(), {})
     example.characters[0].chosen_references = [0]
@@ -287,12 +288,23 @@ def test_to_dict_round_trip(example):
     again = Project.from_dict(json.loads(json.dumps(data)))
     assert again.to_dict() == data
     assert again.panels[2].duration == 2.5
+    assert again.panels[2].size == (640, 960) and data["panels"][2]["size"] == [640, 960]
+    assert again.panels[0].size is None and data["panels"][0]["size"] is None
     assert again.characters[0].references[0].image == example.characters[0].references[0].image
     assert [p.panels() for p in again.layout.pages] == [p.panels() for p in example.layout.pages]
     # the opaque parts are copies, not shared
     data["layout"]["pages"][0]["template"] = "changed"
     data["animatic"]["fps"] = 30
     assert example.layout.pages[0].template != "changed" and example.animatic["fps"] == 12
+
+
+def test_panel_size_reaches_the_story_and_older_data_has_none(example):
+    example.panels[1].size = (512, 768)
+    story = example.to_story()
+    assert story.panels[1].size == (512, 768) and story.panels[0].size is None
+    older = example.panels[1].to_dict()
+    del older["size"]  # a panel saved before panels had their own size
+    assert ProjectPanel.from_dict(older).size is None
 
 
 def test_settings_from_dict_fills_defaults_and_floats():
