@@ -6,7 +6,8 @@ Pillow, labelled as placeholders. Everything else is the real thing: the
 example project, automatic layout on US comic pages, lettering, and the PDF
 export, rendered to PNG by poppler's pdftoppm.
 
-    python tools/sample_comic.py OUT_DIR
+    python tools/sample_comic.py docs            # writes docs/comic-page-1.png, -2.png
+    python tools/sample_comic.py OUT --keep-pdf   # also keeps OUT/comic-sample.pdf
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -72,7 +74,7 @@ def placeholder_art(index: int, characters: int, size: tuple[int, int] = (768, 7
     return buffer.getvalue()
 
 
-def main(out: Path) -> None:
+def main(out: Path, keep_pdf: bool = False) -> None:
     ensure_gui_app()
     out.mkdir(parents=True, exist_ok=True)
     project = Project.example()
@@ -91,11 +93,13 @@ def main(out: Path) -> None:
     project.layout.pages[0].balloons.append(
         Balloon("thought", first.frames[1].bounds.x + 250, first.frames[1].bounds.y + 30, 120, 56,
                 text="Two hundred and twelve...", tail=(first.frames[1].bounds.x + 160, first.frames[1].bounds.y + 150)))
-    pdf = out / "lighthouse-sample.pdf"
-    result = export_pdf(project, pdf, author="StoryStudio sample")
-    print(f"wrote {pdf} ({result.pages} pages)", *result.warnings, sep="\n")
-    subprocess.run(["pdftoppm", "-r", "110", "-png", str(pdf), str(out / "lighthouse-sample-page")], check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pdf = (out if keep_pdf else Path(tmp)) / "comic-sample.pdf"
+        result = export_pdf(project, pdf, author="StoryStudio sample")
+        print(f"exported {result.pages} pages", *result.warnings, sep="\n")
+        subprocess.run(["pdftoppm", "-r", "110", "-png", str(pdf), str(out / "comic-page")], check=True)
+    print(f"wrote {', '.join(sorted(p.name for p in out.glob('comic-page-*.png')))} in {out}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs"))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs"), keep_pdf="--keep-pdf" in sys.argv)
