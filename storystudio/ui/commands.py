@@ -126,6 +126,28 @@ class DeletePanels(QUndoCommand):
             self.session.set_layout(self.layout_before.copy())
 
 
+class SetPanelSizes(QUndoCommand):
+    """Give panels their own picture size (a frame's shape), or None for the story's size."""
+
+    def __init__(self, session: ProjectSession, sizes: dict[str, tuple[int, int] | None]):
+        super().__init__("Shape panel to its frame" if len(sizes) == 1 else "Shape panels to their frames")
+        self.session = session
+        self.new = dict(sizes)
+        self.old = {pid: session.panel(pid).size for pid in sizes}
+
+    def redo(self) -> None:
+        for pid, size in self.new.items():
+            self.session.set_panel_field(pid, "size", size)
+
+    def undo(self) -> None:
+        for pid, size in self.old.items():
+            self.session.set_panel_field(pid, "size", size)
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.old == self.new
+
+
 class EditLayout(QUndoCommand):
     """Any change to the pages, as a before and after copy of the layout (it is small data).
 

@@ -48,6 +48,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMenu,
+    QPushButton,
     QSplitter,
     QToolBar,
     QToolButton,
@@ -79,6 +80,7 @@ from ..project.layout import (
     Rect,
     apply_template,
     auto_layout,
+    generation_size,
     lettering_for,
     reading_order,
     snap_lines,
@@ -87,7 +89,7 @@ from ..project.layout import (
     strip_height,
     template_frames,
 )
-from .commands import EditLayout
+from .commands import EditLayout, SetPanelSizes
 from .session import ProjectSession
 from .timeline import MIME as PANEL_MIME
 
@@ -522,6 +524,7 @@ class LayoutCanvas(QWidget):
     """Pages of the comic: a page list, the page editor and its tools."""
 
     panel_activated = Signal(str)  # double-click on a frame: show that panel
+    regenerate_requested = Signal(list)  # panel ids to draw again (after taking a frame's shape)
     page_selected = Signal(int)
 
     def __init__(self, session: ProjectSession, parent=None):
@@ -536,10 +539,14 @@ class LayoutCanvas(QWidget):
         self.scene = QGraphicsScene(self)
         self.view = PageView(self.scene)
         self.pages = QListWidget()
-        self.pages.setIconSize(QSize(72, 108))
-        self.pages.setViewMode(QListWidget.ListMode)
+        self.pages.setViewMode(QListWidget.IconMode)
+        self.pages.setFlow(QListWidget.TopToBottom)
+        self.pages.setWrapping(False)
+        self.pages.setMovement(QListWidget.Snap)
+        self.pages.setIconSize(QSize(84, 126))
+        self.pages.setGridSize(QSize(132, 150))
         self.pages.setDragDropMode(QAbstractItemView.InternalMove)
-        self.pages.setMaximumWidth(150)
+        self.pages.setToolTip("Pages in reading order: drag one to move it")
         self.pages.currentRowChanged.connect(self._page_row_changed)
         self.pages.model().rowsMoved.connect(self._pages_reordered)
         self._build_tools()
@@ -551,17 +558,17 @@ class LayoutCanvas(QWidget):
         right = QWidget()
         column = QVBoxLayout(right)
         column.setContentsMargins(0, 0, 0, 0)
-        column.addWidget(self.empty_note)
+        column.setSpacing(0)
+        column.addWidget(self.balloon_tools)
+        column.addWidget(self.empty_note, 1)
         column.addWidget(self.view, 1)
         splitter = QSplitter()
-        splitter.addWidget(self.pages)
+        splitter.addWidget(self.side)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
+        splitter.setSizes([170, 800])
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.setSpacing(0)
-        outer.addWidget(self.page_tools)
-        outer.addWidget(self.balloon_tools)
         outer.addWidget(splitter, 1)
 
         self.thumb_timer = QTimer(self)
@@ -591,43 +598,51 @@ class LayoutCanvas(QWidget):
 
     # ---- tools -------------------------------------------------------------------------
     def _build_tools(self) -> None:
-        bar = self.page_tools = QToolBar("Pages")
+        # the side column: what pages there are and how they are cut
+        self.side = QWidget()
+        side = QVBoxLayout(self.side)
+        side.setContentsMargins(4, 4, 4, 4)
+        self.auto_button = QPushButton("Lay Out Story")
+        self.auto_button.setToolTip("Place every panel on pages in story order, with captions and balloons "
+                                    "(undo brings the previous pages back)")
+        self.auto_button.clicked.connect(self.lay_out_story)
         self.size_box = QComboBox()
         for size in PAGE_SIZES.values():
-            self.size_box.addItem(size.describe(), size.id)
+            self.size_box.addItem(size.name, size.id)
+            self.size_box.setItemData(self.size_box.count() - 1, size.describe(), Qt.ToolTipRole)
         self.size_box.setToolTip("Page size (trim); bleed and safe area follow it")
         self.size_box.activated.connect(lambda _: self.set_page_size(self.size_box.currentData()))
         self.direction_box = QComboBox()
         self.direction_box.addItem("Left to right", "ltr")
         self.direction_box.addItem("Right to left (manga)", "rtl")
+        self.direction_box.setToolTip("Reading direction of frames and pages")
         self.direction_box.activated.connect(lambda _: self.set_direction(self.direction_box.currentData()))
         self.template_box = QComboBox()
         for template in TEMPLATES.values():
             self.template_box.addItem(template.name, template.id)
-        self.template_box.setToolTip("Re-cut the current page with this template; its panels stay in order")
+        self.template_box.setToolTip("Re-cut the page shown with this template; its panels stay in order")
         self.template_box.activated.connect(lambda _: self.apply_template(self.template_box.currentData()))
-        self.auto_action = QAction("Lay Out Story", self)
-        self.auto_action.setToolTip("Place every panel on pages in story order, with captions and balloons")
-        self.auto_action.triggered.connect(self.lay_out_story)
-        bar.addWidget(QLabel(" Size "))
-        bar.addWidget(self.size_box)
-        bar.addWidget(self.direction_box)
-        bar.addAction(self.auto_action)
-        bar.addSeparator()
-        bar.addWidget(QLabel(" Template "))
-        bar.addWidget(self.template_box)
-        bar.addAction("Add Page", self.add_page)
-        bar.addAction("Remove Page", self.remove_page)
-        bar.addSeparator()
-        bar.addAction("−", lambda: self.view.set_zoom(self.view.zoom / 1.25)).setToolTip("Zoom out (Ctrl+wheel)")
-        bar.addAction("+", lambda: self.view.set_zoom(self.view.zoom * 1.25)).setToolTip("Zoom in (Ctrl+wheel)")
-        bar.addAction("Fit", self.view.fit).setToolTip("Fit the page in the view")
-        self.guides_box = QCheckBox("Guides")  # off: the page exactly as it prints
-        self.guides_box.setChecked(True)
-        self.guides_box.setToolTip("Bleed (red), trim (black) and safe area (blue), balloon reading order and "
-                                   "panel numbers (drag a number onto another frame to swap panels)")
-        self.guides_box.toggled.connect(self._toggle_guides)
-        bar.addWidget(self.guides_box)
+        buttons = QHBoxLayout()
+        add_page = QToolButton()
+        add_page.setText("+ Page")
+        add_page.setToolTip("Add a page after this one")
+        add_page.clicked.connect(self.add_page)
+        remove_page = QToolButton()
+        remove_page.setText("− Page")
+        remove_page.setToolTip("Remove this page (its panels stay in the story)")
+        remove_page.clicked.connect(self.remove_page)
+        buttons.addWidget(add_page)
+        buttons.addWidget(remove_page)
+        for combo in (self.size_box, self.direction_box, self.template_box):
+            # long names must not make the column (and so the window) wider than a laptop allows
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(5)
+        for widget in (self.auto_button, self.size_box, self.direction_box, QLabel("This page:"),
+                       self.template_box):
+            side.addWidget(widget)
+        side.addWidget(self.pages, 1)
+        side.addLayout(buttons)
+        self.side.setMaximumWidth(240)
 
         tools = self.balloon_tools = QToolBar("Lettering")
         add = QToolButton()
@@ -658,12 +673,7 @@ class LayoutCanvas(QWidget):
             self.align_box.addItem(align.title(), align)
         self.align_box.activated.connect(
             lambda _: self.set_balloon_fields("Align text", align=self.align_box.currentData()))
-        self.kind_box = QComboBox()
-        for kind, label in BALLOON_KINDS.items():
-            self.kind_box.addItem(label, kind)
-        self.kind_box.activated.connect(lambda _: self.set_balloon_kind(self.kind_box.currentData()))
-        for widget in (QLabel(" Font "), self.font_box, self.size_spin, self.bold_box, self.italic_box,
-                       self.align_box, QLabel(" Kind "), self.kind_box):
+        for widget in (self.font_box, self.size_spin, self.bold_box, self.italic_box, self.align_box):
             tools.addWidget(widget)
         self.delete_action = QAction("Delete", self)
         self.delete_action.setShortcut(QKeySequence.Delete)
@@ -672,6 +682,16 @@ class LayoutCanvas(QWidget):
         self.delete_action.triggered.connect(self.delete_selected)
         self.addAction(self.delete_action)
         tools.addAction(self.delete_action)
+        tools.addSeparator()
+        tools.addAction("−", lambda: self.view.set_zoom(self.view.zoom / 1.25)).setToolTip("Zoom out (Ctrl+wheel)")
+        tools.addAction("+", lambda: self.view.set_zoom(self.view.zoom * 1.25)).setToolTip("Zoom in (Ctrl+wheel)")
+        tools.addAction("Fit", self.view.fit).setToolTip("Fit the page in the view")
+        self.guides_box = QCheckBox("Guides")  # off: the page exactly as it prints
+        self.guides_box.setChecked(True)
+        self.guides_box.setToolTip("Bleed (red), trim (black) and safe area (blue), balloon reading order and "
+                                   "panel numbers (drag a number onto another frame to swap panels)")
+        self.guides_box.toggled.connect(self._toggle_guides)
+        tools.addWidget(self.guides_box)
 
     def _fill_fonts(self) -> None:
         self.font_box.blockSignals(True)
@@ -696,15 +716,15 @@ class LayoutCanvas(QWidget):
         self.size_spin.setValue((target.size or 0) if target else layout.font_size)
         self.size_spin.setSpecialValueText("Auto" if target else "")
         self.size_spin.blockSignals(False)
-        for widget in (self.bold_box, self.italic_box, self.align_box, self.kind_box):
+        for widget in (self.bold_box, self.italic_box, self.align_box):
             widget.setEnabled(target is not None)
         if target:
             self.bold_box.setChecked(target.bold)
             self.italic_box.setChecked(target.italic)
             self.align_box.setCurrentIndex(self.align_box.findData(target.align))
-            self.kind_box.setCurrentIndex(self.kind_box.findData(target.kind))
         has_page = self.has_page()
         self.template_box.setEnabled(has_page)
+        self.auto_button.setDefault(not has_page)
         self.empty_note.setVisible(not has_page)
         self.view.setVisible(has_page)
 
@@ -1121,6 +1141,29 @@ class LayoutCanvas(QWidget):
                         b.tail = (round(width - b.tail[0], 2), b.tail[1])
         self.edit("Change reading direction", mirror)
 
+    # ---- panels drawn at their frames' shapes ---------------------------------------------------
+    def frame_size(self, frame: Frame) -> tuple[int, int]:
+        """The picture size for a frame: its shape, with about the story's picture area."""
+        settings = self.session.project.settings
+        return generation_size(frame.aspect, settings.width * settings.height)
+
+    def shape_panels(self, panel_ids: list[str] | None = None) -> list[str]:
+        """Give panels (all placed ones by default) their frame's shape; one undo step. Returns the changed ids."""
+        sizes = {}
+        for page in self.layout.pages:
+            for frame in page.frames:
+                if frame.panel and self.session.project.panel_by_id(frame.panel) is not None and (
+                        panel_ids is None or frame.panel in panel_ids):
+                    sizes[frame.panel] = self.frame_size(frame)
+        command = SetPanelSizes(self.session, sizes)
+        if not command.changes_nothing:
+            self.session.undo.push(command)
+        return [pid for pid, size in sizes.items() if command.old[pid] != size]
+
+    def redraw_at_frame_shape(self, panel_ids: list[str]) -> None:
+        self.shape_panels(panel_ids)
+        self.regenerate_requested.emit(panel_ids)
+
     # ---- menus -------------------------------------------------------------------------
     def frame_menu(self, frame_id: str) -> QMenu:
         frame = self.page.frame_by_id(frame_id)
@@ -1142,6 +1185,9 @@ class LayoutCanvas(QWidget):
                            lambda k=kind, b=b: self.add_balloon(k, QPointF(b.x + b.w * 0.35, b.y + b.h * 0.25)))
         menu.addSeparator()
         if frame.panel:
+            w, h = self.frame_size(frame)
+            menu.addAction(f"Redraw Panel at This Frame's Shape ({w} x {h})",
+                           lambda: self.redraw_at_frame_shape([frame.panel]))
             menu.addAction("Show panel", lambda: self.panel_activated.emit(frame.panel))
             menu.addAction("Empty this frame", lambda: self.edit_frame(frame_id, "Empty frame", panel=None))
         menu.addAction("Delete frame", lambda: self._delete_ids(frames={frame_id}))
@@ -1150,6 +1196,11 @@ class LayoutCanvas(QWidget):
     def balloon_menu(self, balloon_id: str) -> QMenu:
         menu = QMenu(self)
         menu.addAction("Edit words…", lambda: self.edit_text(balloon_id))
+        kinds = menu.addMenu("Change to")
+        current = self.page.balloon_by_id(balloon_id).kind
+        for kind, label in BALLOON_KINDS.items():
+            if kind != current:
+                kinds.addAction(label, lambda k=kind: self.set_balloon_kind(k))
         menu.addAction("Earlier in reading order", lambda: self.move_in_reading_order(balloon_id, -1))
         menu.addAction("Later in reading order", lambda: self.move_in_reading_order(balloon_id, 1))
         menu.addAction("Fit size to text (Auto)",

@@ -254,6 +254,8 @@ class MainWindow(QMainWindow):
         a["export_script"] = self._action("&Export Story Script…", self.export_script_dialog)
         a["export_comic"] = self._action("Export &Comic (PDF, CBZ, PNG)…", lambda: self.export_comic_dialog(), "Ctrl+E",
                                          "Export the laid-out pages for print or for comic readers")
+        a["shape"] = self._action("Shape Panels to Their &Frames", self.shape_panels,
+                                  tip="Draw each placed panel at its frame's shape the next time it is generated")
         a["layout"] = self._action("&Lay Out Story on Pages", self.lay_out_pages, "Ctrl+L",
                                    "Place every panel on pages with its captions and balloons")
         a["quit"] = self._action("&Quit", self.close, QKeySequence.Quit)
@@ -295,6 +297,7 @@ class MainWindow(QMainWindow):
         pages_menu = bar.addMenu("&Pages")
         pages_menu.addAction(a["layout"])
         pages_menu.addAction("Show Pages", lambda: self.tabs.setCurrentWidget(self.canvas))
+        pages_menu.addAction(a["shape"])
         pages_menu.addAction(a["export_comic"])
         bar.addMenu("&Help").addAction(a["about"])
         tools = self.addToolBar("Main")
@@ -317,6 +320,7 @@ class MainWindow(QMainWindow):
         self.characters.generate_references_requested.connect(self.generate_references)
         self.characters.panel_activated.connect(self.timeline.select_id)
         self.canvas.panel_activated.connect(self._show_panel)
+        self.canvas.regenerate_requested.connect(self.regenerate)
         w = self.service.worker
         w.progress.connect(self._on_progress)
         w.image_ready.connect(self._on_image)
@@ -444,6 +448,15 @@ class MainWindow(QMainWindow):
     def lay_out_pages(self) -> None:
         self.tabs.setCurrentWidget(self.canvas)
         self.canvas.lay_out_story()
+
+    def shape_panels(self) -> None:
+        changed = self.canvas.shape_panels()
+        if not self.session.project.layout.pages:
+            self.statusBar().showMessage("Lay the story out on pages first: panels take the shape of their frames.",
+                                         8000)
+        else:
+            self.statusBar().showMessage(f"{len(changed)} panel(s) will be drawn at their frame's shape the next "
+                                         "time they are generated (Generate All or Regenerate).", 10000)
 
     def export_comic_dialog(self, fmt: str = "pdf") -> None:
         if self.export_job is not None:

@@ -13,7 +13,7 @@ from conftest import COLOURS, flat_png
 
 from storystudio.export.comic import export_pdf
 from storystudio.export.page_render import page_region, panel_images, render_region
-from storystudio.project.layout import Balloon, snap_lines
+from storystudio.project.layout import Balloon, generation_size, snap_lines
 from storystudio.project.model import Project
 from storystudio.ui.layout_canvas import FRAME_MIME, SNAP_PX, BalloonItem, FrameItem, LayoutCanvas
 from storystudio.ui.session import ProjectSession
@@ -318,3 +318,16 @@ def test_balloon_overflow_is_flagged_on_the_canvas(canvas, session):
     assert item.balloon.size == 14.0
     red = image.pixelColor(QPoint(100, 116))
     assert red.red() > 150 and red.green() < 120  # the dashed red outline of a balloon whose words spill
+
+
+def test_panels_take_their_frames_shape_in_one_undo_step(canvas, session):
+    page = session.project.layout.pages[0]
+    wide = page.frames[0]  # classic 1-1-2: a wide top tier
+    changed = canvas.shape_panels()
+    assert set(changed) == {p.id for p in session.project.panels}
+    size = session.project.panel_by_id(wide.panel).size
+    settings = session.project.settings
+    assert size == generation_size(wide.aspect, settings.width * settings.height)
+    assert size[0] > size[1] and size[0] % 64 == 0 and size[1] % 64 == 0
+    session.undo.undo()
+    assert all(p.size is None for p in session.project.panels)

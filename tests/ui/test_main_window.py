@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 from PySide6.QtCore import QElapsedTimer, QSettings, Qt, QTimer
+from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QMessageBox
 
 from storystudio.project.fileio import discard_autosave, load_project, pending_autosaves, save_project
@@ -259,13 +260,13 @@ def test_window_state_is_remembered(qtbot, tmp_path):
     first = MainWindow(settings=QSettings(path, QSettings.IniFormat))
     qtbot.addWidget(first)
     first.show()
-    first.resize(760, 700)
-    qtbot.waitUntil(lambda: (first.width(), first.height()) == (760, 700))
+    first.resize(900, 720)
+    qtbot.waitUntil(lambda: (first.width(), first.height()) == (900, 720))
     first.close()
     second = MainWindow(settings=QSettings(path, QSettings.IniFormat))
     qtbot.addWidget(second)
     second.show()
-    assert (second.width(), second.height()) == (760, 700)
+    assert (second.width(), second.height()) == (900, 720)
     second.close()
 
 
@@ -291,3 +292,19 @@ def test_a_drop_on_the_timeline_moves_panels_as_one_command(qtbot, window):
     gap = QPointF((left.right() + second.left()) / 2, left.center().y()).toPoint()  # between two panels
     assert view.drop_row(gap) == 1
     assert view.viewport().acceptDrops()  # a real pointer drop reaches the view
+
+
+def test_redraw_a_panel_at_its_frames_shape(qtbot, window):
+    window.session.project.settings.width = window.session.project.settings.height = 128
+    window.lay_out_pages()
+    frame = window.session.project.layout.pages[0].frames[0]  # the wide top tier
+    expected = window.canvas.frame_size(frame)
+    assert expected[0] > expected[1]
+    window.canvas.redraw_at_frame_shape([frame.panel])  # what the frame's context menu does
+    panel = window.session.project.panel_by_id(frame.panel)
+    assert tuple(panel.size) == expected
+    wait_idle(qtbot, window, timeout=120000)
+    version = panel.chosen_version
+    assert version is not None and (version.parameters["width"], version.parameters["height"]) == expected
+    image = QImage.fromData(window.session.project.images[version.image])
+    assert (image.width(), image.height()) == expected
