@@ -643,6 +643,7 @@ class LayoutCanvas(QWidget):
         side.addWidget(self.pages, 1)
         side.addLayout(buttons)
         self.side.setMaximumWidth(240)
+        self.side.setMinimumWidth(90)  # squeezes in a narrow window instead of widening it
 
         tools = self.balloon_tools = QToolBar("Lettering")
         add = QToolButton()

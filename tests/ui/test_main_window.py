@@ -260,13 +260,13 @@ def test_window_state_is_remembered(qtbot, tmp_path):
     first = MainWindow(settings=QSettings(path, QSettings.IniFormat))
     qtbot.addWidget(first)
     first.show()
-    first.resize(900, 720)
-    qtbot.waitUntil(lambda: (first.width(), first.height()) == (900, 720))
+    first.resize(760, 700)
+    qtbot.waitUntil(lambda: (first.width(), first.height()) == (760, 700))
     first.close()
     second = MainWindow(settings=QSettings(path, QSettings.IniFormat))
     qtbot.addWidget(second)
     second.show()
-    assert (second.width(), second.height()) == (900, 720)
+    assert (second.width(), second.height()) == (760, 700)
     second.close()
 
 
