@@ -2,7 +2,7 @@
 
 A project file is a zip archive holding::
 
-    project.json          {"format": "storystudio-project", "schema": 2, ...Project.to_dict()}
+    project.json          {"format": "storystudio-project", "schema": 3, ...Project.to_dict()}
     images/<name>.png     every picture the project uses, stored uncompressed
 
 Files are written atomically (a ``.part`` file beside the target, synced,
