@@ -539,14 +539,13 @@ class LayoutCanvas(QWidget):
         self.scene = QGraphicsScene(self)
         self.view = PageView(self.scene)
         self.pages = QListWidget()
-        self.pages.setViewMode(QListWidget.IconMode)
-        self.pages.setFlow(QListWidget.TopToBottom)
-        self.pages.setWrapping(False)
-        self.pages.setMovement(QListWidget.Snap)
-        self.pages.setIconSize(QSize(84, 126))
-        self.pages.setGridSize(QSize(132, 150))
+        # list mode, not icon mode: there an internal drag reorders the rows (icon mode only moves icons)
+        self.pages.setIconSize(QSize(72, 108))
+        self.pages.setSpacing(2)
         self.pages.setDragDropMode(QAbstractItemView.InternalMove)
-        self.pages.setToolTip("Pages in reading order: drag one to move it")
+        self.pages.setToolTip("Pages in reading order: drag one to move it; right-click for more")
+        self.pages.setContextMenuPolicy(Qt.CustomContextMenu)
+        self.pages.customContextMenuRequested.connect(self._page_menu)
         self.pages.currentRowChanged.connect(self._page_row_changed)
         self.pages.model().rowsMoved.connect(self._pages_reordered)
         self._build_tools()
@@ -633,12 +632,26 @@ class LayoutCanvas(QWidget):
         remove_page.clicked.connect(self.remove_page)
         buttons.addWidget(add_page)
         buttons.addWidget(remove_page)
+        self.gutter_spin = QDoubleSpinBox()
+        self.gutter_spin.setRange(0, 72)
+        self.gutter_spin.setSingleStep(1)
+        self.gutter_spin.setSuffix(" pt gutter")
+        self.gutter_spin.setToolTip("Space between frames, in points (72 pt = 1 inch); pages cut from a template "
+                                    "are cut again")
+        self.gutter_spin.editingFinished.connect(lambda: self.set_spacing(gutter=self.gutter_spin.value()))
+        self.margin_spin = QDoubleSpinBox()
+        self.margin_spin.setRange(0, 144)
+        self.margin_spin.setSingleStep(1)
+        self.margin_spin.setSuffix(" pt margin")
+        self.margin_spin.setToolTip("Distance of the frames from the trim, in points; the size's safe margin "
+                                    "by default")
+        self.margin_spin.editingFinished.connect(lambda: self.set_spacing(margin=self.margin_spin.value()))
         for combo in (self.size_box, self.direction_box, self.template_box):
             # long names must not make the column (and so the window) wider than a laptop allows
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(5)
-        for widget in (self.auto_button, self.size_box, self.direction_box, QLabel("This page:"),
-                       self.template_box):
+        for widget in (self.auto_button, self.size_box, self.direction_box, self.gutter_spin, self.margin_spin,
+                       QLabel("This page:"), self.template_box):
             side.addWidget(widget)
         side.addWidget(self.pages, 1)
         side.addLayout(buttons)
@@ -706,6 +719,10 @@ class LayoutCanvas(QWidget):
             box.blockSignals(True)
             box.setCurrentIndex(max(0, box.findData(value)))
             box.blockSignals(False)
+        for spin, value in ((self.gutter_spin, layout.gutter), (self.margin_spin, layout.frame_margin)):
+            spin.blockSignals(True)
+            spin.setValue(value)
+            spin.blockSignals(False)
         if self.has_page():
             self.template_box.setCurrentIndex(max(0, self.template_box.findData(self.page.template)))
         balloons = self.selected_balloons()
@@ -805,7 +822,7 @@ class LayoutCanvas(QWidget):
         self.pages.clear()
         for index, page in enumerate(self.layout.pages):
             label = f"Page {index + 1}" + (" (spread)" if page.spread else "")
-            item = QListWidgetItem(label)
+            item = QListWidgetItem(f"{index + 1}" + (" ⇔" if page.spread else ""))
             item.setData(Qt.UserRole, page.id)
             item.setToolTip(f"{label}: {TEMPLATES[page.template].name if page.template in TEMPLATES else 'custom'}"
                             f", {len(page.frames)} frames")
@@ -1126,6 +1143,30 @@ class LayoutCanvas(QWidget):
         self.edit("Change page size", rescale)
         self.view.fit()
 
+    def set_spacing(self, gutter: float | None = None, margin: float | None = None) -> None:
+        """Change the gutter or margin and cut every page that follows a template again.
+
+        Hand-made ("custom") pages keep their frames. Panels keep their frames'
+        fit and crop, and their lettering moves with them.
+        """
+        if (gutter is None or gutter == self.layout.gutter) and (margin is None or margin == self.layout.frame_margin):
+            return
+
+        def change(layout: Layout) -> None:
+            if gutter is not None:
+                layout.gutter = gutter
+            if margin is not None:
+                layout.margin = margin
+            for page in layout.pages:
+                if page.template not in TEMPLATES:
+                    continue
+                old_frames = {f.panel: copy.deepcopy(f) for f in page.frames if f.panel}
+                apply_template(layout, page, page.template)
+                for frame in page.frames:
+                    if frame.panel in old_frames:
+                        _move_words(page, page, frame.panel, old_frames[frame.panel], frame)
+        self.edit("Change gutter" if gutter is not None else "Change margin", change)
+
     def set_direction(self, direction: str) -> None:
         if direction == self.layout.direction:
             return
@@ -1164,6 +1205,19 @@ class LayoutCanvas(QWidget):
     def redraw_at_frame_shape(self, panel_ids: list[str]) -> None:
         self.shape_panels(panel_ids)
         self.regenerate_requested.emit(panel_ids)
+
+    def _page_menu(self, pos) -> None:
+        row = self.pages.indexAt(pos).row()
+        if row < 0:
+            return
+        menu = QMenu(self)
+        if row > 0:
+            menu.addAction("Move Earlier", lambda: self.move_page(row, row - 1))
+        if row < len(self.layout.pages) - 1:
+            menu.addAction("Move Later", lambda: self.move_page(row, row + 1))
+        menu.addAction("Add Page After", lambda: (self.show_page(row), self.add_page()))
+        menu.addAction("Remove Page", lambda: (self.show_page(row), self.remove_page()))
+        menu.popup(self.pages.viewport().mapToGlobal(pos))
 
     # ---- menus -------------------------------------------------------------------------
     def frame_menu(self, frame_id: str) -> QMenu:

@@ -331,3 +331,34 @@ def test_panels_take_their_frames_shape_in_one_undo_step(canvas, session):
     assert size[0] > size[1] and size[0] % 64 == 0 and size[1] % 64 == 0
     session.undo.undo()
     assert all(p.size is None for p in session.project.panels)
+
+
+def test_gutter_and_margin_recut_template_pages(canvas, session):
+    before = session.project.layout.pages[0]
+    panels = before.panels()
+    canvas.gutter_spin.setValue(20)
+    canvas.gutter_spin.editingFinished.emit()
+    layout = session.project.layout
+    a, b = layout.pages[0].frames[0].bounds, layout.pages[0].frames[1].bounds
+    assert layout.gutter == 20 and b.y - a.bottom == pytest.approx(20)
+    assert layout.pages[0].panels() == panels
+    caption = next(x for x in layout.pages[0].balloons if x.panel == panels[1] and x.kind == "caption")
+    assert layout.pages[0].frames[1].bounds.contains((caption.x, caption.y))  # the words moved with the frame
+    canvas.margin_spin.setValue(50)
+    canvas.margin_spin.editingFinished.emit()
+    assert session.project.layout.pages[0].frames[0].bounds.x == pytest.approx(50)
+    session.undo.undo()
+    session.undo.undo()
+    assert session.project.layout.pages[0] == before and session.project.layout.gutter == 9.0
+
+
+def test_reordering_the_page_list_moves_pages(qtbot, canvas, session):
+    from PySide6.QtCore import QModelIndex
+
+    first, second = (p.id for p in session.project.layout.pages)
+    # what an internal drag in the list does to its model: page 2 goes before page 1
+    assert canvas.pages.model().moveRow(QModelIndex(), 1, QModelIndex(), 0)
+    qtbot.waitUntil(lambda: [p.id for p in session.project.layout.pages] == [second, first])
+    assert canvas.current == 0 and canvas.page.id == second
+    session.undo.undo()
+    assert [p.id for p in session.project.layout.pages] == [first, second]
