@@ -131,6 +131,7 @@ class _EditableItem(QGraphicsItem):
         self.mode = ""
         self.press_pos = QPointF()
         self.start_rect = Rect(0, 0, 0, 0)
+        self.preview = None  # the edited copy while the mouse drags; the model is changed on release
         self.setFlag(QGraphicsItem.ItemIsSelectable, True)
         self.setFlag(QGraphicsItem.ItemIsFocusable, True)
         self.setAcceptHoverEvents(True)
@@ -142,6 +143,15 @@ class _EditableItem(QGraphicsItem):
         edges = _edges_at(_rect(self.current_rect()), event.pos(), self.tolerance())
         self.setCursor(_CURSORS.get(edges, Qt.ArrowCursor if not edges else Qt.SizeAllCursor))
         super().hoverMoveEvent(event)
+
+    def lookup(self, page: Page):
+        raise NotImplementedError
+
+    def current(self):
+        """The preview while dragging, else the model's object (None once it left the page)."""
+        if self.preview is not None:
+            return self.preview
+        return self.lookup(self.canvas.page) if self.canvas.has_page() else None
 
     def current_rect(self) -> Rect:
         raise NotImplementedError
@@ -165,16 +175,16 @@ class _EditableItem(QGraphicsItem):
 class FrameItem(_EditableItem):
     def __init__(self, canvas: LayoutCanvas, frame: Frame):
         super().__init__(canvas, frame.id)
-        self.preview: Frame | None = None
         self.drop_hover = False
         self.setAcceptDrops(True)
         self.setZValue(0)
 
+    def lookup(self, page: Page) -> Frame | None:
+        return page.frame_by_id(self.item_id)
+
     @property
     def frame(self) -> Frame | None:
-        if self.preview is not None:
-            return self.preview
-        return self.canvas.page.frame_by_id(self.item_id) if self.canvas.has_page() else None
+        return self.current()
 
     def current_rect(self) -> Rect:
         return self.frame.bounds
@@ -329,15 +339,15 @@ def _paint_handles(painter: QPainter, rect: QRectF, zoom: float) -> None:
 class BalloonItem(_EditableItem):
     def __init__(self, canvas: LayoutCanvas, balloon: Balloon, number: int):
         super().__init__(canvas, balloon.id)
-        self.preview: Balloon | None = None
         self.number = number
         self.setZValue(10 + number)
 
+    def lookup(self, page: Page) -> Balloon | None:
+        return page.balloon_by_id(self.item_id)
+
     @property
     def balloon(self) -> Balloon | None:
-        if self.preview is not None:
-            return self.preview
-        return self.canvas.page.balloon_by_id(self.item_id) if self.canvas.has_page() else None
+        return self.current()
 
     def current_rect(self) -> Rect:
         return self.balloon.rect
