@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
+from .animatic import Animatic, AnimaticError
 from .layout import Layout, LayoutError
 from .model import PNG_SIGNATURE, Project, now_iso
 
@@ -191,6 +192,9 @@ def _image_users(doc: dict[str, Any]) -> dict[str, str]:
     for number, panel in enumerate(doc["panels"], 1):
         for version in panel["versions"]:
             users.setdefault(version["image"], f"panel {number}")
+    for cut in doc.get("animatic", {}).get("cuts", {}).values():
+        for name in cut.get("clip", []):
+            users.setdefault(name, "a transition clip")
     return users
 
 
@@ -278,7 +282,13 @@ def _check_document(doc: Any) -> None:
         Layout.from_dict(_get(doc, "layout", dict, owner))
     except LayoutError as exc:
         raise _Damaged(str(exc)) from None
-    _get(doc, "animatic", dict, owner)
+    try:
+        animatic = Animatic.from_dict(_get(doc, "animatic", dict, owner))
+    except AnimaticError as exc:
+        raise _Damaged(str(exc)) from None
+    for cut in animatic.cuts.values():
+        for name in cut.clip:
+            _check_image_name(name, "a transition clip")
 
 
 # ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from ..resources_path import resource
+from .animatic import Animatic
 from .layout import Layout
 from .script import format_script, load_script, parse_script
 from .story import NO_CHARACTER, TAG_PATTERN, Character, Panel, Story
@@ -223,7 +224,7 @@ class Project:
     characters: list[ProjectCharacter] = field(default_factory=list)
     panels: list[ProjectPanel] = field(default_factory=list)
     layout: Layout = field(default_factory=Layout)  # comic pages: frames, balloons, page size
-    animatic: dict[str, Any] = field(default_factory=dict)  # animatic settings; kept as is for now
+    animatic: Animatic = field(default_factory=Animatic)  # shots, cuts, video settings
     images: dict[str, bytes] = field(default_factory=dict, repr=False)  # file name -> PNG bytes
     id: str = field(default_factory=new_id)  # names the autosave of a project never saved
     created: str = field(default_factory=now_iso)
@@ -354,6 +355,8 @@ class Project:
     def referenced_images(self) -> set[str]:
         """Names of the images that a panel version, a character reference or a photo uses."""
         names = {version.image for panel in self.panels for version in panel.versions}
+        for cut in self.animatic.cuts.values():
+            names.update(cut.clip)
         for character in self.characters:
             names.update(version.image for version in character.references)
             if character.photo:
@@ -380,7 +383,7 @@ class Project:
             "characters": [c.to_dict() for c in self.characters],
             "panels": [p.to_dict() for p in self.panels],
             "layout": self.layout.to_dict(),
-            "animatic": copy.deepcopy(self.animatic),
+            "animatic": self.animatic.to_dict(),
         }
 
     @classmethod
@@ -395,7 +398,7 @@ class Project:
             characters=[ProjectCharacter.from_dict(item) for item in data.get("characters", [])],
             panels=[ProjectPanel.from_dict(item) for item in data.get("panels", [])],
             layout=Layout.from_dict(data.get("layout")),
-            animatic=copy.deepcopy(data.get("animatic", {})),
+            animatic=Animatic.from_dict(data.get("animatic")),
             images=dict(images or {}),
         )
 

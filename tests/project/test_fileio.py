@@ -13,6 +13,7 @@ import platformdirs
 import pytest
 from PIL import Image
 
+from storystudio.project.animatic import Animatic, CameraMove, Cut, Shot
 from storystudio.project import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -60,7 +61,11 @@ def project() -> Project:
     project.settings.model = "org/model"
     project.settings.guidance = 6.5
     project.layout = auto_layout(project.panels[:4], size="manga-b5", direction="rtl")
-    project.animatic = {"fps": 24, "music": None}
+    project.animatic = Animatic(fps=12, size="1080x1920", audio="/music/theme.ogg")
+    project.animatic.shots[project.panels[0].id] = Shot(CameraMove.preset("zoom-in"), caption=False)
+    clip = [project.add_image(png((9, 9, shade))) for shade in (1, 2, 3)]
+    project.animatic.cuts[project.panels[0].id] = Cut("generated", 1.0, clip, (project.panels[0].id,
+                                                                               project.panels[1].id), {"steps": 4})
     project.add_image(png((255, 255, 255)))  # unused
     return project
 
@@ -108,7 +113,8 @@ def test_round_trip(project, tmp_path):
         assert data == project.images[name]
     assert loaded.panels[0].chosen_version.parameters == {"prompt": loaded.panels[0].prompt, "seed": 0}
     assert loaded.characters[1].chosen_references == [2, 0]
-    assert loaded.layout == project.layout and loaded.animatic == {"fps": 24, "music": None}
+    assert loaded.layout == project.layout and loaded.animatic == project.animatic
+    assert all(loaded.images[name] == project.images[name] for name in loaded.animatic.cuts[project.panels[0].id].clip)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["story.storystudio"]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from storystudio.project.animatic import Animatic
 from storystudio.project import (
     ImageVersion,
     Project,
@@ -281,7 +282,7 @@ def test_to_dict_round_trip(example):
     example.settings.model = "some/model"
     example.settings.style = "Comic book"
     example.layout = auto_layout(example.panels[:5])
-    example.animatic = {"fps": 12}
+    example.animatic = Animatic(fps=12)
     data = example.to_dict()
     assert "images" not in data
     json.dumps(data)  # plain JSON data
@@ -295,7 +296,7 @@ def test_to_dict_round_trip(example):
     # the opaque parts are copies, not shared
     data["layout"]["pages"][0]["template"] = "changed"
     data["animatic"]["fps"] = 30
-    assert example.layout.pages[0].template != "changed" and example.animatic["fps"] == 12
+    assert example.layout.pages[0].template != "changed" and example.animatic.fps == 12
 
 
 def test_panel_size_reaches_the_story_and_older_data_has_none(example):
