@@ -3,7 +3,7 @@
     storystudio [PROJECT]                 start the app
     storystudio render INPUT [options]    generate a story's panels without a window
                                           (and lay them out as a PDF or CBZ comic)
-    storystudio export PROJECT [options]  export a saved project's pages, without generating
+    storystudio export PROJECT [options]  export a saved project's pages or animatic, without generating
     storystudio models ...                list, locate and create models
 
 User mistakes end with one plain sentence on stderr and a non-zero exit code,
@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also lay the panels out on pages and export a PDF comic")
     r.add_argument("--cbz", default=None, metavar="FILE", help="also export the pages as a CBZ for comic readers")
     _page_options(r)
-    r.add_argument("--mp4", default=None, metavar="FILE", help="also export an MP4 animatic (not available yet)")
+    r.add_argument("--mp4", default=None, metavar="FILE", help="also export an MP4 animatic of the panels")
+    _video_options(r)
 
     e = sub.add_parser("export", help="export a saved project's pages (PDF, CBZ, PNG) without generating",
                        description="Export the pages of a .storystudio project as they are laid out in the app. "
@@ -106,9 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pdf", default=None, metavar="FILE", help="a PDF comic at print size")
     e.add_argument("--cbz", default=None, metavar="FILE", help="a CBZ for comic readers, with ComicInfo.xml")
     e.add_argument("--png", default=None, metavar="DIR", help="a folder of PNG pages")
+    e.add_argument("--mp4", default=None, metavar="FILE", help="an MP4 animatic, with the project's animatic settings")
     e.add_argument("--relayout", action="store_true",
                    help="lay the story out again with --page-size and --direction instead of the saved pages")
     _page_options(e)
+    _video_options(e)
 
     m = sub.add_parser("models", help="list, locate and create models",
                        description="Models StoryStudio can use.")
@@ -135,6 +138,49 @@ def _page_options(parser: argparse.ArgumentParser) -> None:
                         "print sizes, 72 for webtoon strips)")
     parser.add_argument("--bleed", action="store_true", help="PDF and PNG pages include the bleed")
     parser.add_argument("--author", default="", help="author shown in the PDF's and CBZ's document information")
+
+
+def _video_options(parser: argparse.ArgumentParser) -> None:
+    from .project.animatic import CAMERA_PRESETS, FRAME_RATES, SIZE_PRESETS
+
+    parser.add_argument("--fps", type=int, default=None, choices=FRAME_RATES, help="animatic frame rate (default 24)")
+    parser.add_argument("--video-size", default=None, choices=list(SIZE_PRESETS),
+                        help="animatic size (default 1920x1080)")
+    parser.add_argument("--audio", default=None, metavar="FILE", help="a sound file for the animatic")
+    parser.add_argument("--soft-subtitles", action="store_true", default=None,
+                        help="add the captions as a subtitle track")
+    parser.add_argument("--no-burn-captions", action="store_true", default=None,
+                        help="do not draw the captions into the pictures")
+    parser.add_argument("--transition", default=None, choices=["cut", "crossfade"],
+                        help="between panels without their own transition (default crossfade)")
+    parser.add_argument("--transition-seconds", type=float, default=None, help="crossfade length (default 0.5)")
+    parser.add_argument("--camera", default=None, choices=list(CAMERA_PRESETS),
+                        help="a camera move for every panel without one of its own")
+
+
+def _apply_video_options(project, args) -> None:
+    """Command-line animatic options over the project's own settings (for what they name only)."""
+    from .project.animatic import CameraMove, Cut, Shot
+
+    a = project.animatic
+    if args.fps is not None:
+        a.fps = args.fps
+    if args.video_size is not None:
+        a.size = args.video_size
+    if args.audio is not None:
+        a.audio = args.audio
+    if args.soft_subtitles:
+        a.soft_subtitles = True
+    if args.no_burn_captions:
+        a.burn_captions = False
+    for panel in project.panels[:-1]:
+        if panel.id in a.cuts or (args.transition is None and args.transition_seconds is None):
+            continue
+        a.cuts[panel.id] = Cut(args.transition or "crossfade",
+                               0.5 if args.transition_seconds is None else args.transition_seconds)
+    if args.camera:
+        for panel in project.panels:
+            a.shots.setdefault(panel.id, Shot(CameraMove.preset(args.camera)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,13 +258,13 @@ def _settings(args, project=None):
 
 
 def render(args) -> int:
-    if args.mp4:
-        raise UserError("MP4 animatic export is not built yet; render the panels without --mp4.")
     project = _load_project(args.input) if args.input.endswith(".storystudio") else None
     story = project.to_story() if project is not None else _load_story(args.input)
-    for target in (args.pdf, args.cbz):
+    for target in (args.pdf, args.cbz, args.mp4):
         if target:
             _check_export_target(target)
+    if args.mp4 and args.audio:
+        _check_audio(args.audio)
     settings = _settings(args, project)
     try:
         settings.validate()
@@ -285,7 +331,7 @@ def render(args) -> int:
         _say(f"Stopped. {len(files)} image(s) were written to {out}.")
         return EXIT_CANCELLED
     _say(f"Wrote {len(files)} image(s) and manifest.json to {out} in {total_seconds:.1f} s.")
-    if project is not None or args.pdf or args.cbz:
+    if project is not None or args.pdf or args.cbz or args.mp4:
         comic = _comic_project(project, story, out, files, args)
         if project is not None:
             from .project.fileio import ProjectFileError, save_project
@@ -297,7 +343,37 @@ def render(args) -> int:
                 raise UserError(str(exc)) from None
             _say(f"Saved the project with its new pictures as {saved} (the original is unchanged).")
         _export_comic(comic, args, pdf=args.pdf, cbz=args.cbz, png=None)
+        if args.mp4:
+            _export_video(comic, args)
     return 0
+
+
+def _check_audio(path: str) -> None:
+    from .export.animatic import VideoExportError, check_audio
+
+    try:
+        check_audio(path)
+    except VideoExportError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _export_video(project, args) -> None:
+    from .export.animatic import VideoExportError, export_mp4
+
+    _apply_video_options(project, args)
+
+    def progress(done: int, total: int, what: str) -> None:
+        if sys.stderr.isatty():
+            print(f"\r  animatic: {what}".ljust(50), end="", file=sys.stderr, flush=True)
+
+    try:
+        result = export_mp4(project, args.mp4, progress=progress)
+    except VideoExportError as exc:
+        raise UserError(str(exc)) from None
+    _say("")
+    _say(f"Wrote the animatic ({result.seconds:.2f} s, {result.frames} frames at {result.fps} fps) to {result.path}.")
+    for warning in result.warnings:
+        _say(f"note: {warning}")
 
 
 def _comic_project(project, story, out: Path, files: dict[str, str], args):
@@ -358,24 +434,28 @@ def _export_comic(project, args, pdf: str | None, cbz: str | None, png: str | No
 
 # ---- export -------------------------------------------------------------------------
 def export(args) -> int:
-    if not (args.pdf or args.cbz or args.png):
-        raise UserError("say what to export: --pdf FILE, --cbz FILE and/or --png DIR.")
+    if not (args.pdf or args.cbz or args.png or args.mp4):
+        raise UserError("say what to export: --pdf FILE, --cbz FILE, --png DIR and/or --mp4 FILE.")
     if not args.project.endswith(".storystudio"):
         raise UserError(f"{args.project} is not a .storystudio project; to render a story script use "
                         "storystudio render SCRIPT --out DIR --model MODEL --pdf FILE.")
     project = _load_project(args.project)
     from .project.layout import auto_layout
 
-    if args.relayout or not project.layout.pages:
+    if args.mp4 and args.audio:
+        _check_audio(args.audio)
+    if (args.pdf or args.cbz or args.png) and (args.relayout or not project.layout.pages):
         if not args.relayout:
             _say(f"This project has no pages yet: laying its {len(project.panels)} panel(s) out on "
                  f"{args.page_size} pages.")
         project.layout = auto_layout(project.panels, size=args.page_size, direction=args.direction,
                                      layout=project.layout)
-    for target in (args.pdf, args.cbz):
+    for target in (args.pdf, args.cbz, args.mp4):
         if target:
             _check_export_target(target)
     _export_comic(project, args, pdf=args.pdf, cbz=args.cbz, png=args.png)
+    if args.mp4:
+        _export_video(project, args)
     return 0
 
 

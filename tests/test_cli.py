@@ -161,8 +161,23 @@ def test_models_create_tiny_refuses_a_non_empty_folder(tmp_path):
 def example_render(tmp_path_factory, tiny_model_dirs):
     out = tmp_path_factory.mktemp("example") / "out"
     run = cli("render", EXAMPLE, "--out", out, "--model", tiny_model_dirs["sdxl"], *FAST,
-              "--pdf", out.parent / "lighthouse.pdf", "--cbz", out.parent / "lighthouse.cbz", "--author", "CLI Test")
+              "--pdf", out.parent / "lighthouse.pdf", "--cbz", out.parent / "lighthouse.cbz", "--author", "CLI Test",
+              "--mp4", out.parent / "lighthouse.mp4", "--fps", "12", "--video-size", "1280x720")
     return run, out
+
+
+def test_render_example_makes_an_animatic(example_render):
+    from storystudio.export.animatic import read_back
+    from storystudio.project.animatic import auto_duration
+
+    run, out = example_render
+    assert run.rc == 0, run.err
+    info = read_back(out.parent / "lighthouse.mp4")
+    story = parse_script(EXAMPLE.read_text(encoding="utf-8"))
+    seconds = sum(auto_duration(p) for p in story.panels) + 0.5 * (len(story.panels) - 1)  # holds + crossfades
+    assert info["frames"] == round(seconds * 12) and info["size"] == (1280, 720) and info["fps"] == 12
+    assert not info["audio"]
+    assert "Wrote the animatic" in run.err
 
 
 def test_render_example_lays_out_a_pdf_and_cbz(example_render):
@@ -293,7 +308,7 @@ BAD_SCRIPTS = {
 @pytest.mark.parametrize(
     "case",
     ["missing-input", "unknown-name", "malformed", "size-not-wxh", "size-not-multiple", "size-not-model-multiple",
-     "unknown-style", "missing-model-file", "model-not-cached", "mp4", "pdf-folder-missing", "panel-out-of-range"],
+     "unknown-style", "missing-model-file", "model-not-cached", "bad-audio", "pdf-folder-missing", "panel-out-of-range"],
 )
 def test_bad_input_is_refused_plainly(case, tmp_path, small_script, tiny_model_dirs, monkeypatch):
     out = tmp_path / "out"
@@ -324,8 +339,10 @@ def test_bad_input_is_refused_plainly(case, tmp_path, small_script, tiny_model_d
         empty.mkdir()
         point_hf_cache(monkeypatch, empty, tmp_path)
         model, expected = "some-org/not-cached", ("some-org/not-cached", "not on this computer")
-    elif case == "mp4":
-        extra, expected = ["--mp4", tmp_path / "x.mp4"], ("MP4", "not built yet")
+    elif case == "bad-audio":
+        (tmp_path / "noise.mp3").write_text("not sound", encoding="utf-8")
+        extra = ["--mp4", tmp_path / "x.mp4", "--audio", tmp_path / "noise.mp3"]
+        expected = ("noise.mp3 cannot be read as sound",)
     elif case == "pdf-folder-missing":
         extra, expected = ["--pdf", tmp_path / "no-such-folder" / "x.pdf"], ("no-such-folder", "does not exist")
     else:
@@ -476,3 +493,26 @@ def test_render_a_project_keeps_its_settings_and_pages(saved_project, tmp_path, 
     assert rendered.layout.size == "manga-a5" and len(rendered.layout.pages) == len(project.layout.pages)
     assert load_project(saved_project).panels[0].versions == project.panels[0].versions  # the original is untouched
     assert len(PdfReader(tmp_path / "book.pdf").pages) == 2
+
+
+def test_export_an_animatic_with_sound_and_camera_moves(saved_project, tmp_path):
+    import wave
+
+    from storystudio.export.animatic import read_back
+
+    with wave.open(str(tmp_path / "theme.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(np.zeros(8000, dtype=np.int16).tobytes())
+    project = load_project(saved_project)
+    for panel in project.panels:
+        panel.duration = 0.75
+    save_project(project, saved_project)
+    run = cli("export", saved_project, "--mp4", tmp_path / "a.mp4", "--audio", tmp_path / "theme.wav", "--fps", "12",
+              "--video-size", "1080x1080", "--transition", "cut", "--camera", "zoom-in", "--soft-subtitles")
+    assert run.rc == 0, run.err
+    info = read_back(tmp_path / "a.mp4")
+    assert info["frames"] == 8 * 9 and info["size"] == (1080, 1080)  # eight 0.75 s holds, plain cuts
+    assert info["audio"] and info["subtitles"]
+    assert load_project(saved_project).animatic.audio is None  # the project file itself is not changed
