@@ -9,6 +9,7 @@ from typing import Any
 
 from PySide6.QtGui import QUndoCommand
 
+from ..project.animatic import Animatic
 from ..project.layout import Layout, remove_panel_everywhere
 from ..project.model import ImageVersion, ProjectCharacter, ProjectPanel, new_id, now_iso
 from .session import ProjectSession
@@ -16,6 +17,8 @@ from .session import ProjectSession
 MOVE_ID = 1001
 TEXT_ID = 1002
 LAYOUT_ID = 1003
+ANIMATIC_ID = 1004
+DURATION_ID = 1005
 
 
 class MovePanels(QUndoCommand):
@@ -182,6 +185,79 @@ class EditLayout(QUndoCommand):
     @property
     def changes_nothing(self) -> bool:
         return self.before == self.after
+
+
+class EditAnimatic(QUndoCommand):
+    """Any change to the animatic's shots, cuts or settings, as before and after copies."""
+
+    def __init__(self, session: ProjectSession, text: str, change: Callable[[Animatic], Any], merge: str = ""):
+        super().__init__(text)
+        self.session, self.merge = session, merge
+        self.before = session.project.animatic.copy()
+        after = self.before.copy()
+        change(after)
+        self.after = after
+        self.images: dict[str, bytes] = {}  # pictures the change brings (a generated clip's frames)
+
+    def redo(self) -> None:
+        self.session.project.images.update(self.images)
+        self.session.set_animatic(self.after.copy())
+
+    def undo(self) -> None:
+        self.session.set_animatic(self.before.copy())
+
+    def id(self) -> int:
+        return ANIMATIC_ID if self.merge else -1
+
+    def mergeWith(self, other: QUndoCommand) -> bool:
+        if not isinstance(other, EditAnimatic) or other.merge != self.merge or other.images:
+            return False
+        self.after = other.after
+        return True
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.before == self.after and not self.images
+
+
+def apply_clip(session: ProjectSession, before: str, after: str, frames: list[bytes],
+               parameters: dict[str, Any]) -> EditAnimatic:
+    """A generated transition clip becomes the cut's clip (its frames join the image store)."""
+    names = [f"img-{new_id()}.png" for _ in frames]
+
+    def change(animatic: Animatic) -> None:
+        cut = animatic.cut(before)
+        cut.kind, cut.clip, cut.clip_between = "generated", names, (before, after)
+        cut.clip_parameters = copy.deepcopy(dict(parameters))
+        animatic.cuts[before] = cut
+
+    command = EditAnimatic(session, "Generated transition", change)
+    command.images = dict(zip(names, frames))
+    return command
+
+
+class SetPanelDuration(QUndoCommand):
+    """How long a panel holds in the animatic (None: from its words); steps of one spin box merge."""
+
+    def __init__(self, session: ProjectSession, panel_id: str, seconds: float | None, merge: bool = True):
+        super().__init__("Change duration" if merge else "Automatic duration" if seconds is None else "Set duration")
+        self.session, self.panel_id, self.merge = session, panel_id, merge
+        self.old, self.new = session.panel(panel_id).duration, seconds
+
+    def redo(self) -> None:
+        self.session.set_panel_field(self.panel_id, "duration", self.new)
+
+    def undo(self) -> None:
+        self.session.set_panel_field(self.panel_id, "duration", self.old)
+
+    def id(self) -> int:
+        return DURATION_ID if self.merge else -1
+
+    def mergeWith(self, other: QUndoCommand) -> bool:
+        if not isinstance(other, SetPanelDuration) or other.panel_id != self.panel_id or not other.merge:
+            return False
+        self.new = other.new
+        return True
 
 
 class ChooseVersion(QUndoCommand):

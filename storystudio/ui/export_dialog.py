@@ -1,4 +1,4 @@
-"""File > Export Comic: choose PDF, CBZ or PNG pages, then export off the GUI thread with progress and cancel."""
+"""File > Export Comic (PDF, CBZ, PNG pages) and the animatic's MP4: off the GUI thread, with progress and cancel."""
 
 from __future__ import annotations
 
@@ -127,18 +127,22 @@ class ExportJob(QObject):
 
     def run(self) -> None:
         o = self.options
-        kwargs = {"dpi": o["dpi"], "progress": lambda d, t, w: self.progress.emit(d, t, w),
+        from ..export.animatic import VideoExportCancelled, VideoExportError, export_mp4
+
+        kwargs = {"dpi": o.get("dpi"), "progress": lambda d, t, w: self.progress.emit(d, t, w),
                   "cancel": self.stop.is_set}
         try:
-            if o["format"] == "pdf":
+            if o["format"] == "mp4":
+                result = export_mp4(self.project, o["path"], progress=kwargs["progress"], cancel=self.stop.is_set)
+            elif o["format"] == "pdf":
                 result = export_pdf(self.project, o["path"], bleed=o["bleed"], author=o["author"], **kwargs)
             elif o["format"] == "cbz":
                 result = export_cbz(self.project, o["path"], author=o["author"], **kwargs)
             else:
                 result = export_png_pages(self.project, o["path"], bleed=o["bleed"], **kwargs)
-        except ExportCancelled:
+        except (ExportCancelled, VideoExportCancelled):
             self.cancelled.emit()
-        except ExportError as exc:
+        except (ExportError, VideoExportError) as exc:
             self.failed.emit(str(exc)[0].upper() + str(exc)[1:])
         except OSError as exc:
             self.failed.emit(f"The export could not be written ({exc.strerror or exc}).")

@@ -32,12 +32,13 @@ from ..project.model import Project
 from ..project.script import ScriptError
 from . import commands as cmd
 from .character_sheet import CharacterSheet
+from .animatic_editor import AnimaticEditor
 from .export_dialog import ExportOptionsDialog, run_export
 from .layout_canvas import LayoutCanvas
 from .session import ProjectSession
 from .settings_panel import SettingsPanel
 from .timeline import PanelTimeline
-from .worker import GenerationService, ModelChoice, RenderJob
+from .worker import GenerationService, ModelChoice, RenderJob, TransitionJob
 
 FILE_FILTER = "StoryStudio projects (*.storystudio)"
 SCRIPT_FILTER = "Story scripts (*.txt *.story);;All files (*)"
@@ -195,6 +196,9 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.panel_view, "Panel")
         self.tabs.addTab(self.canvas, "Pages")
+        self.animatic = AnimaticEditor(self.session)
+        self.tabs.addTab(self.animatic, "Animatic")
+        self.job_transitions: dict[int, str] = {}  # job -> the panel before the cut
         self.setCentralWidget(self.tabs)
         self.export_job = None
         self._dock("Panels", self.timeline, Qt.BottomDockWidgetArea, "timeline")
@@ -321,11 +325,14 @@ class MainWindow(QMainWindow):
         self.characters.panel_activated.connect(self.timeline.select_id)
         self.canvas.panel_activated.connect(self._show_panel)
         self.canvas.regenerate_requested.connect(self.regenerate)
+        self.animatic.generate_transition_requested.connect(self.generate_transition)
+        self.animatic.export_requested.connect(self.export_animatic_dialog)
         w = self.service.worker
         w.progress.connect(self._on_progress)
         w.image_ready.connect(self._on_image)
         w.failed.connect(self._on_failed)
         w.finished.connect(self._on_finished)
+        w.clip_ready.connect(self._on_clip)
         w.model_loaded.connect(self._on_model_loaded)
         w.model_loading.connect(self._on_model_loading)
         w.device_found.connect(self.settings_panel.set_device_info)
@@ -444,6 +451,67 @@ class MainWindow(QMainWindow):
         self.timeline.select_id(panel_id)
         self.tabs.setCurrentWidget(self.panel_view)
 
+    # ---- the animatic -------------------------------------------------------------------------
+    def generate_transition(self, before: str, backend: str = "blend") -> int | None:
+        """Make the clip of the transition after panel ``before`` on the worker thread."""
+        from ..export.animatic import AnimaticRenderer
+        from ..project.animatic import AnimaticError
+
+        project = self.session.project
+        order = [p.id for p in project.panels]
+        if before not in order or order.index(before) + 1 >= len(order):
+            return None
+        after = order[order.index(before) + 1]
+        animatic = project.animatic
+        w, h = animatic.resolution
+        scale = min(1.0, 960 / max(w, h))  # clips are kept at up to 960 px and scaled up when played
+        size = (round(w * scale / 2) * 2, round(h * scale / 2) * 2)
+        try:
+            renderer = AnimaticRenderer(project, size=size)
+        except AnimaticError as exc:
+            QMessageBox.warning(self, "Animatic", f"The transition cannot be made: {exc}.")
+            return None
+        seg = next(s for s in renderer.segments if s.kind != "hold" and s.panel == before) if any(
+            s.kind != "hold" and s.panel == before for s in renderer.segments) else None
+        frames = seg.frames if seg is not None else max(2, round(animatic.cut(before).duration * animatic.fps))
+        start, end = (renderer.hold_frame(before, 1.0, captions=False), renderer.hold_frame(after, 0.0, captions=False))
+        story = project.to_story()
+        prompts = {p.key: story.expand(p) for p in story.panels}
+
+        def png(image) -> bytes:
+            import io
+
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            return buffer.getvalue()
+
+        work = TransitionJob(before, after, png(start), png(end), max(2, frames), size, prompts.get(before, ""),
+                             prompts.get(after, ""), seed=project.settings.seed, backend=backend,
+                             video_models=dict(self.qsettings.value("video/models", {}) or {}))
+        job = self.service.transition(work)
+        self.job_transitions[job] = before
+        self.actions_by_name["stop"].setEnabled(True)
+        self.progress.setVisible(True)
+        self.statusBar().showMessage("Making the transition…")
+        return job
+
+    @Slot(int, str, str, list, dict)
+    def _on_clip(self, job, before, after, frames, parameters) -> None:
+        if self.session.project.panel_by_id(before) is None:
+            return
+        self.session.undo.push(cmd.apply_clip(self.session, before, after, list(frames), parameters))
+        self.statusBar().showMessage(f"Transition ready: {len(frames)} frames.", 6000)
+
+    def export_animatic_dialog(self) -> None:
+        if self.export_job is not None:
+            QMessageBox.information(self, "StoryStudio", "An export is already running.")
+            return
+        base = Path(self.session.path).with_suffix("") if self.session.path else Path.home() / (
+            self.session.project.title or "animatic").replace("/", "-")
+        path, _ = QFileDialog.getSaveFileName(self, "Export Animatic", str(base) + ".mp4", "MP4 video (*.mp4)")
+        if path:
+            self.start_export({"format": "mp4", "path": path})
+
     # ---- pages and comic export ---------------------------------------------------------------
     def lay_out_pages(self) -> None:
         self.tabs.setCurrentWidget(self.canvas)
@@ -490,10 +558,13 @@ class MainWindow(QMainWindow):
             if "cancelled" not in message:
                 QMessageBox.warning(self, "Export Comic", message)
             return
-        text = f"Exported {result.pages} page(s) to {result.path}."
+        if hasattr(result, "pages"):
+            text = f"Exported {result.pages} page(s) to {result.path}."
+        else:
+            text = f"Exported the animatic ({result.seconds:.1f} s, {result.frames} frames) to {result.path}."
         self.statusBar().showMessage(text, 10000)
         if result.warnings:
-            QMessageBox.information(self, "Export Comic", text + "\n\nPlease check:\n• " + "\n• ".join(result.warnings))
+            QMessageBox.information(self, "Export", text + "\n\nPlease check:\n• " + "\n• ".join(result.warnings))
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -618,7 +689,8 @@ class MainWindow(QMainWindow):
                 self.session.status.pop(pid, None)
                 self.session.status_changed.emit(pid)
         self.job_apply.pop(job, None)
-        busy = bool(self.job_panels)
+        self.job_transitions.pop(job, None)
+        busy = bool(self.job_panels or self.job_transitions)
         self.actions_by_name["stop"].setEnabled(busy)
         self.progress.setVisible(busy)
         if status == "cancelled":
@@ -688,6 +760,7 @@ class MainWindow(QMainWindow):
         if self._autosave_path is not None:
             discard_autosave(self._autosave_path)
         self.autosave_timer.stop()
+        self.animatic.shutdown()
         self.service.shutdown()
         event.accept()
 

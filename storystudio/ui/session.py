@@ -14,6 +14,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
 from ..project.fileio import load_project, save_project
+from ..project.animatic import Animatic
 from ..project.layout import Layout
 from ..project.model import Project, ProjectCharacter, ProjectPanel
 
@@ -26,6 +27,7 @@ class ProjectSession(QObject):
     project_replaced = Signal()  # a new or opened project
     status_changed = Signal(str)  # panel id: empty, queued, generating, done, failed
     layout_changed = Signal()  # pages, frames, balloons or page settings
+    animatic_changed = Signal()  # shots, cuts or video settings
 
     def __init__(self, project: Project | None = None, path: str | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -133,6 +135,11 @@ class ProjectSession(QObject):
         self.project.layout = layout
         self.project.touch()
         self.layout_changed.emit()
+
+    def set_animatic(self, animatic: Animatic) -> None:
+        self.project.animatic = animatic
+        self.project.touch()
+        self.animatic_changed.emit()
 
     # ---- settings --------------------------------------------------------------------
     def set_setting(self, field: str, value: Any) -> None:

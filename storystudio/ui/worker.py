@@ -45,6 +45,24 @@ class RenderJob:
 
 
 @dataclass
+class TransitionJob:
+    """Make the in-between frames of one cut: from the end of ``before``'s hold to the start of ``after``'s."""
+
+    before: str  # panel ids
+    after: str
+    start_png: bytes
+    end_png: bytes
+    frames: int
+    size: tuple[int, int]
+    start_prompt: str = ""
+    end_prompt: str = ""
+    seed: int = 0
+    backend: str = "blend"  # "blend" (no model) or "diffusion"
+    video_models: dict[str, Any] = field(default_factory=dict)  # for "diffusion": where its models are
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Job:
     id: int
     kind: str  # "load" or "render"
@@ -76,6 +94,7 @@ class InferenceWorker(QObject):
     model_loading = Signal(int, str)  # job, what is being loaded
     model_loaded = Signal(int, str)  # job, one-line description
     device_found = Signal(str)  # the compute device, in words (after the warm-up)
+    clip_ready = Signal(int, str, str, list, dict)  # job, panel before, panel after, PNG bytes per frame, parameters
     failed = Signal(int, str)  # job, plain message
     finished = Signal(int, str)  # job, "done" | "cancelled" | "failed"
 
@@ -98,12 +117,15 @@ class InferenceWorker(QObject):
                 self.device_found.emit(device_summary(pick_device("auto")))
             elif job.kind == "load":
                 self._load(job, job.payload)
+            elif job.kind == "transition":
+                self._transition(job, job.payload)
             else:
                 self._render(job, job.payload)
         except Exception as exc:  # every failure reaches the user as words; the worker keeps running
             from ..engine.story_pipeline import GenerationCancelled
+            from ..engine.transitions import TransitionCancelled
 
-            if isinstance(exc, GenerationCancelled):
+            if isinstance(exc, (GenerationCancelled, TransitionCancelled)):
                 self.finished.emit(job.id, "cancelled")
                 return
             traceback.print_exc()
@@ -153,6 +175,39 @@ class InferenceWorker(QObject):
             self.bank_ready.emit(job.id, name, bank.nbytes)
         for note in result.messages:
             self.message.emit(job.id, note)
+
+
+    def _transition(self, job: Job, work: TransitionJob) -> None:
+        from PIL import Image
+
+        from ..engine.transitions import BlendBackend, TransitionRequest
+
+        if work.backend == "diffusion":
+            backend = self._video_backend(job, work)
+        else:
+            backend = BlendBackend()
+        request = TransitionRequest(
+            start=Image.open(io.BytesIO(work.start_png)).convert("RGB"),
+            end=Image.open(io.BytesIO(work.end_png)).convert("RGB"),
+            frames=work.frames, size=work.size, start_prompt=work.start_prompt, end_prompt=work.end_prompt,
+            seed=work.seed, options=dict(work.options))
+
+        def on_progress(done: int, total: int) -> None:
+            self.progress.emit(job.id, "transition", [work.before], done, total, 0, 1, QImage())
+
+        frames = backend.render(request, progress=on_progress, cancel=job.cancel.is_set)
+        pngs = []
+        for frame in frames:
+            buf = io.BytesIO()
+            frame.save(buf, format="PNG")
+            pngs.append(buf.getvalue())
+        parameters = {"backend": backend.name, "frames": work.frames, "size": list(work.size), "seed": work.seed,
+                      "start_prompt": work.start_prompt, "end_prompt": work.end_prompt, **work.options}
+        self.clip_ready.emit(job.id, work.before, work.after, pngs, parameters)
+
+    def _video_backend(self, job: Job, work: TransitionJob):
+        raise ValueError("The generated transition with a video model is not available in this build yet; "
+                         "choose the blend transition.")
 
 
 def warm_up() -> None:
@@ -238,6 +293,9 @@ class GenerationService(QObject):
 
     def render(self, work: RenderJob) -> int:
         return self.submit("render", work)
+
+    def transition(self, work: TransitionJob) -> int:
+        return self.submit("transition", work)
 
     def cancel(self, job_id: int | None = None) -> None:
         """Stop one job, or every queued and running job; the running one stops within a step."""
