@@ -422,13 +422,14 @@ class AnimaticEditor(QWidget):
         column.addWidget(self.settings_box)
         column.addWidget(self.editors, 1)
         left.setWidget(inner)
+        left.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # rows fit the column; they never scroll sideways
         left.setMinimumWidth(100)
         self.player.setMinimumWidth(100)  # squeezes in a narrow window instead of widening it
         splitter = QSplitter()
         splitter.addWidget(left)
         splitter.addWidget(self.player)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([300, 600])
+        splitter.setSizes([360, 600])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.problem)
