@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QPushButton,
     QScrollArea,
     QSizePolicy,
     QTabWidget,
@@ -71,7 +73,7 @@ class ImageLabel(QLabel):
 
 
 class PanelView(QWidget):
-    """The chosen panel large, its words, and its versions. (The layout canvas will take this place.)"""
+    """The chosen panel large, its words, its picture size and its versions."""
 
     def __init__(self, session: ProjectSession, parent=None):
         super().__init__(parent)
@@ -95,6 +97,14 @@ class PanelView(QWidget):
         form.addRow("Shows", self.prompt)
         form.addRow("Caption", self.caption)
         form.addRow("Dialogue", self.dialogue)
+        self.size_label = QLabel()
+        self.size_reset = QPushButton("Use the Story's Size")
+        self.size_reset.setToolTip("Draw this panel at the picture size of the Generation settings again")
+        self.size_reset.clicked.connect(self._reset_size)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.size_label, 1)
+        size_row.addWidget(self.size_reset)
+        form.addRow("Size", size_row)
         form.addRow("Versions", self.versions)
         layout = QVBoxLayout(self)
         layout.addWidget(self.image, 1)
@@ -104,6 +114,7 @@ class PanelView(QWidget):
         self.versions.itemClicked.connect(self._choose)
         session.panel_changed.connect(self._maybe_refresh)
         session.panels_changed.connect(self.refresh)
+        session.settings_changed.connect(self.refresh)
         session.project_replaced.connect(lambda: self.show_panel(None))
         self._preview: QImage | None = None
 
@@ -140,6 +151,12 @@ class PanelView(QWidget):
         for w, text in ((self.prompt, panel.prompt), (self.caption, panel.caption), (self.dialogue, panel.dialogue)):
             if not w.hasFocus():
                 w.setText(text)
+        settings = self.session.project.settings
+        if panel.size:
+            self.size_label.setText(f"{panel.size[0]} x {panel.size[1]} (its frame's shape)")
+        else:
+            self.size_label.setText(f"{settings.width} x {settings.height} (the story's size)")
+        self.size_reset.setVisible(bool(panel.size))
         for i, version in enumerate(panel.versions):
             pix = QPixmap()
             pix.loadFromData(self.session.project.images.get(version.image, b""))
@@ -157,6 +174,10 @@ class PanelView(QWidget):
         pix = QPixmap()
         pix.loadFromData(self.session.project.images.get(version.image, b""))
         self._set_pixmap(pix)
+
+    def _reset_size(self) -> None:
+        if self.panel_id is not None:
+            self.session.undo.push(cmd.SetPanelSizes(self.session, {self.panel_id: None}))
 
     def _commit(self, field: str, text: str) -> None:
         if self.panel_id is None:

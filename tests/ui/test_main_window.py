@@ -308,3 +308,9 @@ def test_redraw_a_panel_at_its_frames_shape(qtbot, window):
     assert version is not None and (version.parameters["width"], version.parameters["height"]) == expected
     image = QImage.fromData(window.session.project.images[version.image])
     assert (image.width(), image.height()) == expected
+    window.timeline.select_id(panel.id)
+    assert window.panel_view.size_label.text() == f"{expected[0]} x {expected[1]} (its frame's shape)"
+    window.panel_view.size_reset.click()
+    assert panel.size is None and window.panel_view.size_label.text() == "128 x 128 (the story's size)"
+    window.session.undo.undo()
+    assert tuple(panel.size) == expected
