@@ -81,7 +81,7 @@ class PanelView(QWidget):
         self.panel_id: str | None = None
         self.image = ImageLabel("Select a panel in the timeline.")
         self.image.setAlignment(Qt.AlignCenter)
-        self.image.setMinimumSize(160, 160)
+        self.image.setMinimumSize(160, 120)
         self.image.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.image.setStyleSheet("background:#202124; color:#bdc1c6;")
         self.prompt = QLineEdit()
@@ -98,7 +98,8 @@ class PanelView(QWidget):
         form.addRow("Caption", self.caption)
         form.addRow("Dialogue", self.dialogue)
         self.size_label = QLabel()
-        self.size_reset = QPushButton("Use the Story's Size")
+        self.size_label.setWordWrap(True)  # a narrow window wraps it instead of growing
+        self.size_reset = QPushButton("Story Size")
         self.size_reset.setToolTip("Draw this panel at the picture size of the Generation settings again")
         self.size_reset.clicked.connect(self._reset_size)
         size_row = QHBoxLayout()
