@@ -3,8 +3,13 @@
 ``create_tiny_model`` writes a tiny SD1.5- or SDXL-shaped model (tokenizer
 included) in the normal diffusers folder layout, so tests and demos run the
 real pipeline and the real loading code without network or GPU. Its images
-are noise. ``build_pipeline(..., size="full")`` builds the real-size SDXL
-architecture in memory for benchmarks: cost does not depend on weight values.
+are noise. ``build_pipeline(..., size="full")`` builds the real-size SD1.5 or
+SDXL architecture in memory for benchmarks: cost does not depend on weight values.
+
+The video stage's parts (AnimateDiff motion adapter, SparseCtrl-RGB, IP-Adapter
+with its CLIP image encoder) are built the same way: ``create_tiny_video_models``
+writes tiny ones in the layouts their Hub repositories use, and
+``build_video_components(size="full")`` builds the real-size ones in memory.
 """
 
 from __future__ import annotations
@@ -113,9 +118,15 @@ def _text_config(tokenizer, size: str, second: bool):
 
 
 def _unet_config(arch: str, size: str) -> dict:
+    if size == "full" and arch == "sd15":  # stable-diffusion-v1-5's unet/config.json
+        return dict(
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            attention_head_dim=8, cross_attention_dim=768,
+        )
     if size == "full":
-        if arch != "sdxl":
-            raise ValueError("full-size random models are only built for sdxl")
         return dict(
             sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
             block_out_channels=(320, 640, 1280),
@@ -195,3 +206,140 @@ def create_tiny_model(folder: str | Path, arch: str = "sd15", seed: int = 0) -> 
     pipe = build_pipeline(arch, "tiny", seed=seed)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+# ---- the video stage: AnimateDiff motion adapter, SparseCtrl-RGB, IP-Adapter and its image encoder
+
+# Where each part lives inside the folder that create_tiny_video_models writes (the IP-Adapter folder
+# mirrors the h94/IP-Adapter repository: weights and image encoder under models/).
+TINY_VIDEO_LAYOUT = {
+    "base": "sd15",
+    "motion_adapter": "animatediff-motion-adapter",
+    "sparsectrl": "animatediff-sparsectrl-rgb",
+    "ip_adapter": "ip-adapter",
+}
+IP_ADAPTER_WEIGHTS = "models/ip-adapter_sd15.safetensors"
+IP_IMAGE_ENCODER = "models/image_encoder"
+
+
+def _motion_adapter_config(size: str, version: str = "v3") -> dict:
+    if size == "full":  # guoyww/animatediff-motion-adapter-v1-5-2 (v2) and -v1-5-3 (v3): v3 has no mid-block module
+        return dict(block_out_channels=(320, 640, 1280, 1280), motion_layers_per_block=2,
+                    motion_norm_num_groups=32, motion_num_attention_heads=8, motion_max_seq_length=32,
+                    use_motion_mid_block=version == "v2")
+    return dict(block_out_channels=(32, 64, 64), motion_layers_per_block=1, motion_norm_num_groups=8,
+                motion_num_attention_heads=2, motion_max_seq_length=32, use_motion_mid_block=version == "v2")
+
+
+def _sparsectrl_config(size: str) -> dict:
+    # SparseCtrl-RGB: keyframes enter as VAE latents (4 channels, plus the mask channel), through a
+    # single convolution ("simplified condition embedding"); the scribble model takes 3-channel pictures.
+    rgb = dict(conditioning_channels=4, use_simplified_condition_embedding=True, concat_conditioning_mask=True,
+               motion_max_seq_length=32)
+    if size == "full":  # guoyww/animatediff-sparsectrl-rgb: the class defaults (SD1.5's encoder half)
+        return dict(rgb, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
+                    attention_head_dim=8, norm_num_groups=32, motion_num_attention_heads=8)
+    return dict(rgb, block_out_channels=(32, 64, 64), layers_per_block=1, cross_attention_dim=32,
+                attention_head_dim=8, norm_num_groups=8, motion_num_attention_heads=2,
+                down_block_types=("CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "DownBlockMotion"))
+
+
+def _image_encoder_config(size: str):
+    from transformers import CLIPVisionConfig
+
+    if size == "full":  # OpenCLIP ViT-H/14 as shipped in h94/IP-Adapter models/image_encoder
+        return CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                                patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu",
+                                layer_norm_eps=1e-5)
+    return CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                            patch_size=8, image_size=32, projection_dim=16, hidden_act="gelu")
+
+
+def _wake(module: torch.nn.Module, std: float = 0.02) -> None:
+    """Give zero-initialised layers (ControlNet outputs, motion-module outputs) small random weights,
+    so that in a random model these parts change the result as they do in a trained one."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.ndim > 1 and not p.any():
+                p.normal_(0.0, std)
+
+
+def ip_adapter_state_dict(unet, image_embed_dim: int, seed: int = 0, tokens: int = 4) -> dict[str, dict[str, torch.Tensor]]:
+    """Random IP-Adapter weights for ``unet`` (a UNet2DConditionModel), in the layout of h94's ip-adapter_sd15.
+
+    ``image_proj``: a linear map from one CLIP image embedding to ``tokens`` tokens of the UNet's
+    cross-attention width, then a layer norm. ``ip_adapter``: a key and a value projection per
+    cross-attention layer, numbered by the layer's position among all of the UNet's attention
+    processors (self- and cross-attention alternate, so the numbers are 1, 3, 5, ...), as the
+    original IP-Adapter code saved them.
+    """
+    g = torch.Generator().manual_seed(seed)
+    cross = unet.config.cross_attention_dim
+    proj = {
+        "proj.weight": torch.randn(tokens * cross, image_embed_dim, generator=g) / image_embed_dim**0.5,
+        "proj.bias": torch.randn(tokens * cross, generator=g) * 0.02,
+        "norm.weight": torch.ones(cross),
+        "norm.bias": torch.zeros(cross),
+    }
+    layers = {}
+    for index, name in enumerate(unet.attn_processors):
+        if not name.endswith("attn2.processor"):
+            continue
+        attn = unet.get_submodule(name.removesuffix(".processor"))
+        hidden, width = attn.to_k.out_features, attn.to_k.in_features
+        for part in ("to_k_ip", "to_v_ip"):
+            layers[f"{index}.{part}.weight"] = torch.randn(hidden, width, generator=g) / width**0.5
+    return {"image_proj": proj, "ip_adapter": layers}
+
+
+def build_video_components(size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32,
+                           device: str = "cpu", motion: str = "v3") -> dict:
+    """Random-weight parts of the video stage, in memory.
+
+    Returns ``base`` (a StableDiffusionPipeline), ``motion_adapter``, ``controlnet`` (SparseCtrl-RGB),
+    ``image_encoder`` (CLIPVisionModelWithProjection) and ``ip_adapter`` (a state dict as
+    ``load_ip_adapter`` takes it). ``size="full"``: the real SD1.5 / AnimateDiff / SparseCtrl /
+    ViT-H architectures, for benchmarks.
+    """
+    from diffusers import MotionAdapter, SparseControlNetModel
+    from transformers import CLIPVisionModelWithProjection
+
+    base = build_pipeline("sd15", size, seed=seed, device=device)
+    torch.manual_seed(seed + 1)
+    with torch.device(device):
+        adapter = MotionAdapter(**_motion_adapter_config(size, motion))
+        controlnet = SparseControlNetModel(**_sparsectrl_config(size))
+        encoder_config = _image_encoder_config(size)
+        image_encoder = CLIPVisionModelWithProjection(encoder_config)
+    _wake(adapter)
+    _wake(controlnet)
+    ip = ip_adapter_state_dict(base.unet, encoder_config.projection_dim, seed=seed + 2)
+    ip = {part: {k: v.to(device, dtype) for k, v in tensors.items()} for part, tensors in ip.items()}
+    parts = dict(base=base, motion_adapter=adapter, controlnet=controlnet, image_encoder=image_encoder)
+    if dtype != torch.float32:
+        parts = {k: v.to(dtype=dtype) for k, v in parts.items()}
+    parts["ip_adapter"] = ip
+    return parts
+
+
+def create_tiny_video_models(folder: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Write tiny random video-stage models in the layouts of their Hub repositories.
+
+    Returns the folder of each part, keyed like ``load_video_models``' arguments: ``base`` (a tiny SD1.5
+    model), ``motion_adapter``, ``sparsectrl`` and ``ip_adapter`` (holding
+    ``models/ip-adapter_sd15.safetensors`` and ``models/image_encoder/`` as h94/IP-Adapter does).
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} is not empty; choose a new folder for the tiny video models.")
+    parts = build_video_components("tiny", seed=seed)
+    out = {key: folder / name for key, name in TINY_VIDEO_LAYOUT.items()}
+    parts["base"].save_pretrained(out["base"], safe_serialization=True)
+    parts["motion_adapter"].save_pretrained(out["motion_adapter"], safe_serialization=True)
+    parts["controlnet"].save_pretrained(out["sparsectrl"], safe_serialization=True)
+    parts["image_encoder"].save_pretrained(out["ip_adapter"] / IP_IMAGE_ENCODER)
+    flat = {f"{part}.{k}": v.contiguous() for part, tensors in parts["ip_adapter"].items() for k, v in tensors.items()}
+    save_file(flat, str(out["ip_adapter"] / IP_ADAPTER_WEIGHTS))
+    return out
