@@ -507,15 +507,26 @@ class MainWindow(QMainWindow):
             image.save(buffer, format="PNG")
             return buffer.getvalue()
 
+        # where the video models are (Hub ids in the cache by default; folders once set), on the story's device
+        models = dict(self.qsettings.value("video/models", {}) or {})
+        models.setdefault("device", project.settings.device)
+        models.setdefault("dtype", project.settings.dtype)
         work = TransitionJob(before, after, png(start), png(end), max(2, frames), size, prompts.get(before, ""),
                              prompts.get(after, ""), seed=project.settings.seed, backend=backend,
-                             video_models=dict(self.qsettings.value("video/models", {}) or {}))
+                             video_models=models, options=self._transition_options(backend))
         job = self.service.transition(work)
         self.job_transitions[job] = before
         self.actions_by_name["stop"].setEnabled(True)
         self.progress.setVisible(True)
         self.statusBar().showMessage("Making the transition…")
         return job
+
+    def _transition_options(self, backend: str) -> dict:
+        """Backend settings kept in the preferences (e.g. fewer steps for a quick look)."""
+        if backend != "diffusion":
+            return {}
+        options = dict(self.qsettings.value("video/options", {}) or {})
+        return {k: options[k] for k in ("steps", "native_frames", "width", "height", "guidance") if k in options}
 
     @Slot(int, str, str, list, dict)
     def _on_clip(self, job, before, after, frames, parameters) -> None:

@@ -103,6 +103,8 @@ class InferenceWorker(QObject):
         self._model = None
         self._model_key: tuple | None = None
         self._banks: dict[str, Any] = {}
+        self._video = None  # the transition pipeline, once loaded
+        self._video_key: tuple | None = None
 
     @Slot(object)
     def run(self, job: Job) -> None:
@@ -206,8 +208,21 @@ class InferenceWorker(QObject):
         self.clip_ready.emit(job.id, work.before, work.after, pngs, parameters)
 
     def _video_backend(self, job: Job, work: TransitionJob):
-        raise ValueError("The generated transition with a video model is not available in this build yet; "
-                         "choose the blend transition.")
+        """The AnimateDiff backend, its models loaded once and kept (like the picture model)."""
+        from ..engine.models import quiet_libraries
+        from ..engine.video_diffusion import DiffusionTransitionBackend, load_video_models
+
+        places = {k: str(v) for k, v in work.video_models.items() if v and k != "device" and k != "dtype"}
+        device, dtype = work.video_models.get("device", "auto"), work.video_models.get("dtype", "auto")
+        key = (tuple(sorted(places.items())), device, dtype)
+        if self._video is None or self._video_key != key:
+            self.model_loading.emit(job.id, "the video models")
+            quiet_libraries()
+            self._video = None
+            self._video = load_video_models(**places, device=device, dtype=dtype)
+            self._video_key = key
+        self.model_loaded.emit(job.id, "video models (AnimateDiff + SparseCtrl + IP-Adapter)")
+        return DiffusionTransitionBackend(self._video)
 
 
 def warm_up() -> None:

@@ -160,3 +160,33 @@ def test_mp4_export_from_the_window(qtbot, window, tmp_path):
     info = read_back(tmp_path / "a.mp4")
     assert info["size"] == (1280, 720) and info["frames"] == window.animatic.renderer.frame_count
     assert "Exported the animatic" in window.statusBar().currentMessage()
+
+
+@pytest.fixture(scope="module")
+def tiny_video_dirs(tmp_path_factory):
+    from storystudio.engine.random_models import create_tiny_video_models
+
+    return create_tiny_video_models(tmp_path_factory.mktemp("video") / "models")
+
+
+def test_diffusion_transition_runs_through_the_worker(qtbot, window, tiny_video_dirs):
+    session = window.session
+    first, second = session.project.panels[1].id, session.project.panels[2].id
+    window.qsettings.setValue("video/models", {k: str(v) for k, v in tiny_video_dirs.items()} | {"device": "cpu"})
+    window.qsettings.setValue("video/options", {"steps": 2, "native_frames": 4, "width": 64, "height": 64})
+    window.generate_transition(first, "diffusion")
+    qtbot.waitUntil(lambda: not window.job_transitions, timeout=120000)
+    cut = session.project.animatic.cut(first)
+    assert cut.kind == "generated" and cut.clip_fits(first, second) and len(cut.clip) == 6
+    assert cut.clip_parameters["backend"].startswith("AnimateDiff") and cut.clip_parameters["steps"] == 2
+
+
+def test_missing_video_models_get_a_plain_message(qtbot, window, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: seen.append(a[2]))
+    window.qsettings.setValue("video/models", {"motion_adapter": str(tmp_path / "nowhere"), "device": "cpu"})
+    first = window.session.project.panels[0].id
+    window.generate_transition(first, "diffusion")
+    qtbot.waitUntil(lambda: not window.job_transitions, timeout=60000)
+    assert seen and "not on this computer" in seen[0]
+    assert window.session.project.animatic.cut(first).clip == []
