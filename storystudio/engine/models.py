@@ -9,6 +9,8 @@ caller asks for it. Weights load as safetensors only; remote code is never run.
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,11 @@ from typing import Any
 import torch
 
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd15", "StableDiffusionXLPipeline": "sdxl"}
+# Parts a pipeline's model_index.json may name that StoryStudio does without: a folder that lacks
+# them (a download that skipped the safety checker, say) loads with them set to None.
+OPTIONAL_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
+MODELS_DIR_ENV = "STORYSTUDIO_MODELS_DIR"
+LINKED_FOLDERS_FILE = "linked-folders.json"
 # Hub repos whose configuration (not weights) a single-file checkpoint of each family needs.
 SINGLE_FILE_CONFIGS = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -132,12 +139,10 @@ def load_model(
     path = Path(source).expanduser()
     common = _dtype_kwargs(dt)
     try:
+        if not path.exists() and (folder := _catalog_folder(source)) is not None:
+            path = folder  # a catalog id such as "sdxl-base", downloaded into the Hugging Face cache
         if path.is_dir():
-            index = path / "model_index.json"
-            if not index.is_file():
-                raise ModelError(f"{path} is not a diffusers model folder (it has no model_index.json).")
-            cls_name = _class_of(json.loads(index.read_text()), str(path))
-            pipe = _pipeline_class(cls_name).from_pretrained(str(path), local_files_only=True, use_safetensors=True, **common)
+            pipe, cls_name = _load_folder(path, str(path), common)
         elif path.is_file():
             pipe, cls_name = _load_single_file(path, config, allow_download, allow_pickle, common)
         elif path.suffix in (".safetensors", ".ckpt", ".bin") or source.startswith((".", "/", "~")):
@@ -153,6 +158,44 @@ def load_model(
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(dev)
     return LoadedModel(pipe=pipe, arch=SUPPORTED_PIPELINES[cls_name], source=str(source), device=dev, dtype=dt)
+
+
+def _catalog_folder(source: str) -> Path | None:
+    """The snapshot folder of the catalog's base model with this id; ``None`` when ``source`` is no catalog id."""
+    if "/" in source or "\\" in source or source.startswith((".", "~")):
+        return None
+    from .catalog import find_entry
+    from .downloads import snapshot_path
+
+    entry = find_entry(source)
+    if entry is None or entry.id != source:
+        return None
+    if not entry.is_base:
+        raise ModelError(f"{entry.name} ({source}) is a part of the animatic's video stage, not a picture model.")
+    folder = snapshot_path(entry)
+    if folder is None:
+        raise ModelError(f"{entry.name} is not downloaded yet; download it first (storystudio models download {source}).")
+    return folder
+
+
+def _load_folder(path: Path, where: str, common: dict):
+    """A diffusers pipeline folder: checked for missing parts first, so a half copy gets a plain message."""
+    index_file = path / "model_index.json"
+    if not index_file.is_file():
+        raise ModelError(f"{where} is not a diffusers model folder (it has no model_index.json).")
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ModelError(f"{where} has a damaged model_index.json ({exc}).") from None
+    cls_name = _class_of(index, where)
+    missing = missing_parts(path)
+    if missing:
+        raise ModelError(f"{where} is incomplete: it has no usable {', '.join(missing)}. "
+                         "Download or copy the model again.")
+    kwargs = folder_load_kwargs(path, index)
+    pipe = _pipeline_class(cls_name).from_pretrained(str(path), local_files_only=True, use_safetensors=True,
+                                                     **kwargs, **common)
+    return pipe, cls_name
 
 
 def _load_single_file(path: Path, config: str | None, allow_download: bool, allow_pickle: bool, common: dict):
@@ -183,6 +226,16 @@ def _load_single_file(path: Path, config: str | None, allow_download: bool, allo
 def _load_hub(repo_id: str, allow_download: bool, common: dict):
     from diffusers import DiffusionPipeline
 
+    snapshot = hub_snapshot(repo_id)
+    if snapshot is not None and (snapshot / "model_index.json").is_file():
+        # Loaded from the snapshot folder, as any folder is: its variant (fp16 files only) and the parts a
+        # download left out (the safety checker) are taken into account.
+        missing = missing_parts(snapshot)
+        if missing and not allow_download:
+            raise ModelError(f'The model "{repo_id}" is only partly on this computer ({", ".join(missing)} '
+                             "missing: its download did not finish). Download it again to finish it.")
+        if not missing:
+            return _load_folder(snapshot, f'The model "{repo_id}" in the Hugging Face cache', common)
     try:
         index = DiffusionPipeline.load_config(repo_id, local_files_only=not allow_download)
     except (OSError, ValueError) as exc:
@@ -229,10 +282,117 @@ def model_folders() -> dict[str, Path]:
     from huggingface_hub import constants
     from platformdirs import user_data_path
 
+    own = os.environ.get(MODELS_DIR_ENV)
     return {
         "Hugging Face cache": Path(constants.HF_HUB_CACHE),
-        "StoryStudio models": user_data_path("StoryStudio", appauthor=False) / "models",
+        "StoryStudio models": Path(own).expanduser() if own else user_data_path("StoryStudio", appauthor=False) / "models",
     }
+
+
+def hub_snapshot(repo_id: str, revision: str = "main", cache_dir: str | Path | None = None) -> Path | None:
+    """The snapshot folder of a Hub repository in the Hugging Face cache, without network.
+
+    The commit that ``refs/<revision>`` names; without that ref (a cache copied
+    by hand), the newest snapshot. ``None`` when the repository is not cached.
+    """
+    from huggingface_hub import constants
+
+    storage = Path(cache_dir or constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+    snapshots = storage / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        commit = revision
+    else:
+        try:
+            commit = (storage / "refs" / revision).read_text(encoding="utf-8").strip()
+        except OSError:
+            commit = ""
+    if commit and (snapshots / commit).is_dir():
+        return snapshots / commit
+    folders = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    return folders[0] if folders and not commit else None
+
+
+def _weight_variant(name: str) -> str | None:
+    """"fp16" for diffusion_pytorch_model.fp16.safetensors or model.fp16-00001-of-00002.safetensors."""
+    parts = name.split(".")
+    if len(parts) >= 3 and parts[-1] == "safetensors":
+        return parts[-2].split("-")[0]
+    return None
+
+
+def weights_variant(folder: str | Path) -> str | None:
+    """The variant (``fp16``) a diffusers pipeline folder's weights are stored as, when some part has
+    no full-precision file: diffusers loads such a folder only when told the variant."""
+    folder = Path(folder)
+    variants: set[str] = set()
+    for part in folder.iterdir() if folder.is_dir() else ():
+        if not part.is_dir():
+            continue
+        names = [p.name for p in part.iterdir() if p.name.endswith(".safetensors") and p.is_file()]
+        plain = [n for n in names if _weight_variant(n) is None]
+        tagged = {v for n in names if (v := _weight_variant(n))}
+        if names and not plain and tagged:
+            variants |= tagged
+    return sorted(variants)[0] if variants else None
+
+
+def missing_parts(folder: str | Path) -> list[str]:
+    """The parts a pipeline folder's model_index.json names but the folder lacks (files or weights).
+
+    Parts StoryStudio does without (safety checker, feature extractor, image
+    encoder) are not counted: such a folder loads with them left out.
+    """
+    folder = Path(folder)
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ["model_index.json"]
+    missing = []
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list) or not spec or spec[0] is None or name in OPTIONAL_PARTS:
+            continue
+        part = folder / name
+        if name.startswith("tokenizer"):
+            ok = any((part / f).is_file() for f in ("tokenizer_config.json", "vocab.json", "tokenizer.json"))
+        elif name.startswith("scheduler"):
+            ok = (part / "scheduler_config.json").is_file()
+        else:
+            ok = (part / "config.json").is_file() and part.is_dir() and any(
+                p.name.endswith(".safetensors") and p.is_file() for p in part.iterdir())
+        if not ok:
+            missing.append(name)
+    return missing
+
+
+def folder_load_kwargs(folder: str | Path, index: dict | None = None) -> dict[str, Any]:
+    """What ``from_pretrained`` needs besides the folder: the weights' variant, and ``None`` for the
+    optional parts the folder does not have."""
+    folder = Path(folder)
+    if index is None:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    kwargs: dict[str, Any] = {}
+    variant = weights_variant(folder)
+    if variant:
+        kwargs["variant"] = variant
+    for name in OPTIONAL_PARTS:
+        spec = index.get(name)
+        if isinstance(spec, list) and spec and spec[0] is not None and not (folder / name).is_dir():
+            kwargs[name] = None
+    if "safety_checker" in kwargs:
+        kwargs["requires_safety_checker"] = False
+    return kwargs
+
+
+def linked_folders() -> list[Path]:
+    """Diffusers folders the user added where they are (not copied); StoryStudio never deletes them."""
+    registry = model_folders()["StoryStudio models"] / LINKED_FOLDERS_FILE
+    try:
+        data = json.loads(registry.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [Path(item["path"]) for item in data.get("folders", []) if isinstance(item, dict) and item.get("path")]
 
 
 def _folder_arch(folder: Path) -> str | None:
@@ -261,12 +421,13 @@ def find_local_models() -> list[dict[str, Any]]:
             info = scan_cache_dir(cache)
         except Exception:  # a damaged cache must not stop the listing
             info = None
-        for repo in info.repos if info else []:
+        for repo in sorted(info.repos, key=lambda r: r.repo_id) if info else []:
             if repo.repo_type != "model":
                 continue
-            for rev in repo.revisions:
+            # the revision "main" points to first; a snapshot a download has not finished does not count
+            for rev in sorted(repo.revisions, key=lambda r: "main" not in r.refs):
                 arch = _folder_arch(Path(rev.snapshot_path))
-                if arch:
+                if arch and not missing_parts(rev.snapshot_path):
                     found.append({"id": repo.repo_id, "arch": arch, "size_gb": repo.size_on_disk / 1e9,
                                   "where": str(rev.snapshot_path)})
                     break
@@ -279,6 +440,10 @@ def find_local_models() -> list[dict[str, Any]]:
                     arch = detect_checkpoint_arch(entry)
                 except ModelError:
                     arch = None
-            if arch:
+            if arch and (entry.suffix == ".safetensors" or not missing_parts(entry)):
                 found.append({"id": str(entry), "arch": arch, "size_gb": _size_gb(entry), "where": str(entry)})
+    for folder in linked_folders():
+        arch = _folder_arch(folder) if folder.is_dir() else None
+        if arch and not missing_parts(folder):
+            found.append({"id": str(folder), "arch": arch, "size_gb": _size_gb(folder), "where": str(folder)})
     return found
