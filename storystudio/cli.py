@@ -4,7 +4,7 @@
     storystudio render INPUT [options]    generate a story's panels without a window
                                           (and lay them out as a PDF or CBZ comic)
     storystudio export PROJECT [options]  export a saved project's pages or animatic, without generating
-    storystudio models ...                list, locate and create models
+    storystudio models ...                list, download, import, remove, locate and create models
 
 User mistakes end with one plain sentence on stderr and a non-zero exit code,
 never a traceback.
@@ -113,10 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
     _page_options(e)
     _video_options(e)
 
-    m = sub.add_parser("models", help="list, locate and create models",
+    m = sub.add_parser("models", help="list, download, import, remove, locate and create models",
                        description="Models StoryStudio can use.")
-    msub = m.add_subparsers(dest="models_command", metavar="{list,path,create-tiny}", parser_class=_Parser)
-    msub.add_parser("list", help="models found on this computer")
+    msub = m.add_subparsers(dest="models_command", metavar="{list,download,import,remove,path,create-tiny}",
+                            parser_class=_Parser)
+    msub.add_parser("list", help="the model catalog and the models on this computer, with their disk use")
+    d = msub.add_parser("download", help="download a model of the catalog (with progress; run again to resume)",
+                        description="Download a model of the catalog into the Hugging Face cache. Ctrl+C stops "
+                                    "it; running the same command again continues where it stopped.")
+    d.add_argument("id", metavar="ID", help='a catalog id, e.g. "sdxl-base" (storystudio models list shows them)')
+    d.add_argument("--token-file", default=None, metavar="FILE",
+                   help="a file holding a Hugging Face access token, for gated models")
+    i = msub.add_parser("import", help="add a .safetensors checkpoint or a diffusers folder you have",
+                        description="Add a model you have: a single .safetensors checkpoint (copied into "
+                                    "StoryStudio's models folder) or a diffusers folder (used where it is).")
+    i.add_argument("path", metavar="PATH")
+    i.add_argument("--allow-pickle", action="store_true",
+                   help="accept a pickled .ckpt/.bin checkpoint (only its weights are read; it is converted "
+                        "to .safetensors)")
+    i.add_argument("--copy", action="store_true", help="copy a diffusers folder instead of using it where it is")
+    r = msub.add_parser("remove", help="delete a downloaded or imported model (added folders are only forgotten)")
+    r.add_argument("id", metavar="ID", help="a catalog id, a Hugging Face repository or an imported model's path")
     msub.add_parser("path", help="folders where StoryStudio looks for models")
     t = msub.add_parser("create-tiny", help="write a tiny random-weight model for tests and demos",
                         description="Write a tiny random-weight model (its images are noise) in the diffusers "
@@ -589,15 +606,201 @@ def models(args) -> int:
             print(f"{label}: {folder}")
         return 0
     if args.models_command == "list":
-        from .engine.models import find_local_models
+        return _models_list()
+    if args.models_command == "download":
+        return _models_download(args)
+    if args.models_command == "import":
+        return _models_import(args)
+    if args.models_command == "remove":
+        return _models_remove(args)
+    raise UserError("say what to do with models: list, download, import, remove, path or create-tiny.")
 
-        found = find_local_models()
-        if not found:
-            print("No Stable Diffusion models were found on this computer.")
-        for entry in found:
-            print(f"{entry['id']}\t{entry['arch']}\t{entry['size_gb']:.1f} GB\t{entry['where']}")
-        return 0
-    raise UserError("say what to do with models: list, path or create-tiny.")
+
+def _bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _models_list() -> int:
+    from .engine.catalog import CatalogError, catalog
+    from .engine.library import installed_models
+    from .engine.models import model_folders
+
+    try:
+        entries = catalog()
+        everything = installed_models()
+    except CatalogError as exc:
+        raise UserError(str(exc)) from None
+    by_catalog = {m.catalog_id: m for m in everything if m.catalog_id}
+    print("Catalog (storystudio models download ID):")
+    for entry in entries:
+        have = by_catalog.get(entry.id)
+        if have is not None and have.state == "installed":
+            state, size = "installed", _bytes(have.size_bytes)
+        elif have is not None:
+            state, size = f"partly ({_bytes(have.size_bytes)})", ("~" if entry.size_approximate else "") + _bytes(entry.size_bytes)
+        else:
+            state, size = "not downloaded", ("~" if entry.size_approximate else "") + _bytes(entry.size_bytes)
+        gated = ", gated" if entry.gated else ""
+        print(f"  {entry.id:<26} {state:<18} {size:>10}  {entry.name} [{entry.licence}{gated}]")
+    others = [m for m in everything if m.source != "catalog"]
+    if others:
+        print("Other models on this computer:")
+        for m in others:  # tab-separated: ID, architecture, size, folder
+            print(f"{m.load_id}\t{m.arch}\t{m.size_bytes / 1e9:.1f} GB\t{m.where}")
+    elif not by_catalog or all(m.state != "installed" for m in by_catalog.values()):
+        print("No Stable Diffusion models were found on this computer.")
+    total = {label: 0 for label in model_folders()}
+    for m in everything:
+        total["StoryStudio models" if m.source == "imported" else "Hugging Face cache"] += (
+            m.size_bytes if m.source != "linked" else 0)
+    names = {"Hugging Face cache": "the Hugging Face cache", "StoryStudio models": "StoryStudio's models folder"}
+    print("Disk use: " + "; ".join(f"{_bytes(total[label])} in {names.get(label, label)} ({folder})"
+                                   for label, folder in model_folders().items()))
+    return 0
+
+
+def _read_token(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        token = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UserError(f"the token file {path} cannot be read ({exc.strerror or exc}).") from None
+    if not token or any(c.isspace() for c in token):
+        raise UserError(f"the token file {path} does not hold one access token.")
+    return token
+
+
+def _download_printer():
+    """A progress bar on stderr (a line now and then when stderr is not a terminal)."""
+    tty = sys.stderr.isatty()
+    last = {"line": time.monotonic()}  # without a terminal, the first line after 10 s
+
+    def show(p) -> None:
+        if p.stage not in ("downloading", "verifying", "waiting") or not p.bytes_total:
+            return
+        width = 24
+        filled = int(width * p.fraction)
+        speed = f"{_bytes(p.bytes_per_second)}/s" if p.bytes_per_second else "--"
+        left = f"{_duration(p.seconds_left)} left" if p.seconds_left is not None else ""
+        what = {"verifying": "checking", "waiting": "waiting for another download"}.get(p.stage, "")
+        line = (f"[{'#' * filled}{'-' * (width - filled)}] {_bytes(p.bytes_done)} / {_bytes(p.bytes_total)}  "
+                f"{speed}  {left}  {what or p.file.rsplit('/', 1)[-1]}")
+        if tty:
+            print("\r" + line[:110].ljust(110), end="", file=sys.stderr, flush=True)
+        elif time.monotonic() - last["line"] >= 10:
+            last["line"] = time.monotonic()
+            print(line, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _models_download(args) -> int:
+    import signal
+    import threading
+
+    from .engine.downloads import DownloadCancelled, DownloadError, download
+    from .engine.catalog import CatalogError, get_entry
+
+    try:
+        entry = get_entry(args.id)
+    except CatalogError as exc:
+        raise UserError(str(exc)) from None
+    token = _read_token(args.token_file)
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_interrupt(signum, frame) -> None:  # first Ctrl+C: stop cleanly; a second one stops at once
+            if stop.is_set():
+                raise KeyboardInterrupt
+            stop.set()
+            _say("")
+            _say("Stopping the download (press Ctrl+C again to stop at once) ...")
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+    started = time.perf_counter()
+    size = ("about " if entry.size_approximate else "") + _bytes(entry.size_bytes)
+    _say(f"Downloading {entry.name} ({entry.repo}, {size}) ...")
+    done = {"bytes": 0, "resumed": 0}
+    printer = _download_printer()
+
+    def progress(p) -> None:
+        done.update(bytes=p.bytes_done, resumed=p.resumed_bytes)
+        printer(p)
+
+    try:
+        folder = download(entry, token=token, progress=progress, cancelled=stop.is_set)
+    except (DownloadCancelled, KeyboardInterrupt):
+        _say("")
+        print("storystudio: the download was stopped; run the same command again to continue where it stopped.",
+              file=sys.stderr)
+        return EXIT_CANCELLED
+    except DownloadError as exc:
+        _say("")
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        _say("")
+        raise UserError(f"{entry.name} could not be saved ({exc.strerror or exc}).") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    _say("")
+    seconds = time.perf_counter() - started
+    fetched = done["bytes"] - done["resumed"]
+    if fetched > 0:
+        _say(f"Fetched {_bytes(fetched)} in {_duration(seconds)} ({_bytes(fetched / max(seconds, 1e-3))}/s)"
+             + (f"; {_bytes(done['resumed'])} were already here." if done["resumed"] else "."))
+    print(f"{entry.name} is installed in {folder}.")
+    return 0
+
+
+def _models_import(args) -> int:
+    from .engine.library import import_model
+    from .engine.models import ModelError
+
+    try:
+        model = import_model(args.path, allow_pickle=args.allow_pickle, copy=args.copy)
+    except ModelError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"{args.path} could not be imported ({exc.strerror or exc}).") from None
+    arch = {"sd15": "SD1.5", "sd2": "SD2.x", "sdxl": "SDXL"}.get(model.arch or "", model.kind)
+    if model.source == "linked":
+        print(f"Added the {arch} model folder {model.where} (used where it is; removing it from StoryStudio "
+              "leaves its files alone).")
+    else:
+        print(f"Imported the {arch} model as {model.where} ({_bytes(model.size_bytes)}).")
+    return 0
+
+
+def _models_remove(args) -> int:
+    from .engine.library import installed_models, remove_model
+    from .engine.models import ModelError
+
+    linked = {m.id for m in installed_models() if m.source == "linked"}
+    try:
+        freed = remove_model(args.id)
+    except ModelError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"{args.id} could not be removed ({exc.strerror or exc}).") from None
+    if args.id in linked or (freed == 0 and Path(args.id).expanduser().is_dir()):
+        print(f"StoryStudio no longer uses {args.id}; its files were left where they are.")
+    else:
+        print(f"Removed {args.id} ({_bytes(freed)} freed).")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
