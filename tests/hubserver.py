@@ -191,7 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._route("HEAD")
 
     # ---- helpers
-    def _send(self, status: int, body: bytes = b"", headers: dict | None = None, record: bool = True) -> None:
+    def _send(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+        self.entry.status = status  # logged before the answer leaves: a test reading the log never runs ahead
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, str(value))
@@ -199,8 +200,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        if record:
-            self.fake.record(Request(self.command, urlparse(self.path).path, status, authorized=self._authorized()))
 
     def _json(self, data, headers: dict | None = None) -> None:
         self._send(200, json.dumps(data).encode(), dict({"Content-Type": "application/json"}, **(headers or {})))
@@ -219,6 +218,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str) -> None:
         path = unquote(urlparse(self.path).path)
+        self.entry = Request(method, urlparse(self.path).path, 0, authorized=self._authorized())
+        self.fake.record(self.entry)
         if (m := _API.match(path)) and method == "GET":
             return self._api(m.group(1), m.group(2) or "revision", m.group(3) or "main", m.group(4) or "")
         if m := _RESOLVE.match(path):
@@ -293,12 +294,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             headers["ETag"] = f'"{f.blob_id}"'
         if method == "HEAD":
+            self.entry.status = 200
             self.send_response(200)
             for key, value in headers.items():
                 self.send_header(key, str(value))
             self.send_header("Content-Length", str(size))
             self.end_headers()
-            self.fake.record(Request("HEAD", urlparse(self.path).path, 200, authorized=self._authorized()))
             return
         if path in self.fake.fail:
             return self._error(self.fake.fail[path], "ServerError", "The server is having a bad day")
@@ -310,16 +311,18 @@ class _Handler(BaseHTTPRequestHandler):
         if requested and (m := re.fullmatch(r"bytes=(\d+)-(\d*)", requested.strip())):
             start = int(m.group(1))
             end = int(m.group(2)) if m.group(2) else len(data) - 1
+            self.entry.range_start = start
             if start >= len(data):
+                self.entry.status = 416
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                self.fake.record(Request("GET", urlparse(self.path).path, 416, start, 0, self._authorized()))
                 return
             data = data[start:end + 1]
             status = 206
             headers["Content-Range"] = f"bytes {start}-{start + len(data) - 1}/{len(f.data)}"
+        self.entry.status = status
         self.send_response(status)
         for key, value in headers.items():
             if key != "X-Linked-Size":
@@ -328,7 +331,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         drop = self.fake.drop_after.pop(path, None)
         sent = self._stream(data, drop)
-        self.fake.record(Request("GET", urlparse(self.path).path, status, start, sent, self._authorized()))
         if drop is not None and sent < len(data):
             self.close_connection = True
             try:
@@ -342,6 +344,8 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         while sent < limit:
             piece = data[sent:min(sent + chunk, limit)]
+            with self.fake._lock:  # counted before it is sent, so the count never lags behind the client
+                self.entry.body_bytes += len(piece)
             try:
                 self.wfile.write(piece)
                 self.wfile.flush()

@@ -200,11 +200,10 @@ def offline_reason(endpoint: str | None = None, timeout: float = 5.0) -> str | N
     For the Models dialog to say so before the user starts a download. It
     makes one small request (none when downloads are switched off).
     """
-    from huggingface_hub import constants
     from huggingface_hub.utils import get_session
 
     url = hub_endpoint(endpoint)
-    if constants.is_offline_mode():
+    if offline_mode():
         return _offline_mode_message()
     import httpx2
 
@@ -215,6 +214,15 @@ def offline_reason(endpoint: str | None = None, timeout: float = 5.0) -> str | N
     except OSError:  # OfflineModeIsEnabled, raised by the client's own check
         return _offline_mode_message()
     return None
+
+
+def offline_mode() -> bool:
+    """Whether downloads are switched off: ``HF_HUB_OFFLINE`` as huggingface_hub read it at import, or as
+    the environment says now (a setting changed while the app runs)."""
+    from huggingface_hub import constants
+
+    now = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return constants.is_offline_mode() or now
 
 
 def _offline_mode_message() -> str:
@@ -323,6 +331,7 @@ def _plain_errors(entry: CatalogEntry, endpoint: str, token, file: str | None = 
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RemoteEntryNotFoundError,
         RepositoryNotFoundError,
@@ -366,6 +375,11 @@ def _plain_errors(entry: CatalogEntry, endpoint: str, token, file: str | None = 
                             "try again later. What was downloaded so far is kept.") from None
     except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.ProxyError):
         raise OfflineError(_unreachable_message(endpoint)) from None
+    except LocalEntryNotFoundError:  # the Hub stopped answering between two requests
+        raise DownloadInterrupted(
+            f"The model hub stopped answering while {entry.name} was being put in place. Everything downloaded "
+            "is kept: try again to finish."
+        ) from None
     except httpx2.TransportError:
         raise DownloadInterrupted(
             f"The connection to the model hub broke while downloading {entry.name}. What was downloaded so far "
@@ -444,9 +458,9 @@ def download(
                     files_total=len(entry.files))
         return found
 
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi
 
-    if constants.is_offline_mode():
+    if offline_mode():
         raise OfflineError(_offline_mode_message())
     endpoint = hub_endpoint(endpoint)
     tracker.set(stage="checking", files_total=len(entry.files))

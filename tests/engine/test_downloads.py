@@ -221,8 +221,12 @@ def test_offline_mode_and_an_unreachable_hub_are_explained(hub, entry, cache, mo
     with pytest.raises(OfflineError, match="Downloads are switched off on this computer \\(the HF_HUB_OFFLINE"):
         download(entry)
     assert "HF_HUB_OFFLINE" in offline_reason()
-    assert hub.log == []
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # switched on while the app runs
+    with pytest.raises(OfflineError, match="switched off"):
+        download(entry)
+    assert hub.log == []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
