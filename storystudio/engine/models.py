@@ -31,6 +31,13 @@ SINGLE_FILE_CONFIGS = {
 }
 
 
+MEMORY_MODES = {
+    "full": "Everything on the GPU (fastest)",
+    "model-offload": "Model CPU offload (less GPU memory, a little slower)",
+    "sequential-offload": "Sequential offload (smallest GPUs, much slower)",
+}
+
+
 class ModelError(RuntimeError):
     """A model cannot be found or used; the message says why in plain words."""
 
@@ -132,8 +139,18 @@ def load_model(
     allow_download: bool = False,
     config: str | None = None,
     allow_pickle: bool = False,
+    memory: str = "full",
 ) -> LoadedModel:
-    """Load a pipeline from a folder, a single checkpoint file or a Hub id (cache first)."""
+    """Load a pipeline from a folder, a single checkpoint file or a Hub id (cache first).
+
+    ``memory`` (CUDA only; elsewhere the model simply goes to the device):
+    ``full`` keeps the whole pipeline on the GPU; ``model-offload`` keeps each
+    part (text encoders, UNet, VAE) in host memory until it runs, so only one
+    is on the GPU at a time (a little slower); ``sequential-offload`` moves the
+    weights layer by layer (fits very small GPUs, much slower).
+    """
+    if memory not in MEMORY_MODES:
+        raise ModelError(f'Unknown memory mode "{memory}"; use {", ".join(MEMORY_MODES)}.')
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     path = Path(source).expanduser()
@@ -156,7 +173,12 @@ def load_model(
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelError(f"The model {source} could not be loaded: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(dev)
+    if dev.type == "cuda" and memory == "model-offload":
+        pipe.enable_model_cpu_offload(device=dev)
+    elif dev.type == "cuda" and memory == "sequential-offload":
+        pipe.enable_sequential_cpu_offload(device=dev)
+    else:
+        pipe = pipe.to(dev)
     return LoadedModel(pipe=pipe, arch=SUPPORTED_PIPELINES[cls_name], source=str(source), device=dev, dtype=dt)
 
 

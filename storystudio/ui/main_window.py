@@ -37,6 +37,8 @@ from .character_sheet import CharacterSheet
 from .animatic_editor import AnimaticEditor
 from .export_dialog import ExportOptionsDialog, run_export
 from .layout_canvas import LayoutCanvas
+from .models_dialog import ModelsDialog
+from .preferences import PreferencesDialog, preference
 from .session import ProjectSession
 from .settings_panel import SettingsPanel
 from .timeline import PanelTimeline
@@ -203,6 +205,8 @@ class MainWindow(QMainWindow):
         self.session = ProjectSession(project or Project.example(), path, self)
         self.service = service or GenerationService(self)
         self.qsettings = settings or QSettings("StoryStudio", "StoryStudio")
+        if not self.session.project.settings.model:  # e.g. the example story: use the preferred model
+            self.session.project.settings.model = preference(self.qsettings, "models/default", "")
         self.recent = RecentFiles()
         self.job_panels: dict[int, list[str]] = {}
         self.job_references: dict[int, dict[str, list[tuple[bytes, dict]]]] = {}
@@ -223,6 +227,7 @@ class MainWindow(QMainWindow):
         self.job_transitions: dict[int, str] = {}  # job -> the panel before the cut
         self.setCentralWidget(self.tabs)
         self.export_job = None
+        self.active_models_dialog: ModelsDialog | None = None
         self._dock("Panels", self.timeline, Qt.BottomDockWidgetArea, "timeline")
         self._dock("Characters", self.characters, Qt.LeftDockWidgetArea, "characters", scroll=True)
         self._dock("Generation", self.settings_panel, Qt.RightDockWidgetArea, "settings", scroll=True)
@@ -290,6 +295,8 @@ class MainWindow(QMainWindow):
         a["redo"] = self.session.undo.createRedoAction(self, "&Redo")
         a["redo"].setShortcut(QKeySequence.Redo)
         a["prefs"] = self._action("&Preferences…", self.preferences, QKeySequence.Preferences)
+        a["models"] = self._action("&Models…", lambda: self.models_dialog(), "Ctrl+Shift+M",
+                                   "Install, import, remove and choose picture and video models")
         a["generate"] = self._action("&Generate All", self.generate_all, "Ctrl+G",
                                      "Draw every panel: references first, then the rest")
         a["regenerate"] = self._action("&Regenerate Panel", lambda: self.regenerate(self.timeline.selected_ids()),
@@ -318,7 +325,7 @@ class MainWindow(QMainWindow):
         for key in ("undo", "redo", None, "insert", "delete", None, "prefs"):
             edit_menu.addSeparator() if key is None else edit_menu.addAction(a[key])
         gen_menu = bar.addMenu("&Generate")
-        for key in ("generate", "regenerate", "variation", None, "stop"):
+        for key in ("generate", "regenerate", "variation", None, "stop", None, "models"):
             gen_menu.addSeparator() if key is None else gen_menu.addAction(a[key])
         pages_menu = bar.addMenu("&Pages")
         pages_menu.addAction(a["layout"])
@@ -391,7 +398,16 @@ class MainWindow(QMainWindow):
 
     def new_project(self) -> None:
         if self.maybe_save():
-            self.session.replace(Project(title="Untitled"), None)
+            project = Project(title="Untitled")
+            self.apply_defaults(project)
+            self.session.replace(project, None)
+
+    def apply_defaults(self, project: Project) -> None:
+        """A new project starts with the preferred model, device and precision."""
+        st = project.settings
+        st.model = st.model or preference(self.qsettings, "models/default", "")
+        st.device = preference(self.qsettings, "defaults/device", st.device)
+        st.dtype = preference(self.qsettings, "defaults/dtype", st.dtype)
 
     def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open project", "", FILE_FILTER)
@@ -618,13 +634,15 @@ class MainWindow(QMainWindow):
     def _model_choice(self) -> ModelChoice | None:
         st = self.session.project.settings
         if not st.model:
-            QMessageBox.information(
-                self, "Choose a model",
-                "Choose a model first in the Generation panel: a diffusers folder, a .safetensors file or a "
-                "Hugging Face model id that is already on this computer. For a quick test, create a tiny model "
-                "with: storystudio models create-tiny DIR")
-            return None
-        return ModelChoice(st.model, device=st.device, dtype=st.dtype)
+            # first generation: pick (and if needed download) a model, then carry on with it
+            self.models_dialog("To draw pictures StoryStudio needs a picture model. Pick one that is on this "
+                               "computer and press <b>Use for This Project</b>, or download the one recommended "
+                               "below (or import a .safetensors file or a model folder you have).")
+            if not st.model:
+                self.statusBar().showMessage("No model chosen: nothing was generated.", 6000)
+                return None
+        return ModelChoice(st.model, device=st.device, dtype=st.dtype,
+                           memory=preference(self.qsettings, "models/memory", "full"))
 
     def _start(self, panel_ids: list[str] | None, apply: str = "panels") -> int | None:
         choice = self._model_choice()
@@ -760,9 +778,17 @@ class MainWindow(QMainWindow):
             self.session.undo.push(cmd.DeletePanels(self.session, ids))
 
     def preferences(self) -> None:
-        dock = self.findChild(QDockWidget, "settings")
-        dock.show()
-        dock.raise_()
+        PreferencesDialog(self.qsettings, self).exec()
+
+    def models_dialog(self, intro: str = "") -> ModelsDialog:
+        """Open the Models dialog; a model picked there becomes this project's (one undo step)."""
+        dialog = ModelsDialog(self, self.qsettings, intro)
+        dialog.model_chosen.connect(self.settings_panel.set_model)
+        self.active_models_dialog = dialog
+        dialog.exec()
+        dialog.shutdown()
+        self.active_models_dialog = None
+        return dialog
 
     def about(self) -> None:
         QMessageBox.about(self, "About StoryStudio",

@@ -31,6 +31,7 @@ class ModelChoice:
     device: str = "auto"
     dtype: str = "auto"
     allow_download: bool = False
+    memory: str = "full"  # engine.models.MEMORY_MODES
 
 
 @dataclass
@@ -139,14 +140,14 @@ class InferenceWorker(QObject):
     def _load(self, job: Job, choice: ModelChoice):
         from ..engine.models import device_summary, load_model, quiet_libraries
 
-        key = (choice.source, choice.device, choice.dtype)
+        key = (choice.source, choice.device, choice.dtype, choice.memory)
         if self._model is None or self._model_key != key:
             self.model_loading.emit(job.id, choice.source)
             quiet_libraries()
             self._model = None
             self._banks.clear()
             self._model = load_model(choice.source, device=choice.device, dtype=choice.dtype,
-                                     allow_download=choice.allow_download)
+                                     allow_download=choice.allow_download, memory=choice.memory)
             self._model_key = key
         m = self._model
         self.model_loaded.emit(job.id, f"{m.name} ({m.arch.upper()}) on {device_summary(m.device)}")

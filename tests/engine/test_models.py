@@ -160,3 +160,13 @@ def test_model_folders_follow_the_platform(tmp_path, monkeypatch):
     folders = models.model_folders()
     assert folders["Hugging Face cache"] == tmp_path / "hf"
     assert folders["StoryStudio models"].name == "models"
+
+
+def test_memory_modes_are_checked_and_cpu_ignores_offload(tiny_model_dirs):
+    from storystudio.engine.models import MEMORY_MODES, ModelError, load_model
+
+    assert set(MEMORY_MODES) == {"full", "model-offload", "sequential-offload"}
+    with pytest.raises(ModelError, match='Unknown memory mode "half"'):
+        load_model(str(tiny_model_dirs["sd15"]), device="cpu", memory="half")
+    model = load_model(str(tiny_model_dirs["sd15"]), device="cpu", memory="model-offload")
+    assert model.device.type == "cpu" and next(model.pipe.unet.parameters()).device.type == "cpu"

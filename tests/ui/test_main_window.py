@@ -145,10 +145,14 @@ def test_panel_view_says_when_there_is_no_picture(qtbot, window):
     assert "No picture yet" in view.image.text()
 
 
-def test_without_a_model_the_user_is_told(window, warnings_seen):
+def test_without_a_model_the_models_dialog_opens(window, monkeypatch):
+    from storystudio.ui.models_dialog import ModelsDialog
+
+    opened = []
+    monkeypatch.setattr(ModelsDialog, "exec", lambda dialog: opened.append(dialog) or 0)
     window.session.project.settings.model = ""
-    assert window.generate_all() is None
-    assert "Choose a model" in warnings_seen[-1]
+    assert window.generate_all() is None  # closed without choosing: nothing is generated
+    assert len(opened) == 1
 
 
 def test_missing_model_is_a_plain_message_and_the_app_goes_on(qtbot, window, warnings_seen, tmp_path):
