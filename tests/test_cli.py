@@ -618,7 +618,7 @@ def test_models_download_stops_cleanly_on_ctrl_c_and_resumes(fake_hub):
 
     def interrupt() -> None:  # once the download is under way (and its Ctrl+C handler installed)
         deadline = time.monotonic() + 20
-        while not fake_hub.requests("GET", "unet/diffusion_pytorch_model.safetensors") and time.monotonic() < deadline:
+        while not fake_hub.body_bytes("unet/diffusion_pytorch_model.safetensors") and time.monotonic() < deadline:
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
 

@@ -186,12 +186,19 @@ def installed_size(model: str | CatalogEntry, cache_dir: str | Path | None = Non
 
 
 def partial_bytes(model: str | CatalogEntry, cache_dir: str | Path | None = None) -> int:
-    """Bytes an unfinished download of this model's repository left in the cache (kept for resuming)."""
-    blobs = repo_storage(_entry(model).repo, cache_dir) / "blobs"
+    """Bytes an unfinished download left in the model's repository: partial files, and finished files not
+    yet linked into a snapshot. They are kept so that the next download continues; removing the model
+    deletes them."""
+    storage = repo_storage(_entry(model).repo, cache_dir)
     try:
-        return sum(p.stat().st_size for p in blobs.iterdir() if p.name.endswith(".incomplete"))
+        blobs = list((storage / "blobs").iterdir())
     except OSError:
         return 0
+    linked = set()
+    for link in (storage / "snapshots").rglob("*") if (storage / "snapshots").is_dir() else ():
+        if link.is_symlink():
+            linked.add(Path(os.readlink(link)).name)
+    return sum(p.stat().st_size for p in blobs if p.is_file() and p.name not in linked)
 
 
 def offline_reason(endpoint: str | None = None, timeout: float = 5.0) -> str | None:
@@ -371,6 +378,9 @@ def _plain_errors(entry: CatalogEntry, endpoint: str, token, file: str | None = 
                             "removed or made private).") from None
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 401 and token:
+            raise GatedModelError("The model hub did not accept the access token (it may be mistyped, expired or "
+                                  "revoked); check it, or leave it out for models that are not gated.") from None
         raise DownloadError(f"The model hub refused the download of {_name(entry)} (HTTP error {status}); "
                             "try again later. What was downloaded so far is kept.") from None
     except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.ProxyError):

@@ -125,7 +125,8 @@ def test_an_interrupted_download_continues_where_it_stopped(hub, entry, cache):
     _assert_not_installed(entry, cache)
     part = _storage(cache) / "blobs" / f"{repo.files[UNET].etag}.incomplete"
     kept = part.stat().st_size
-    assert 0 < kept <= 2_000_000 and partial_bytes(entry) == kept
+    finished = sum(len(f.data) for p, f in repo.files.items() if p < UNET)  # the files fetched before it
+    assert 0 < kept <= 2_000_000 and partial_bytes(entry) == kept + finished
     assert [(m.id, m.state) for m in installed_models()] == [("tiny", "partial")]
     first = hub.body_bytes()
 
@@ -287,6 +288,16 @@ def test_variant_files_and_their_full_precision_fallback(hub, tmp_path, monkeypa
     image = model.pipe("a cat", num_inference_steps=2, height=64, width=64, output_type="np",
                        generator=__import__("torch").Generator().manual_seed(0)).images[0]
     assert image.shape == (64, 64, 3) and image.std() > 0
+
+
+def test_catalog_ids_load_once_downloaded(hub, entry, tmp_path, monkeypatch):
+    with pytest.raises(ModelError, match="Tiny tiny is not downloaded yet; download it first "
+                       "\\(storystudio models download tiny\\)"):
+        load_model("tiny", device="cpu")
+    write_catalog(monkeypatch, tmp_path / "catalog.json",
+                  catalog_item(hub.repos[REPO], "motion", kind="motion-adapter", good_for=["video"]))
+    with pytest.raises(ModelError, match="is a part of the animatic's video stage, not a picture model"):
+        load_model("motion", device="cpu")
 
 
 def test_removing_downloaded_models(hub, tmp_path, monkeypatch, cache, tiny_model_dirs):
