@@ -624,7 +624,7 @@ def _bytes(n: float) -> str:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"
     if seconds < 3600:
@@ -711,8 +711,8 @@ def _models_download(args) -> int:
     import signal
     import threading
 
-    from .engine.downloads import DownloadCancelled, DownloadError, download
     from .engine.catalog import CatalogError, get_entry
+    from .engine.downloads import DownloadCancelled, DownloadError, download
 
     try:
         entry = get_entry(args.id)

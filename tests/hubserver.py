@@ -367,7 +367,7 @@ def use_hub(monkeypatch, home: Path, hub: FakeHub | None = None) -> Path:
 
     huggingface_hub reads its environment once, at import: the constants it uses later are patched too.
     """
-    import huggingface_hub.constants as constants
+    from huggingface_hub import constants
 
     cache = home / "hf-cache"
     hf_home = home / "hf-home"

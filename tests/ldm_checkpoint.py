@@ -136,7 +136,7 @@ def open_clip_to_ldm(state: dict[str, torch.Tensor], prefix: str) -> dict[str, t
 
 def _clip_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers 5 names a CLIP text model's tensors without the ``text_model.`` that checkpoints use."""
-    return {(k if k.startswith("text_model.") or k.startswith("text_projection") else "text_model." + k): v
+    return {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v
             for k, v in state.items() if not k.endswith("position_ids")}
 
 

@@ -427,4 +427,4 @@ def _remove_catalog(entry: CatalogEntry) -> int:
     return strategy.expected_freed_size
 
 
-__all__ = ["InstalledModel", "import_model", "installed_models", "remove_model", "DownloadProgress"]
+__all__ = ["DownloadProgress", "InstalledModel", "import_model", "installed_models", "remove_model"]

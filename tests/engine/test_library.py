@@ -100,7 +100,8 @@ def test_pickled_checkpoints_need_consent_and_are_converted(models_dir, tmp_path
     model = import_model(ckpt, allow_pickle=True)
     assert model.where == models_dir / "old.safetensors" and model.arch == "sd15"
     converted = load_file(str(model.where))
-    assert converted.keys() == state.keys() and all(torch.equal(converted[k], state[k]) for k in state)
+    assert converted.keys() == state.keys()
+    assert all(torch.equal(converted[k], state[k]) for k in state)
     with safe_open(str(model.where), "pt") as f:
         assert f.metadata()["converted_from"] == "old.ckpt"
     assert load_model(str(model.where), device="cpu", config=str(tiny_model_dirs["sd15"])).arch == "sd15"
