@@ -354,6 +354,7 @@ class MainWindow(QMainWindow):
         self.characters.panel_activated.connect(self.timeline.select_id)
         self.canvas.panel_activated.connect(self._show_panel)
         self.canvas.regenerate_requested.connect(self.regenerate)
+        self.settings_panel.models_requested.connect(lambda: self.models_dialog())
         self.animatic.generate_transition_requested.connect(self.generate_transition)
         self.animatic.export_requested.connect(self.export_animatic_dialog)
         w = self.service.worker

@@ -12,6 +12,7 @@ import contextlib
 import random
 from typing import Any
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -78,6 +79,8 @@ def _labelled_combo(labels: dict[str, str]) -> QComboBox:
 class SettingsPanel(QWidget):
     """A form over ``session.project.settings``."""
 
+    models_requested = Signal()  # the user wants the Models dialog
+
     def __init__(self, session: ProjectSession, parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
@@ -98,7 +101,12 @@ class SettingsPanel(QWidget):
         self.model_file_button = QToolButton()
         self.model_file_button.setText("Choose file…")
         self.model_file_button.setToolTip("Use a single model file (.safetensors).")
+        self.models_button = QToolButton()
+        self.models_button.setText("Models…")
+        self.models_button.setToolTip("Download, import or pick a model (the ones that fit this computer first).")
+        self.models_button.clicked.connect(self.models_requested.emit)
         model_buttons = QHBoxLayout()
+        model_buttons.addWidget(self.models_button)
         model_buttons.addWidget(self.model_folder_button)
         model_buttons.addWidget(self.model_file_button)
         model_buttons.addStretch(1)

@@ -160,3 +160,13 @@ def test_preferences_keep_settings_and_never_show_the_token(qtbot, hub, settings
     assert window._model_choice().memory == "model-offload"
     window.session.undo.setClean()
     window.close()
+
+
+def test_the_generation_panel_opens_the_models_dialog(qtbot, hub, settings, monkeypatch):
+    window = MainWindow(Project.example(), settings=settings)
+    opened = []
+    monkeypatch.setattr(ModelsDialog, "exec", lambda dialog: opened.append(dialog) or 0)
+    window.settings_panel.models_button.click()
+    assert len(opened) == 1 and opened[0].intro.isHidden()
+    window.session.undo.setClean()
+    window.close()
