@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import threading
 
-from PySide6.QtCore import QObject, QPointF, QRectF, QSize, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, QPointF, QRectF, QSignalBlocker, QSize, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -623,17 +623,13 @@ class AnimaticEditor(QWidget):
 
     def _sync(self) -> None:
         a = self.animatic
-        for box, value in ((self.fps_box, a.fps), (self.size_box, a.size), (self.fit_box, a.fit)):
-            box.blockSignals(True)
-            box.setCurrentIndex(max(0, box.findData(value)))
-            box.blockSignals(False)
-        for check, value in ((self.burn_box, a.burn_captions), (self.soft_box, a.soft_subtitles)):
-            check.blockSignals(True)
-            check.setChecked(value)
-            check.blockSignals(False)
-        self.quality_spin.blockSignals(True)
-        self.quality_spin.setValue(a.quality)
-        self.quality_spin.blockSignals(False)
+        with QSignalBlocker(self.fps_box), QSignalBlocker(self.size_box), QSignalBlocker(self.fit_box), \
+                QSignalBlocker(self.burn_box), QSignalBlocker(self.soft_box), QSignalBlocker(self.quality_spin):
+            for box, value in ((self.fps_box, a.fps), (self.size_box, a.size), (self.fit_box, a.fit)):
+                box.setCurrentIndex(max(0, box.findData(value)))
+            self.burn_box.setChecked(a.burn_captions)
+            self.soft_box.setChecked(a.soft_subtitles)
+            self.quality_spin.setValue(a.quality)
         self.audio_button.setText(f"Sound: {a.audio.rsplit('/', 1)[-1]}" if a.audio else "Sound…")
         self.audio_clear.setEnabled(bool(a.audio))
         if self.current is not None and self.session.project.panel_by_id(self.current[1]) is None:
@@ -655,16 +651,13 @@ class AnimaticEditor(QWidget):
             self.editors.setCurrentIndex(1)
             shot = self.animatic.shot(panel_id)
             self.shot_title.setText(f"<b>Panel {number}</b>: {panel.caption or panel.prompt[:60]}")
-            for widget, setter in ((self.duration_spin, lambda: self.duration_spin.setValue(shot_duration(panel))),
-                                   (self.auto_box, lambda: self.auto_box.setChecked(panel.duration is None)),
-                                   (self.caption_box, lambda: self.caption_box.setChecked(shot.caption)),
-                                   (self.preset_box, lambda: self.preset_box.setCurrentIndex(
-                                       self.preset_box.findData(shot.camera.preset_name))),
-                                   (self.easing_box, lambda: self.easing_box.setCurrentIndex(
-                                       self.easing_box.findData(shot.camera.easing)))):
-                widget.blockSignals(True)
-                setter()
-                widget.blockSignals(False)
+            with QSignalBlocker(self.duration_spin), QSignalBlocker(self.auto_box), \
+                    QSignalBlocker(self.caption_box), QSignalBlocker(self.preset_box), QSignalBlocker(self.easing_box):
+                self.duration_spin.setValue(shot_duration(panel))
+                self.auto_box.setChecked(panel.duration is None)
+                self.caption_box.setChecked(shot.caption)
+                self.preset_box.setCurrentIndex(self.preset_box.findData(shot.camera.preset_name))
+                self.easing_box.setCurrentIndex(self.easing_box.findData(shot.camera.easing))
             self.duration_spin.setEnabled(panel.duration is not None)
             self.camera.show_shot(panel_id, self.picture(panel_id), shot.camera)
         else:
@@ -674,12 +667,9 @@ class AnimaticEditor(QWidget):
             after = order[index + 1] if index + 1 < len(order) else None
             cut = self.animatic.cut(panel_id)
             self.cut_title.setText(f"<b>After panel {number}</b>" + (f", before panel {number + 1}" if after else ""))
-            self.kind_box.blockSignals(True)
-            self.kind_box.setCurrentIndex(self.kind_box.findData(cut.kind))
-            self.kind_box.blockSignals(False)
-            self.cut_spin.blockSignals(True)
-            self.cut_spin.setValue(max(0.1, cut.duration))
-            self.cut_spin.blockSignals(False)
+            with QSignalBlocker(self.kind_box), QSignalBlocker(self.cut_spin):
+                self.kind_box.setCurrentIndex(self.kind_box.findData(cut.kind))
+                self.cut_spin.setValue(max(0.1, cut.duration))
             if cut.clip and after and cut.clip_fits(panel_id, after):
                 p = cut.clip_parameters
                 self.clip_label.setText(f"Clip: {len(cut.clip)} frames made with {p.get('backend', '?')}.")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
-from PySide6.QtCore import QByteArray, QMimeData, QPointF, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QMimeData, QPointF, QRectF, QSignalBlocker, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QColor,
@@ -725,14 +725,12 @@ class LayoutCanvas(QWidget):
 
     def _sync_tools(self) -> None:
         layout = self.layout
-        for box, value in ((self.size_box, layout.size), (self.direction_box, layout.direction)):
-            box.blockSignals(True)
-            box.setCurrentIndex(max(0, box.findData(value)))
-            box.blockSignals(False)
-        for spin, value in ((self.gutter_spin, layout.gutter), (self.margin_spin, layout.frame_margin)):
-            spin.blockSignals(True)
-            spin.setValue(value)
-            spin.blockSignals(False)
+        with QSignalBlocker(self.size_box), QSignalBlocker(self.direction_box), QSignalBlocker(self.gutter_spin), \
+                QSignalBlocker(self.margin_spin):
+            self.size_box.setCurrentIndex(max(0, self.size_box.findData(layout.size)))
+            self.direction_box.setCurrentIndex(max(0, self.direction_box.findData(layout.direction)))
+            self.gutter_spin.setValue(layout.gutter)
+            self.margin_spin.setValue(layout.frame_margin)
         if self.has_page():
             self.template_box.setCurrentIndex(max(0, self.template_box.findData(self.page.template)))
         balloons = self.selected_balloons()
