@@ -728,6 +728,16 @@ class MainWindow(QMainWindow):
         for pid in self.job_panels.get(job, []):
             if self.session.status.get(pid) in ("queued", "generating"):
                 self.session.set_status(pid, "failed")
+        if job in self.job_transitions and "not on this computer" in message:
+            # the same way as for pictures: the Models dialog gets what is missing
+            answer = QMessageBox.question(self, "Video models", message + "\n\nOpen Models to download them? "
+                                          "(Stable Diffusion 1.5, the AnimateDiff motion module, SparseCtrl RGB, "
+                                          "the IP-Adapter for SD1.5 and its image encoder.)")
+            if answer == QMessageBox.Yes:
+                self.models_dialog("The generated transitions need the video models: download Stable Diffusion "
+                                   "1.5, the AnimateDiff motion module, SparseCtrl RGB, the IP-Adapter for SD1.5 "
+                                   "and its image encoder, then generate the transition again.")
+            return
         QMessageBox.warning(self, "StoryStudio", message)
 
     @Slot(int, str)

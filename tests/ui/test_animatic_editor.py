@@ -181,12 +181,16 @@ def test_diffusion_transition_runs_through_the_worker(qtbot, window, tiny_video_
     assert cut.clip_parameters["backend"].startswith("AnimateDiff") and cut.clip_parameters["steps"] == 2
 
 
-def test_missing_video_models_get_a_plain_message(qtbot, window, tmp_path, monkeypatch):
-    seen = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: seen.append(a[2]))
+def test_missing_video_models_lead_to_the_models_dialog(qtbot, window, tmp_path, monkeypatch):
+    from storystudio.ui.models_dialog import ModelsDialog
+
+    seen, opened = [], []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: seen.append(a[2]) or QMessageBox.Yes)
+    monkeypatch.setattr(ModelsDialog, "exec", lambda dialog: opened.append(dialog.intro.text()) or 0)
     window.qsettings.setValue("video/models", {"motion_adapter": str(tmp_path / "nowhere"), "device": "cpu"})
     first = window.session.project.panels[0].id
     window.generate_transition(first, "diffusion")
     qtbot.waitUntil(lambda: not window.job_transitions, timeout=60000)
-    assert seen and "not on this computer" in seen[0]
+    assert seen and "not on this computer" in seen[0] and "Open Models" in seen[0]
+    assert opened and "video models" in opened[0]
     assert window.session.project.animatic.cut(first).clip == []
