@@ -231,7 +231,7 @@ class ModelsDialog(QDialog):
                     ("about " if e.size_approximate else "") + human_bytes(e.size_bytes),
                     f"{e.gpu_memory_gb:g} GB GPU" if e.gpu_memory_gb else "-",
                     e.licence + (" (accept on the Hub)" if e.gated else ""), state]
-                tip = e.description
+                tip = e.description + (f"\n\nOn this computer: {there.where}" if there is not None else "")
             else:
                 m = item
                 cells = [m.name + (" ★ default" if default == m.load_id else ""), KIND_WORDS.get(m.kind, m.kind),

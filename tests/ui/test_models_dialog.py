@@ -72,6 +72,7 @@ def test_download_with_progress_cancel_and_continue(qtbot, dialog, hub):
     dialog.download_button.click()
     qtbot.waitUntil(lambda: dialog.busy is None, timeout=60000)
     qtbot.waitUntil(lambda: dialog.table.item(row_of(dialog, "tiny"), 5).text().startswith("Installed"), timeout=10000)
+    assert "models--tiny--sd15" in dialog.table.item(row_of(dialog, "tiny"), 5).toolTip()  # where it is
     assert hub.body_bytes() - served < hub.repos[REPO].size  # the second run fetched only the rest
     chosen = []
     dialog.model_chosen.connect(chosen.append)
