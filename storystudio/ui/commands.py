@@ -151,33 +151,41 @@ class SetPanelSizes(QUndoCommand):
         return self.old == self.new
 
 
-class EditLayout(QUndoCommand):
-    """Any change to the pages, as a before and after copy of the layout (it is small data).
+class _EditSnapshot(QUndoCommand):
+    """A change to one part of the project (the layout, the animatic), kept as before and after copies.
 
-    ``change`` edits a copy of the current layout in place. Edits with the same
-    ``merge`` key in a row (typing in one balloon, nudging one frame) merge
-    into one undo step.
+    The parts are small data, so a copy is the simplest faithful undo.
+    ``change`` edits a copy of the current part in place; its return value is
+    kept as ``result``. Edits with the same ``merge`` key in a row (typing in
+    one balloon, nudging one frame) merge into one undo step. Subclasses name
+    the part (``PART``), their merge id and how the session installs a part.
     """
 
-    def __init__(self, session: ProjectSession, text: str, change: Callable[[Layout], Any], merge: str = ""):
+    PART = ""
+    MERGE_ID = -1
+
+    def __init__(self, session: ProjectSession, text: str, change: Callable[[Any], Any], merge: str = ""):
         super().__init__(text)
         self.session, self.merge = session, merge
-        self.before = session.project.layout.copy()
+        self.before = getattr(session.project, self.PART).copy()
         after = self.before.copy()
         self.result = change(after)
         self.after = after
 
+    def install(self, part: Any) -> None:
+        raise NotImplementedError
+
     def redo(self) -> None:
-        self.session.set_layout(self.after.copy())
+        self.install(self.after.copy())
 
     def undo(self) -> None:
-        self.session.set_layout(self.before.copy())
+        self.install(self.before.copy())
 
     def id(self) -> int:
-        return LAYOUT_ID if self.merge else -1
+        return self.MERGE_ID if self.merge else -1
 
     def mergeWith(self, other: QUndoCommand) -> bool:
-        if not isinstance(other, EditLayout) or other.merge != self.merge:
+        if type(other) is not type(self) or other.merge != self.merge:
             return False
         self.after = other.after
         return True
@@ -187,37 +195,37 @@ class EditLayout(QUndoCommand):
         return self.before == self.after
 
 
-class EditAnimatic(QUndoCommand):
-    """Any change to the animatic's shots, cuts or settings, as before and after copies."""
+class EditLayout(_EditSnapshot):
+    """Any change to the pages: frames, balloons, page settings."""
+
+    PART, MERGE_ID = "layout", LAYOUT_ID
+
+    def install(self, part: Layout) -> None:
+        self.session.set_layout(part)
+
+
+class EditAnimatic(_EditSnapshot):
+    """Any change to the animatic's shots, cuts or settings; it may bring pictures (a generated clip's frames)."""
+
+    PART, MERGE_ID = "animatic", ANIMATIC_ID
 
     def __init__(self, session: ProjectSession, text: str, change: Callable[[Animatic], Any], merge: str = ""):
-        super().__init__(text)
-        self.session, self.merge = session, merge
-        self.before = session.project.animatic.copy()
-        after = self.before.copy()
-        change(after)
-        self.after = after
-        self.images: dict[str, bytes] = {}  # pictures the change brings (a generated clip's frames)
+        super().__init__(session, text, change, merge)
+        self.images: dict[str, bytes] = {}
+
+    def install(self, part: Animatic) -> None:
+        self.session.set_animatic(part)
 
     def redo(self) -> None:
         self.session.project.images.update(self.images)
-        self.session.set_animatic(self.after.copy())
-
-    def undo(self) -> None:
-        self.session.set_animatic(self.before.copy())
-
-    def id(self) -> int:
-        return ANIMATIC_ID if self.merge else -1
+        super().redo()
 
     def mergeWith(self, other: QUndoCommand) -> bool:
-        if not isinstance(other, EditAnimatic) or other.merge != self.merge or other.images:
-            return False
-        self.after = other.after
-        return True
+        return not getattr(other, "images", None) and super().mergeWith(other)
 
     @property
     def changes_nothing(self) -> bool:
-        return self.before == self.after and not self.images
+        return super().changes_nothing and not self.images
 
 
 def apply_clip(session: ProjectSession, before: str, after: str, frames: list[bytes],
