@@ -38,11 +38,10 @@ from .models import (
     LINKED_FOLDERS_FILE,
     SUPPORTED_PIPELINES,
     ModelError,
-    _class_of,
+    check_model_folder,
     detect_checkpoint_arch,
     find_local_models,
     linked_folders,
-    missing_parts,
     model_folders,
 )
 
@@ -202,17 +201,22 @@ def _target_name(stem: str, source: Path | None) -> Path:
     raise ModelError(f"The models folder {folder} already holds too many models called {safe}.")
 
 
+def _copy_bytes(source: Path, dest: Path, tracker: _Tracker) -> None:
+    """Copy one file in 8 MiB blocks, reporting each and stopping (DownloadCancelled) when asked."""
+    with open(source, "rb") as src, open(dest, "wb") as dst:
+        while block := src.read(8 << 20):
+            dst.write(block)
+            tracker.advance(len(block))
+            tracker.check()
+
+
 def _copy_file(source: Path, target: Path, tracker: _Tracker) -> None:
     """Copy with progress and cancel, to a temporary name first: a stopped copy leaves nothing."""
     total = source.stat().st_size
     tmp = target.with_name(target.name + ".part")
     tracker.set(stage="copying", file=source.name, bytes_total=total, files_total=1)
     try:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            while block := src.read(8 << 20):
-                dst.write(block)
-                tracker.advance(len(block))
-                tracker.check()
+        _copy_bytes(source, tmp, tracker)
         os.replace(tmp, target)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -223,18 +227,9 @@ def _copy_file(source: Path, target: Path, tracker: _Tracker) -> None:
 
 
 def _import_folder(source: Path, copy: bool, tracker: _Tracker) -> InstalledModel:
-    index = source / "model_index.json"
-    if not index.is_file():
-        raise ModelError(f"{source} is not a diffusers model folder (it has no model_index.json).")
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ModelError(f"{source}'s model_index.json is damaged ({exc}).") from None
-    arch = SUPPORTED_PIPELINES[_class_of(data, str(source))]
-    missing = missing_parts(source)
-    if missing:
-        raise ModelError(f"{source} is incomplete: it has no usable {', '.join(missing)} "
-                         "(StoryStudio needs .safetensors weights for every part).")
+    _, cls_name = check_model_folder(source, str(source),
+                                     "StoryStudio needs .safetensors weights for every part.")
+    arch = SUPPORTED_PIPELINES[cls_name]
     kind = _ARCH_KINDS[arch]
     if not copy:
         _link(source.resolve())
@@ -257,11 +252,7 @@ def _import_folder(source: Path, copy: bool, tracker: _Tracker) -> InstalledMode
             tracker.set(file=file.relative_to(source).as_posix(), files_done=number)
             dest = tmp / file.relative_to(source)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(file, "rb") as src, open(dest, "wb") as dst:
-                while block := src.read(8 << 20):
-                    dst.write(block)
-                    tracker.advance(len(block))
-                    tracker.check()
+            _copy_bytes(file, dest, tracker)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

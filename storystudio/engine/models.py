@@ -200,8 +200,13 @@ def _catalog_folder(source: str) -> Path | None:
     return folder
 
 
-def _load_folder(path: Path, where: str, common: dict):
-    """A diffusers pipeline folder: checked for missing parts first, so a half copy gets a plain message."""
+def check_model_folder(path: Path, where: str, remedy: str = "Download or copy the model again.") -> tuple[dict, str]:
+    """A diffusers pipeline folder's ``model_index.json`` and pipeline class, once every part it names is there.
+
+    A folder that is no model, a damaged index, a pipeline StoryStudio cannot
+    use or a missing part (a half copy) gets a plain ``ModelError``; ``remedy``
+    ends the message about missing parts.
+    """
     index_file = path / "model_index.json"
     if not index_file.is_file():
         raise ModelError(f"{where} is not a diffusers model folder (it has no model_index.json).")
@@ -212,8 +217,13 @@ def _load_folder(path: Path, where: str, common: dict):
     cls_name = _class_of(index, where)
     missing = missing_parts(path)
     if missing:
-        raise ModelError(f"{where} is incomplete: it has no usable {', '.join(missing)}. "
-                         "Download or copy the model again.")
+        raise ModelError(f"{where} is incomplete: it has no usable {', '.join(missing)}. {remedy}")
+    return index, cls_name
+
+
+def _load_folder(path: Path, where: str, common: dict):
+    """A diffusers pipeline folder: checked for missing parts first, so a half copy gets a plain message."""
+    index, cls_name = check_model_folder(path, where)
     kwargs = folder_load_kwargs(path, index)
     pipe = _pipeline_class(cls_name).from_pretrained(str(path), local_files_only=True, use_safetensors=True,
                                                      **kwargs, **common)
