@@ -379,12 +379,8 @@ def _export_video(project, args) -> None:
 
     _apply_video_options(project, args)
 
-    def progress(done: int, total: int, what: str) -> None:
-        if sys.stderr.isatty():
-            print(f"\r  animatic: {what}".ljust(50), end="", file=sys.stderr, flush=True)
-
     try:
-        result = export_mp4(project, args.mp4, progress=progress)
+        result = export_mp4(project, args.mp4, progress=_export_progress("animatic: "))
     except VideoExportError as exc:
         raise UserError(str(exc)) from None
     _say("")
@@ -424,13 +420,19 @@ def _check_export_target(target: str) -> None:
         raise UserError(f"the folder {path.parent} for {path.name} does not exist.")
 
 
+def _export_progress(label: str = ""):
+    """A progress callback for exports: one line rewritten in place on a terminal, nothing otherwise."""
+    def show(done: int, total: int, what: str) -> None:
+        if sys.stderr.isatty() and done < total:
+            print(f"\r  {label}{what}".ljust(50), end="", file=sys.stderr, flush=True)
+
+    return show
+
+
 def _export_comic(project, args, pdf: str | None, cbz: str | None, png: str | None) -> None:
     from .export.comic import ExportError, export_cbz, export_pdf, export_png_pages
 
-    def progress(done: int, total: int, what: str) -> None:
-        if sys.stderr.isatty() and done < total:
-            print(f"\r  {what}".ljust(40), end="", file=sys.stderr, flush=True)
-
+    progress = _export_progress()
     jobs = [(pdf, "PDF", lambda p: export_pdf(project, p, bleed=args.bleed, dpi=args.dpi, author=args.author,
                                                progress=progress)),
             (cbz, "CBZ", lambda p: export_cbz(project, p, dpi=args.dpi, author=args.author, progress=progress)),
