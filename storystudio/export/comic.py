@@ -202,12 +202,16 @@ def _png_bytes(image: QImage) -> bytes:
 
 
 def render_pages(project: Project, *, dpi: int | None = None, bleed: bool = False,
-                 progress: Progress | None = None, cancel: Cancel | None = None):
-    """Yield each printed page as (number, QImage) at ``dpi``, in reading order."""
+                 progress: Progress | None = None, cancel: Cancel | None = None,
+                 images: dict[str, QImage] | None = None):
+    """Yield each printed page as (number, QImage) at ``dpi``, in reading order.
+
+    ``images``: the panels' pictures, when the caller has decoded them already.
+    """
     ensure_gui_app()
     layout = _check(project)
     resolution = int(dpi or layout.resolution)
-    images = panel_images(project)
+    images = panel_images(project) if images is None else images
     printed = printed_pages(layout)
     for index, (page, half) in enumerate(printed):
         _step(progress, cancel, index, len(printed), f"page {index + 1} of {len(printed)}")
@@ -227,9 +231,12 @@ def export_png_pages(project: Project, folder: str | os.PathLike[str], *, dpi: i
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create the folder {out} ({exc.strerror}).") from None
+    ensure_gui_app()
+    images = panel_images(project)  # decoded once: for the pages and for the notes
     written: list[Path] = []
     try:
-        for number, image in render_pages(project, dpi=dpi, bleed=bleed, progress=progress, cancel=cancel):
+        for number, image in render_pages(project, dpi=dpi, bleed=bleed, progress=progress, cancel=cancel,
+                                          images=images):
             target = out / f"page-{number:03d}.png"
             part = _part(target)
             part.write_bytes(_png_bytes(image))
@@ -240,7 +247,7 @@ def export_png_pages(project: Project, folder: str | os.PathLike[str], *, dpi: i
         raise
     for part in written:
         _finish(part, part.with_name(part.name.removesuffix(".part")))
-    return ExportResult(out, len(written), _notes(project, project.layout, panel_images(project)))
+    return ExportResult(out, len(written), _notes(project, project.layout, images))
 
 
 def comic_info(project: Project, pages: list[tuple[int, int]], author: str = "") -> bytes:
@@ -276,9 +283,11 @@ def export_cbz(project: Project, path: str | os.PathLike[str], *, dpi: int | Non
     target = _prepare(path)
     part = _part(target)
     sizes: list[tuple[int, int]] = []
+    ensure_gui_app()
+    images = panel_images(project)  # decoded once: for the pages and for the notes
     try:
         with zipfile.ZipFile(part, "w") as archive:
-            for number, image in render_pages(project, dpi=dpi, progress=progress, cancel=cancel):
+            for number, image in render_pages(project, dpi=dpi, progress=progress, cancel=cancel, images=images):
                 # PNG is already compressed: store it
                 archive.writestr(f"page-{number:03d}.png", _png_bytes(image), compress_type=zipfile.ZIP_STORED)
                 sizes.append((image.width(), image.height()))
@@ -287,4 +296,4 @@ def export_cbz(project: Project, path: str | os.PathLike[str], *, dpi: int | Non
         part.unlink(missing_ok=True)
         raise
     _finish(part, target)
-    return ExportResult(target, len(sizes), _notes(project, project.layout, panel_images(project)))
+    return ExportResult(target, len(sizes), _notes(project, project.layout, images))
