@@ -570,16 +570,28 @@ def _short(text: str, n: int = 30) -> str:
 # the pictures a project's frames show
 
 
-def panel_images(project: Project) -> dict[str, QImage]:
-    """Each panel's chosen picture as a QImage, by panel id (panels without one are left out)."""
+def panel_images(project: Project, decoded: dict[str, QImage] | None = None) -> dict[str, QImage]:
+    """Each panel's chosen picture as a QImage, by panel id (panels without one are left out).
+
+    ``decoded`` (image name -> QImage) is a cache the caller keeps between
+    calls: a picture already in it is not decoded again, and it is updated
+    to hold exactly the pictures in use.
+    """
     out: dict[str, QImage] = {}
+    used: dict[str, QImage] = {}
     for panel in project.panels:
         version = panel.chosen_version
         data = project.images.get(version.image) if version else None
-        if data:
+        if not data:
+            continue
+        image = decoded.get(version.image) if decoded is not None else None
+        if image is None:
             image = QImage.fromData(data)
-            if not image.isNull():
-                out[panel.id] = image
+        if not image.isNull():
+            out[panel.id] = used[version.image] = image
+    if decoded is not None:
+        decoded.clear()
+        decoded.update(used)
     return out
 
 

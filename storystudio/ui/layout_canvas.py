@@ -541,7 +541,8 @@ class LayoutCanvas(QWidget):
         super().__init__(parent)
         self.session = session
         self.current = 0  # index of the page shown
-        self.images: dict[str, QImage] = {}
+        self.images: dict[str, QImage] = {}  # by panel id
+        self._decoded: dict[str, QImage] = {}  # by image name
         self.panel_numbers: dict[str, int] = {}
         self.editing: str | None = None
         self.editor: _TextEditor | None = None
@@ -763,7 +764,8 @@ class LayoutCanvas(QWidget):
         self.view.fit()
 
     def _reload_images(self) -> None:
-        self.images = panel_images(self.session.project)
+        # decoded pictures are kept by image name: reordering or a new version decodes only what is new
+        self.images = panel_images(self.session.project, self._decoded)
         self.panel_numbers = {p.id: i for i, p in enumerate(self.session.project.panels, 1)}
 
     def _panels_changed(self) -> None:
@@ -771,14 +773,7 @@ class LayoutCanvas(QWidget):
         self.refresh()
 
     def _panel_changed(self, panel_id: str) -> None:
-        panel = self.session.project.panel_by_id(panel_id)
-        version = panel.chosen_version if panel else None
-        data = self.session.project.images.get(version.image) if version else None
-        image = QImage.fromData(data) if data else None
-        if image is not None and not image.isNull():
-            self.images[panel_id] = image
-        else:
-            self.images.pop(panel_id, None)
+        self._reload_images()
         if self.has_page() and panel_id in self.page.panels():
             self.scene.update()
         self.thumb_timer.start()

@@ -129,3 +129,14 @@ def test_canvas_options_label_empty_frames_and_exports_do_not(comic):
     centre = (round((frame.x + frame.w / 2) * 40 / 72), round((frame.y + frame.h * 0.8) * 40 / 72))
     assert export.pixelColor(*centre) == QColor(255, 255, 255)
     assert canvas.pixelColor(*centre) != QColor(255, 255, 255)
+
+
+def test_panel_images_reuses_what_a_cache_holds(comic):
+    decoded = {}
+    first = panel_images(comic, decoded)
+    assert set(decoded) == {p.chosen_version.image for p in comic.panels}
+    again = panel_images(comic, decoded)
+    assert all(again[pid] is first[pid] for pid in first)  # not decoded a second time
+    comic.panels[0].chosen = None
+    panel_images(comic, decoded)
+    assert comic.panels[0].versions[0].image not in decoded  # only pictures in use are kept
