@@ -216,14 +216,13 @@ class AnimaticRenderer:
             return framed(source, (0.0, 0.0, 1.0, 1.0), self.size, "crop")
         # a crossfade from the end of one camera move to the start of the next (captions stay in the holds)
         mix = (local + 0.5) / seg.frames
-        a = np.asarray(self.hold_frame(seg.panel, 1.0, captions=False), dtype=np.float32)
-        b = np.asarray(self.hold_frame(seg.next_panel or seg.panel, 0.0, captions=False), dtype=np.float32)
+        a, b = (np.asarray(k, dtype=np.float32) for k in self.transition_keyframes(seg.panel,
+                                                                                 seg.next_panel or seg.panel))
         return Image.fromarray(np.round(a * (1 - mix) + b * mix).astype(np.uint8))
 
-    def transition_keyframes(self, seg: Segment) -> tuple[Image.Image, Image.Image]:
-        """The two pictures a generated transition joins: the end of one hold and the start of the next."""
-        return (self.hold_frame(seg.panel, 1.0, captions=False),
-                self.hold_frame(seg.next_panel or seg.panel, 0.0, captions=False))
+    def transition_keyframes(self, before: str, after: str) -> tuple[Image.Image, Image.Image]:
+        """The two pictures a transition joins: the end of one panel's hold and the start of the next's."""
+        return self.hold_frame(before, 1.0, captions=False), self.hold_frame(after, 0.0, captions=False)
 
 
 # ---------------------------------------------------------------------------

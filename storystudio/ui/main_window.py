@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
@@ -510,16 +511,13 @@ class MainWindow(QMainWindow):
         except AnimaticError as exc:
             QMessageBox.warning(self, "Animatic", f"The transition cannot be made: {exc}.")
             return None
-        seg = next(s for s in renderer.segments if s.kind != "hold" and s.panel == before) if any(
-            s.kind != "hold" and s.panel == before for s in renderer.segments) else None
+        seg = next((s for s in renderer.segments if s.kind != "hold" and s.panel == before), None)
         frames = seg.frames if seg is not None else max(2, round(animatic.cut(before).duration * animatic.fps))
-        start, end = (renderer.hold_frame(before, 1.0, captions=False), renderer.hold_frame(after, 0.0, captions=False))
+        start, end = renderer.transition_keyframes(before, after)
         story = project.to_story()
         prompts = {p.key: story.expand(p) for p in story.panels}
 
         def png(image) -> bytes:
-            import io
-
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
             return buffer.getvalue()
