@@ -47,6 +47,7 @@ def _check(project: Project) -> Layout:
     layout = project.layout
     if not layout.pages:
         raise ExportError("this project has no pages yet; lay out the story on pages first.")
+    project.resolve_words()  # balloons print their panels' words as the panels have them now
     return layout
 
 

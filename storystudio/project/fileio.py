@@ -2,7 +2,7 @@
 
 A project file is a zip archive holding::
 
-    project.json          {"format": "storystudio-project", "schema": 3, ...Project.to_dict()}
+    project.json          {"format": "storystudio-project", "schema": 4, ...Project.to_dict()}
     images/<name>.png     every picture the project uses, stored uncompressed
 
 Files are written atomically (a ``.part`` file beside the target, synced,
@@ -31,11 +31,11 @@ from typing import Any, BinaryIO
 from PIL import Image
 
 from .animatic import Animatic, AnimaticError
-from .layout import Layout, LayoutError
+from .layout import SOURCE_PATTERN, Layout, LayoutError, Words, one_line
 from .model import PNG_SIGNATURE, Project, now_iso
 
 FORMAT_NAME = "storystudio-project"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FILE_SUFFIX = ".storystudio"
 PROJECT_MEMBER = "project.json"
 IMAGE_FOLDER = "images/"
@@ -97,10 +97,56 @@ def _migrate_2_to_3(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _migrate_3_to_4(doc: dict[str, Any]) -> dict[str, Any]:
+    """Schema 3 kept a copy of a panel's caption or dialogue line in each balloon made from it, and the
+    copies drifted apart (words edited on the page or in the Panel tab). Schema 4 keeps the words once,
+    with the panel: a balloon that shows them names them (``source``) and has no text.
+
+    Nothing that either place showed is lost: a balloon whose words still match its panel's becomes
+    one that shows them; one whose words differ keeps them as words of its own (still the panel's
+    lettering, so it moves with it; the Pages tab offers to make them the panel's words or to show
+    the panel's words instead). Lettering of a panel that no longer exists becomes free lettering.
+    """
+    panels = {p.get("id"): p for p in doc.get("panels", []) if isinstance(p, dict)}
+    layout = doc.get("layout")
+    pages = layout.get("pages") if isinstance(layout, dict) else None
+    for page in pages if isinstance(pages, list) else []:
+        balloons = page.get("balloons") if isinstance(page, dict) else None
+        for balloon in balloons if isinstance(balloons, list) else []:
+            if not isinstance(balloon, dict):
+                continue  # left for validation to report
+            panel = panels.get(balloon.get("panel"))
+            if balloon.get("panel") is not None and panel is None:
+                balloon["panel"], balloon["source"] = None, ""
+                continue
+            source = balloon.get("source") or ""
+            if not source:
+                continue
+            words = Words.of(_PanelText(panel)) if panel is not None else None
+            shown = words.get(source) if words is not None and SOURCE_PATTERN.fullmatch(str(source)) else None
+            text = balloon.get("text", "")
+            if shown is not None and isinstance(text, str) and one_line(text) == one_line(shown):
+                balloon.pop("text", None)
+            else:
+                balloon["source"] = ""
+    doc["schema"] = 4
+    return doc
+
+
+class _PanelText:
+    """A panel document's words, as Words.of reads them."""
+
+    def __init__(self, panel: dict[str, Any]) -> None:
+        caption, dialogue = panel.get("caption", ""), panel.get("dialogue", "")
+        self.caption = caption if isinstance(caption, str) else ""
+        self.dialogue = dialogue if isinstance(dialogue, str) else ""
+
+
 #: Upgrades a project document from schema N (the key) to N + 1.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
 }
 
 

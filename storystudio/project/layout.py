@@ -13,7 +13,9 @@ the canvas and for every export alike.
 from __future__ import annotations
 
 import copy
+import difflib
 import math
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +126,10 @@ BALLOON_KINDS = {
     "sfx": "Sound effect",
 }
 ALIGNMENTS = ("left", "center", "right")
+CAPTION = "caption"  # a balloon's ``source`` when it shows its panel's caption
+#: What a balloon's ``source`` may say: "caption", "dialogue:N" (N counts from 0), or "" (words of its own).
+SOURCE_PATTERN = re.compile(r"caption|dialogue:(0|[1-9][0-9]{0,4})")
+TALKING = ("speech", "speech-box", "thought")  # kinds whose words are dialogue
 DEFAULT_FONT = "Comic Neue"
 SFX_FONT = "Bebas Neue"
 
@@ -202,6 +208,16 @@ class Balloon:
     the shape. ``tail`` is the point the tail points at (speech and thought
     only). ``size`` None means "the largest size up to the layout's lettering
     size that fits". The order of a page's balloons is their reading order.
+
+    Whose words it shows (see "words" below):
+
+    - ``panel`` and ``source`` both set: the panel's own words, its caption
+      (``source`` "caption") or its dialogue line N ("dialogue:N"). ``text``
+      is then only a copy, filled in from the panel by :func:`resolve_words`
+      and never saved: the panel is the one place those words live.
+    - ``panel`` set, no ``source``: lettering of that panel with words of its
+      own (a sound effect, say); it moves with the panel.
+    - no ``panel``: free lettering, belonging to no panel.
     """
 
     kind: str
@@ -228,11 +244,24 @@ class Balloon:
     def has_tail(self) -> bool:
         return self.kind in ("speech", "speech-box", "thought") and self.tail is not None
 
+    @property
+    def tied(self) -> bool:
+        """Whether it shows its panel's words (a caption or a dialogue line) rather than words of its own."""
+        return bool(self.panel and self.source)
+
+    @property
+    def free(self) -> bool:
+        """Whether it belongs to no panel."""
+        return not self.panel
+
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "x": self.x, "y": self.y, "w": self.w, "h": self.h,
+        data = {"id": self.id, "kind": self.kind, "x": self.x, "y": self.y, "w": self.w, "h": self.h,
                 "text": self.text, "tail": None if self.tail is None else list(self.tail), "font": self.font,
                 "size": self.size, "bold": self.bold, "italic": self.italic, "align": self.align,
                 "panel": self.panel, "source": self.source}
+        if self.tied:
+            del data["text"]  # the panel's words: saved once, with the panel
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "a balloon") -> Balloon:
@@ -254,11 +283,20 @@ class Balloon:
         text = data.get("text", "")
         if not isinstance(text, str):
             raise LayoutError(f"the text of {where} is not text")
-        return cls(kind=kind, x=x, y=y, w=w, h=h, text=text,
+        panel = data.get("panel")
+        if panel is not None and (not isinstance(panel, str) or not panel):
+            raise LayoutError(f"{where} names its panel with something that is not an id")
+        source = data.get("source") or ""
+        if not isinstance(source, str) or (source and not SOURCE_PATTERN.fullmatch(source)):
+            raise LayoutError(f'{where} takes its words from {source!r}; use "caption", "dialogue:N" or nothing')
+        if source and panel is None:
+            raise LayoutError(f"{where} takes its words from a panel's {source.split(':')[0]} but names no panel")
+        # a balloon showing its panel's words has no text of its own: resolve_words fills it in
+        return cls(kind=kind, x=x, y=y, w=w, h=h, text="" if source else text,
                    tail=None if tail is None else _points([tail], f"the tail of {where}", minimum=1)[0],
                    font=str(data.get("font", "")), size=size, bold=bool(data.get("bold", False)),
-                   italic=bool(data.get("italic", False)), align=align, panel=data.get("panel"),
-                   source=str(data.get("source", "")), id=_text_id(data, where))
+                   italic=bool(data.get("italic", False)), align=align, panel=panel,
+                   source=source, id=_text_id(data, where))
 
 
 @dataclass
@@ -533,8 +571,13 @@ def template_frames(layout: Layout, template: Template, page: Page, count: int |
     if layout.rtl:
         width = layout.page_width(page)
         for f in frames:
-            f.points = _round_pts((width - x, y) for x, y in f.points)
+            f.points = mirror_points(f.points, width)
     return frames
+
+
+def mirror_points(points: Iterable[Point], width: float) -> list[Point]:
+    """Points mirrored left to right on a page ``width`` wide (how right-to-left pages are cut)."""
+    return [(round(width - x, 3), round(y, 3)) for x, y in points]
 
 
 def strip_height(layout: Layout, count: int) -> float:
@@ -624,7 +667,8 @@ def auto_layout(panels: Sequence[Any], size: str = "us-comic", direction: str = 
     return out
 
 
-def _dialogue_lines(text: str) -> list[str]:
+def dialogue_lines(text: str) -> list[str]:
+    """A panel's dialogue as the lines its balloons letter: one balloon a line, blank lines left out."""
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -662,9 +706,9 @@ def lettering_for(layout: Layout, frame: Frame, panel: Any) -> list[Balloon]:
         w, h = w + 2 * 5, h + 2 * 4
         x = b.right - pad - w if layout.rtl else b.x + pad
         out.append(Balloon("caption", round(x, 2), round(y, 2), round(w, 2), round(h, 2), text=caption,
-                           panel=panel.id, source="caption", align="left"))
+                           panel=panel.id, source=CAPTION, align="left"))
         y += h + pad
-    for i, line in enumerate(_dialogue_lines(getattr(panel, "dialogue", "") or "")):
+    for i, line in enumerate(dialogue_lines(getattr(panel, "dialogue", "") or "")):
         w, h = estimate_text_box(line, size, b.w * 0.42)
         # an oval holds a text block in about its inner 1/sqrt(2), less the renderer's padding
         w, h = w * 1.45 + 10, h * 1.45 + 10
@@ -675,7 +719,7 @@ def lettering_for(layout: Layout, frame: Frame, panel: Any) -> list[Balloon]:
             y = max(b.y + pad, b.bottom - pad - h)
         tail = (round(x + w * (0.35 if right_side else 0.65), 2), round(min(b.bottom - pad, y + h + 0.25 * b.h), 2))
         out.append(Balloon("speech", round(x, 2), round(y, 2), round(w, 2), round(h, 2), text=line, tail=tail,
-                           panel=panel.id, source=f"dialogue:{i}"))
+                           panel=panel.id, source=dialogue_source(i)))
         y += h + pad * 0.5
     return out
 
@@ -716,12 +760,801 @@ def printed_pages(layout: Layout) -> list[tuple[Page, Rect]]:
 
 
 def remove_panel_everywhere(layout: Layout, panel_id: str) -> None:
-    """Empty the frames and drop the generated lettering of a deleted panel."""
+    """Take a panel off the pages (it was deleted, or its frame emptied or deleted).
+
+    Its frames empty; the balloons that showed its words go (the words stay
+    with the panel); lettering with words of its own stays on the page as
+    free lettering, so nothing the user wrote disappears.
+    """
     for page in layout.pages:
         for frame in page.frames:
             if frame.panel == panel_id:
                 frame.panel = None
         page.balloons = [b for b in page.balloons if not (b.panel == panel_id and b.source)]
+        for balloon in page.balloons:
+            if balloon.panel == panel_id:
+                balloon.panel = None
+
+
+# ---------------------------------------------------------------------------
+# words: a panel's caption and dialogue lines are the words its lettering shows
+#
+# A balloon that shows a panel's words names them (``source``) instead of
+# keeping a copy of its own, so the page, the Panel tab, the animatic and the
+# MP4 can never say different things. The functions below change words and
+# lettering together; they work on a ``words`` map (panel id -> Words) that
+# the caller writes back to its panels, so they stay pure and testable.
+
+DEFAULT_WORDS = {"speech": "Hello!", "speech-box": "Hello!", "thought": "Hmm…", "caption": "Meanwhile…",
+                 "sfx": "BOOM!"}
+LETTERING_PAD = 6.0  # points between lettering and the edge of its frame
+
+
+def dialogue_source(index: int) -> str:
+    """The ``source`` of a balloon showing dialogue line ``index`` (from 0)."""
+    return f"dialogue:{index}"
+
+
+def source_line(source: str) -> int | None:
+    """The dialogue line a ``source`` names; None for the caption or no source."""
+    match = SOURCE_PATTERN.fullmatch(source or "")
+    return int(match.group(1)) if match and match.group(1) is not None else None
+
+
+def one_line(text: str) -> str:
+    """Words as one line: a caption or a dialogue line holds no line breaks (the balloon wraps them)."""
+    return " ".join(text.split())
+
+
+@dataclass
+class Words:
+    """A panel's words as its lettering shows them: its caption and its dialogue lines."""
+
+    caption: str = ""
+    lines: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, panel: Any) -> Words:
+        """The words of anything with ``caption`` and ``dialogue`` text (a project or engine panel)."""
+        return cls((getattr(panel, "caption", "") or "").strip(), dialogue_lines(getattr(panel, "dialogue", "") or ""))
+
+    @property
+    def dialogue(self) -> str:
+        """The dialogue as a panel keeps it: one line per balloon."""
+        return "\n".join(self.lines)
+
+    def get(self, source: str) -> str | None:
+        """The words a balloon with this ``source`` shows; None when the panel has no such words."""
+        if source == CAPTION:
+            return self.caption or None
+        line = source_line(source)
+        return self.lines[line] if line is not None and line < len(self.lines) else None
+
+    def sources(self) -> list[str]:
+        """Every piece of the panel's words, caption first, as balloon sources."""
+        return ([CAPTION] if self.caption else []) + [dialogue_source(i) for i in range(len(self.lines))]
+
+    def copy(self) -> Words:
+        return Words(self.caption, list(self.lines))
+
+
+def words_of(panels: Iterable[Any]) -> dict[str, Words]:
+    """Panel id -> its words."""
+    return {panel.id: Words.of(panel) for panel in panels}
+
+
+def _shows(balloon: Balloon, words: dict[str, Words]) -> bool:
+    """Whether the balloon shows the words of a panel that exists."""
+    return balloon.tied and balloon.panel in words
+
+
+def resolve_words(layout: Layout, words: dict[str, Words]) -> None:
+    """Fill in the text of every balloon that shows its panel's words (a copy; the panel keeps them).
+
+    A balloon naming words its panel no longer has shows nothing; ``page_check``
+    reports it and ``bring_lettering_in_step`` removes it.
+    """
+    for page in layout.pages:
+        for balloon in page.balloons:
+            if balloon.tied:
+                panel_words = words.get(balloon.panel or "")
+                balloon.text = (panel_words.get(balloon.source) if panel_words else None) or ""
+
+
+def lettered(layout: Layout, panel_id: str) -> set[str]:
+    """The sources of a panel's words that some balloon shows."""
+    return {b.source for page in layout.pages for b in page.balloons if b.panel == panel_id and b.source}
+
+
+def unlettered(layout: Layout, panel_id: str, words: Words) -> list[str]:
+    """The sources of a panel's words that no balloon shows, in order (caption first)."""
+    shown = lettered(layout, panel_id)
+    return [source for source in words.sources() if source not in shown]
+
+
+def _order_key(source: str) -> int:
+    line = source_line(source)
+    return -1 if line is None else line
+
+
+def _insert_in_order(page: Page, balloon: Balloon) -> None:
+    """Put a balloon showing a panel's words into the page's reading order: after the panel's balloon
+    for the words before it (caption, then the lines), else before its first balloon, else last."""
+    key = _order_key(balloon.source)
+    same = [i for i, b in enumerate(page.balloons) if b.panel == balloon.panel]
+    before = [i for i in same if page.balloons[i].source and _order_key(page.balloons[i].source) < key]
+    if before:
+        page.balloons.insert(before[-1] + 1, balloon)
+    elif same:
+        page.balloons.insert(same[0], balloon)
+    else:
+        page.balloons.append(balloon)
+
+
+def lettering_box(layout: Layout, kind: str, text: str, area: Rect) -> tuple[float, float]:
+    """A first width and height for lettering of ``kind`` with ``text`` inside a frame's ``area``."""
+    size = layout.font_size
+    pad = LETTERING_PAD
+    if kind == "caption":
+        w, h = estimate_text_box(text, size, area.w * 0.62, aspect=6.0)
+        return w + 2 * 5, h + 2 * 4
+    if kind == "sfx":
+        return max(18.0, min(120.0, area.w - 2 * pad)), max(18.0, min(50.0, area.h - 2 * pad))
+    w, h = estimate_text_box(text, size, area.w * 0.42)
+    # an oval holds a text block in about its inner 1/sqrt(2), less the renderer's padding
+    return min(w * 1.45 + 10, area.w - 2 * pad), h * 1.45 + 10
+
+
+def _overlaps(a: Rect, b: Rect, gap: float = 2.0) -> bool:
+    return a.x < b.right + gap and b.x < a.right + gap and a.y < b.bottom + gap and b.y < a.bottom + gap
+
+
+def free_spot(page: Page, area: Rect, w: float, h: float, rtl: bool = False) -> tuple[float, float]:
+    """Where a ``w`` x ``h`` box fits inside ``area`` without covering other lettering on the page:
+    the first free place in reading order (rows from the top; from the right for manga). When
+    nothing is free, the area's first corner."""
+    pad = LETTERING_PAD
+    w, h = min(w, max(area.w - 2 * pad, 1.0)), min(h, max(area.h - 2 * pad, 1.0))
+    taken = [b.rect for b in page.balloons]
+    step_x, step_y = max(6.0, w / 4), max(6.0, h / 3)
+    columns = max(0, math.floor((area.w - 2 * pad - w) / step_x)) + 1
+    y = area.y + pad
+    while y + h <= area.bottom - pad + 1e-6:
+        for c in range(columns):
+            x = area.right - pad - w - c * step_x if rtl else area.x + pad + c * step_x
+            if not any(_overlaps(Rect(x, y, w, h), other) for other in taken):
+                return round(x, 2), round(y, 2)
+        y += step_y
+    x = area.right - pad - w if rtl else area.x + pad
+    return round(x, 2), round(area.y + pad, 2)
+
+
+def _tail_into(area: Rect, x: float, y: float, w: float, h: float) -> Point:
+    """A tail tip inside the frame, below the balloon (above it when the balloon sits low)."""
+    pad = LETTERING_PAD
+    right_half = x + w / 2 > area.x + area.w / 2
+    tx = x + w * (0.35 if right_half else 0.65)
+    below = y + h + 0.25 * area.h
+    if below <= area.bottom - pad:
+        return round(tx, 2), round(below, 2)
+    above = y - 0.25 * area.h
+    if above >= area.y + pad:
+        return round(tx, 2), round(above, 2)
+    return round(tx, 2), round(min(area.bottom - pad, y + h + 12), 2)
+
+
+def lettering_in_frame(layout: Layout, page: Page, area: Rect, kind: str, text: str, panel: str | None = None,
+                       source: str = "") -> Balloon:
+    """New lettering sized for its words and placed in a free spot inside ``area`` (a frame's bounds,
+    or the page's content area for free lettering), its tail pointing into the area."""
+    w, h = lettering_box(layout, kind, text, area)
+    x, y = free_spot(page, area, w, h, rtl=layout.rtl)
+    w, h = min(w, max(area.w - 2 * LETTERING_PAD, 18.0)), min(h, max(area.h - 2 * LETTERING_PAD, 18.0))
+    balloon = Balloon(kind, x, y, round(w, 2), round(h, 2), text=text, panel=panel, source=source,
+                      align="left" if kind == "caption" else "center")
+    if kind in TALKING:
+        balloon.tail = _tail_into(area, x, y, w, h)
+    return balloon
+
+
+def follow_words(layout: Layout, panel: Any, old: Words) -> None:
+    """Keep a panel's lettering in step after its words changed elsewhere (the Panel tab, a script).
+
+    A balloon keeps showing its line when the line survived (edited, or moved
+    up or down by lines added or removed before it); the balloons of removed
+    words go; new words get a balloon in the panel's frame, in reading order.
+    """
+    new = Words.of(panel)
+    mapping: dict[int, int] = {}
+    matcher = difflib.SequenceMatcher(a=old.lines, b=new.lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag in ("equal", "replace"):  # a replaced line is the same line, edited
+            for k in range(min(i2 - i1, j2 - j1)):
+                mapping[i1 + k] = j1 + k
+    for page in layout.pages:
+        kept = []
+        for balloon in page.balloons:
+            if balloon.panel == panel.id and balloon.source:
+                if balloon.source == CAPTION:
+                    if not new.caption:
+                        continue
+                else:
+                    line = source_line(balloon.source)
+                    if line not in mapping:
+                        continue
+                    balloon.source = dialogue_source(mapping[line])
+            kept.append(balloon)
+        page.balloons = kept
+    placed = layout.page_of_panel(panel.id)
+    if placed is not None:
+        page, frame = placed
+        for source in unlettered(layout, panel.id, new):
+            kind = "caption" if source == CAPTION else "speech"
+            balloon = lettering_in_frame(layout, page, frame.bounds, kind, new.get(source) or "", panel.id, source)
+            _insert_in_order(page, balloon)
+    resolve_words(layout, {panel.id: new})
+
+
+def bring_lettering_in_step(layout: Layout, words: dict[str, Words]) -> int:
+    """Letter every word of the placed panels that no balloon shows, and remove balloons naming words
+    their panel no longer has. Returns how many balloons were added or removed."""
+    changes = 0
+    for page in layout.pages:
+        before = len(page.balloons)
+        page.balloons = [b for b in page.balloons
+                         if not (_shows(b, words) and words[b.panel].get(b.source) is None)]  # type: ignore[index]
+        changes += before - len(page.balloons)
+    for page in layout.pages:
+        for frame in page.frames:
+            if frame.panel in words:
+                panel_words = words[frame.panel]
+                for source in unlettered(layout, frame.panel, panel_words):
+                    kind = "caption" if source == CAPTION else "speech"
+                    _insert_in_order(page, lettering_in_frame(layout, page, frame.bounds, kind,
+                                                              panel_words.get(source) or "", frame.panel, source))
+                    changes += 1
+    resolve_words(layout, words)
+    return changes
+
+
+def find_balloon(layout: Layout, balloon_id: str) -> tuple[Page, Balloon] | None:
+    for page in layout.pages:
+        for balloon in page.balloons:
+            if balloon.id == balloon_id:
+                return page, balloon
+    return None
+
+
+def set_lettering_text(layout: Layout, words: dict[str, Words], balloon_id: str, text: str) -> None:
+    """New words for a balloon. A balloon showing its panel's words changes the panel's caption or
+    dialogue line (line breaks become spaces: one balloon, one line); emptying it deletes those words."""
+    found = find_balloon(layout, balloon_id)
+    if found is None:
+        return
+    _, balloon = found
+    if not _shows(balloon, words):
+        balloon.text = text
+        return
+    panel_words = words[balloon.panel]  # type: ignore[index]
+    text = one_line(text)
+    if not text:
+        delete_lettering(layout, words, {balloon_id})
+        return
+    if balloon.source == CAPTION:
+        panel_words.caption = text
+    else:
+        line = source_line(balloon.source)
+        if line is None or line >= len(panel_words.lines):
+            panel_words.lines.append(text)
+            balloon.source = dialogue_source(len(panel_words.lines) - 1)
+        else:
+            panel_words.lines[line] = text
+    resolve_words(layout, words)
+
+
+def delete_lettering(layout: Layout, words: dict[str, Words], balloon_ids: set[str]) -> None:
+    """Delete balloons. One showing its panel's words takes them along: the caption empties, or the
+    dialogue line goes and the panel's later lines move up, each staying in its own balloon."""
+    gone: dict[str, set[int]] = {}
+    captions: set[str] = set()
+    for page in layout.pages:
+        for balloon in page.balloons:
+            if balloon.id in balloon_ids and _shows(balloon, words):
+                if balloon.source == CAPTION:
+                    captions.add(balloon.panel)  # type: ignore[arg-type]
+                else:
+                    gone.setdefault(balloon.panel, set()).add(source_line(balloon.source))  # type: ignore[arg-type]
+        page.balloons = [b for b in page.balloons if b.id not in balloon_ids]
+    for panel_id in captions:
+        words[panel_id].caption = ""
+    for panel_id, lines in gone.items():
+        panel_words = words[panel_id]
+        keep = [i for i in range(len(panel_words.lines)) if i not in lines]
+        moved = {old: new for new, old in enumerate(keep)}
+        panel_words.lines = [panel_words.lines[i] for i in keep]
+        for page in layout.pages:
+            kept = []
+            for balloon in page.balloons:
+                if balloon.panel == panel_id and source_line(balloon.source) is not None:
+                    line = source_line(balloon.source)
+                    if line not in moved:
+                        continue  # a second balloon showing a deleted line
+                    balloon.source = dialogue_source(moved[line])
+                kept.append(balloon)
+            page.balloons = kept
+    for page in layout.pages:
+        page.balloons = [b for b in page.balloons if not (b.panel in captions and b.source == CAPTION)]
+    resolve_words(layout, words)
+
+
+def add_lettering(layout: Layout, words: dict[str, Words], page: Page, kind: str, frame: Frame | None,
+                  text: str = "") -> Balloon:
+    """New lettering inside ``frame``, or free lettering (``frame`` None) in a free spot of the page.
+
+    In a frame holding a panel it belongs to that panel and moves with it: a
+    speech or thought balloon is a new line of the panel's dialogue; a caption
+    box shows the panel's caption (made from its words if it has none yet;
+    with words of its own when another box already shows it); a sound effect
+    keeps words of its own.
+    """
+    if kind not in BALLOON_KINDS:
+        raise LayoutError(f"there is no kind of lettering called {kind!r}")
+    text = one_line(text or DEFAULT_WORDS[kind]) if kind != "sfx" else (text or DEFAULT_WORDS[kind])
+    panel_id = frame.panel if frame is not None and frame.panel in words else None
+    source = ""
+    if panel_id is not None:
+        panel_words = words[panel_id]
+        if kind in TALKING:
+            panel_words.lines.append(text)
+            source = dialogue_source(len(panel_words.lines) - 1)
+        elif kind == "caption" and CAPTION not in lettered(layout, panel_id):
+            if not panel_words.caption:
+                panel_words.caption = text
+            text, source = panel_words.caption, CAPTION
+    area = frame.bounds if frame is not None else layout.content_rect(page)
+    balloon = lettering_in_frame(layout, page, area, kind, text, panel_id, source)
+    if source:
+        _insert_in_order(page, balloon)
+    else:
+        page.balloons.append(balloon)
+    resolve_words(layout, words)
+    return balloon
+
+
+def make_panel_words(layout: Layout, words: dict[str, Words], balloon_id: str) -> str | None:
+    """A panel's lettering with words of its own makes them the panel's words: a caption box its
+    caption, a speech or thought balloon a dialogue line (the first one no balloon shows, else a new
+    last line). Returns the balloon's new source, or None when it belongs to no panel or is a sound effect."""
+    found = find_balloon(layout, balloon_id)
+    if found is None:
+        return None
+    page, balloon = found
+    if balloon.source or balloon.panel not in words or balloon.kind == "sfx":
+        return None
+    panel_words = words[balloon.panel]  # type: ignore[index]
+    text = one_line(balloon.text)
+    if balloon.kind == "caption":
+        for other in page.balloons:  # one caption: a box that showed the old one now shows these words too
+            if other.panel == balloon.panel and other.source == CAPTION:
+                other.source = ""
+                other.text = panel_words.caption
+        panel_words.caption = text
+        balloon.source = CAPTION
+    else:
+        missing = [s for s in unlettered(layout, balloon.panel, panel_words) if s != CAPTION]  # type: ignore[arg-type]
+        if missing:
+            panel_words.lines[source_line(missing[0])] = text  # type: ignore[index]
+            balloon.source = missing[0]
+        else:
+            panel_words.lines.append(text)
+            balloon.source = dialogue_source(len(panel_words.lines) - 1)
+    resolve_words(layout, words)
+    return balloon.source
+
+
+def use_panel_words(layout: Layout, words: dict[str, Words], balloon_id: str) -> str | None:
+    """A panel's lettering with words of its own shows the panel's words instead: a caption box its
+    caption, a balloon the first dialogue line no balloon shows. Returns the source, or None if there
+    are no such words (its own words then stay)."""
+    found = find_balloon(layout, balloon_id)
+    if found is None:
+        return None
+    _, balloon = found
+    if balloon.source or balloon.panel not in words:
+        return None
+    missing = unlettered(layout, balloon.panel, words[balloon.panel])  # type: ignore[arg-type]
+    wanted = [s for s in missing if (s == CAPTION) == (balloon.kind == "caption")]
+    if not wanted:
+        return None
+    balloon.source = wanted[0]
+    resolve_words(layout, words)
+    return balloon.source
+
+
+def set_lettering_panel(layout: Layout, balloon_id: str, panel_id: str | None) -> bool:
+    """Make lettering with words of its own belong to a panel (it then moves with it) or to none.
+
+    Balloons showing a panel's words always belong to that panel: False, nothing changes.
+    """
+    found = find_balloon(layout, balloon_id)
+    if found is None or found[1].source:
+        return False
+    found[1].panel = panel_id
+    return True
+
+
+# ---------------------------------------------------------------------------
+# page operations: what the canvas (and the command line) does to pages, as pure functions
+
+
+def frame_at(page: Page, point: Point) -> Frame | None:
+    """The frame under ``point``, else the nearest one (None on a page without frames)."""
+    if not page.frames:
+        return None
+    inside = [f for f in page.frames if f.bounds.contains(point, slack=0.0)]
+    if inside:
+        return inside[0]
+
+    def distance(frame: Frame) -> float:
+        b = frame.bounds
+        dx = max(b.x - point[0], 0.0, point[0] - b.right)
+        dy = max(b.y - point[1], 0.0, point[1] - b.bottom)
+        return math.hypot(dx, dy)
+    return min(page.frames, key=distance)
+
+
+def move_balloon(balloon: Balloon, rect: Rect) -> None:
+    """Give the balloon a new box; when the box only moved (same size), the tail moves with it."""
+    if balloon.tail is not None and abs(rect.w - balloon.w) < 1e-6 and abs(rect.h - balloon.h) < 1e-6:
+        dx, dy = rect.x - balloon.x, rect.y - balloon.y
+        balloon.tail = (round(balloon.tail[0] + dx, 2), round(balloon.tail[1] + dy, 2))
+    balloon.x, balloon.y, balloon.w, balloon.h = (round(v, 2) for v in (rect.x, rect.y, rect.w, rect.h))
+
+
+def change_balloon_kind(balloon: Balloon, kind: str) -> None:
+    """Another kind of lettering with the same words; a kind with a tail gets one pointing down."""
+    if kind not in BALLOON_KINDS:
+        raise LayoutError(f"there is no kind of lettering called {kind!r}")
+    balloon.kind = kind
+    if kind in TALKING and balloon.tail is None:
+        balloon.tail = (round(balloon.x + balloon.w / 2, 2), round(balloon.y + balloon.h + 30, 2))
+
+
+def move_in_reading_order(page: Page, balloon_id: str, step: int) -> None:
+    """Move a balloon ``step`` places earlier (negative) or later in the page's reading order."""
+    balloons = page.balloons
+    i = next((i for i, b in enumerate(balloons) if b.id == balloon_id), None)
+    if i is None:
+        return
+    j = max(0, min(len(balloons) - 1, i + step))
+    balloons.insert(j, balloons.pop(i))
+
+
+def move_lettering(source: Page, target: Page, panel_id: str, old: Frame, new: Frame) -> None:
+    """Carry a panel's lettering from its old frame to its new one, keeping its place in the frame."""
+    ob, nb = old.bounds, new.bounds
+    sx, sy = nb.w / ob.w if ob.w else 1.0, nb.h / ob.h if ob.h else 1.0
+    moving = [b for b in source.balloons if b.panel == panel_id]
+    if source is not target:
+        source.balloons = [b for b in source.balloons if b.panel != panel_id]
+        target.balloons.extend(moving)
+    for b in moving:
+        b.x = round(nb.x + (b.x - ob.x) * sx, 2)
+        b.y = round(nb.y + (b.y - ob.y) * sy, 2)
+        b.w, b.h = min(b.w, nb.w), min(b.h, nb.h)
+        if b.tail:
+            b.tail = (round(nb.x + (b.tail[0] - ob.x) * sx, 2), round(nb.y + (b.tail[1] - ob.y) * sy, 2))
+
+
+def _crop(frame: Frame) -> tuple[str, float, Point]:
+    return frame.fit, frame.zoom, frame.pan
+
+
+def _set_crop(frame: Frame, crop: tuple[str, float, Point]) -> None:
+    frame.fit, frame.zoom, frame.pan = crop
+
+
+def place_panel(layout: Layout, page: Page, frame_id: str, panel: Any) -> None:
+    """Put a panel into a frame. A panel already on a page leaves its old frame, which takes this
+    frame's panel (a swap); lettering and crop go with their pictures. A panel new to the pages
+    gets lettering for its words; a panel it pushes out leaves the pages."""
+    target = page.frame_by_id(frame_id)
+    if target is None:
+        raise LayoutError("that frame is not on the page")
+    old = layout.page_of_panel(panel.id)
+    displaced = target.panel
+    if old is not None:
+        old_page, old_frame = old
+        if old_frame.id == target.id:
+            return
+        old_frame.panel = displaced
+        move_lettering(old_page, page, panel.id, old_frame, target)
+        if displaced:
+            move_lettering(page, old_page, displaced, target, old_frame)
+        crop = _crop(old_frame)
+        _set_crop(old_frame, _crop(target))
+        _set_crop(target, crop)
+        target.panel = panel.id
+        return
+    if displaced:
+        remove_panel_everywhere(layout, displaced)
+    target.panel = panel.id
+    _set_crop(target, ("cover", 1.0, (0.0, 0.0)))
+    page.balloons.extend(lettering_for(layout, target, panel))
+    resolve_words(layout, {panel.id: Words.of(panel)})
+
+
+def swap_frames(layout: Layout, source_page_id: str, source_frame_id: str, page: Page, frame_id: str,
+                panels: Sequence[Any]) -> None:
+    """Drag a frame's panel onto another frame: the two panels change places (with their lettering)."""
+    source_page = layout.page_by_id(source_page_id)
+    frame = source_page.frame_by_id(source_frame_id) if source_page else None
+    panel = next((p for p in panels if frame is not None and p.id == frame.panel), None)
+    if panel is None or source_frame_id == frame_id:
+        return
+    place_panel(layout, page, frame_id, panel)
+
+
+def delete_frames(layout: Layout, page: Page, frame_ids: set[str]) -> None:
+    """Delete frames from a page; their panels leave the pages (see remove_panel_everywhere)."""
+    for frame in page.frames:
+        if frame.id in frame_ids and frame.panel:
+            remove_panel_everywhere(layout, frame.panel)
+    page.frames = [f for f in page.frames if f.id not in frame_ids]
+    page.template = "custom"
+
+
+def empty_frame(layout: Layout, page: Page, frame_id: str) -> None:
+    """Take the panel out of a frame (it leaves the pages; the frame stays)."""
+    frame = page.frame_by_id(frame_id)
+    if frame is not None and frame.panel:
+        remove_panel_everywhere(layout, frame.panel)
+
+
+def recut_page(layout: Layout, index: int, template_id: str) -> list[str]:
+    """Cut page ``index`` again with a template. Its panels keep their order, crop and lettering; those
+    that no longer fit go to a new page right after it. Returns their ids."""
+    page = layout.pages[index]
+    old = {f.panel: copy.deepcopy(f) for f in page.frames if f.panel}
+    left_over = apply_template(layout, page, template_id)
+    for frame in page.frames:
+        if frame.panel in old:
+            move_lettering(page, page, frame.panel, old[frame.panel], frame)
+    if left_over:
+        extra = Page(template="custom")
+        layout.pages.insert(index + 1, extra)
+        count = len(left_over)
+        choice = next((t for t in ("splash", "tiers-2", "tiers-3", "grid-2x2", "rows-2-1-2", "grid-2x3",
+                                   "grid-3x3") if TEMPLATES[t].capacity >= count), "grid-3x3")
+        if layout.page_size.strip:
+            choice = "webtoon"
+        apply_template(layout, extra, choice)
+        if layout.page_size.strip:
+            extra.height = strip_height(layout, count)
+            extra.frames = template_frames(layout, TEMPLATES[choice], extra, count=count)
+        for frame, panel_id in zip(extra.frames, left_over):
+            frame.panel = panel_id
+            _set_crop(frame, _crop(old[panel_id]))
+            move_lettering(page, extra, panel_id, old[panel_id], frame)
+    return left_over
+
+
+def recut_pages(layout: Layout, gutter: float | None = None, margin: float | None = None) -> None:
+    """A new gutter or margin: every page cut from a template is cut again (hand-made pages keep their
+    frames); panels keep their crop and their lettering moves with them."""
+    if gutter is not None:
+        layout.gutter = gutter
+    if margin is not None:
+        layout.margin = margin
+    for page in layout.pages:
+        if page.template not in TEMPLATES:
+            continue
+        old = {f.panel: copy.deepcopy(f) for f in page.frames if f.panel}
+        apply_template(layout, page, page.template)
+        for frame in page.frames:
+            if frame.panel in old:
+                move_lettering(page, page, frame.panel, old[frame.panel], frame)
+
+
+def add_page(layout: Layout, at: int) -> Page:
+    """A new page at position ``at``: six empty frames (one on a webtoon strip)."""
+    template_id = "webtoon" if layout.page_size.strip else "grid-2x3"
+    page = Page(template=template_id)
+    if layout.page_size.strip:
+        page.height = strip_height(layout, 1)
+    page.frames = template_frames(layout, TEMPLATES[template_id], page, count=1)
+    layout.pages.insert(at, page)
+    return page
+
+
+def mirror_pages(layout: Layout, direction: str) -> None:
+    """Change the reading direction: every frame and balloon is mirrored across its page."""
+    if direction not in ("ltr", "rtl"):
+        raise LayoutError(f"the reading direction {direction!r} is neither ltr nor rtl")
+    if direction == layout.direction:
+        return
+    layout.direction = direction
+    for page in layout.pages:
+        width = layout.page_width(page)
+        for frame in page.frames:
+            frame.points = mirror_points(frame.points, width)
+        for b in page.balloons:
+            b.x = round(width - b.x - b.w, 2)
+            if b.tail:
+                b.tail = (round(width - b.tail[0], 2), b.tail[1])
+
+
+def rescale_pages(layout: Layout, size_id: str) -> None:
+    """Another print size: frames and lettering scale with the page (strips change kind: see
+    change_page_size)."""
+    old, new = layout.page_size, PAGE_SIZES[size_id]
+    sx, sy = new.width / old.width, new.height / old.height
+    layout.size = size_id
+    for page in layout.pages:
+        for frame in page.frames:
+            frame.points = [(round(x * sx, 3), round(y * sy, 3)) for x, y in frame.points]
+        for b in page.balloons:
+            b.x, b.y, b.w, b.h = round(b.x * sx, 2), round(b.y * sy, 2), round(b.w * sx, 2), round(b.h * sy, 2)
+            if b.tail:
+                b.tail = (round(b.tail[0] * sx, 2), round(b.tail[1] * sy, 2))
+
+
+def change_page_size(layout: Layout, size_id: str, panels: Sequence[Any]) -> None:
+    """Change the page size: printed sizes rescale the pages; a change between printed pages and a
+    webtoon strip (pages of another kind) lays the placed panels (all, if none is placed) out again."""
+    if size_id not in PAGE_SIZES:
+        raise LayoutError(f"the page size {size_id!r} is not one StoryStudio knows")
+    if size_id == layout.size:
+        return
+    if layout.page_size.strip != PAGE_SIZES[size_id].strip:
+        order = reading_order(layout)
+        by_id = {p.id: p for p in panels}
+        placed = [by_id[i] for i in order if i in by_id] or list(panels)
+        fresh = auto_layout(placed, size=size_id, direction=layout.direction, layout=layout)
+        layout.__dict__.update(fresh.__dict__)
+        return
+    rescale_pages(layout, size_id)
+
+
+@dataclass
+class PageCheck:
+    """How the pages stand against the story (numbers are the panels' places in the story, from 1)."""
+
+    moved: list[int] = field(default_factory=list)  # placed panels out of story order
+    unplaced: list[int] = field(default_factory=list)  # panels on no page (while others are)
+    unlettered: list[int] = field(default_factory=list)  # placed panels with words no balloon shows
+    stale_pages: list[int] = field(default_factory=list)  # page numbers (from 1) holding moved panels
+
+    @property
+    def follows_story(self) -> bool:
+        return not self.moved and not self.unplaced
+
+    def describe(self) -> str:
+        """One plain sentence, or "" when the pages follow the story and show all its words."""
+        def numbers(items: list[int]) -> str:
+            shown = [str(n) for n in items[:6]] + (["…"] if len(items) > 6 else [])
+            return (", ".join(shown[:-1]) + " and " + shown[-1]) if len(shown) > 1 else shown[0]
+        parts = []
+        if self.moved:
+            parts.append(f"panel{'s' if len(self.moved) > 1 else ''} {numbers(self.moved)} "
+                         f"{'are' if len(self.moved) > 1 else 'is'} no longer in story order")
+        if self.unplaced:
+            parts.append(f"panel{'s' if len(self.unplaced) > 1 else ''} {numbers(self.unplaced)} "
+                         f"{'are' if len(self.unplaced) > 1 else 'is'} on no page")
+        if self.unlettered:
+            parts.append(f"some words of panel{'s' if len(self.unlettered) > 1 else ''} "
+                         f"{numbers(self.unlettered)} have no balloon")
+        if not parts:
+            return ""
+        text = "; ".join(parts)
+        return "The pages do not follow the story: " + text + "." if self.moved or self.unplaced else \
+            text[0].upper() + text[1:] + "."
+
+
+def page_check(layout: Layout, panels: Sequence[Any]) -> PageCheck:
+    """Whether the pages still follow the story's panel order, hold every panel and letter every word."""
+    check = PageCheck()
+    if not layout.pages:
+        return check
+    number = {p.id: i for i, p in enumerate(panels, 1)}
+    placed = [pid for pid in reading_order(layout) if pid in number]
+    story = [p.id for p in panels if p.id in set(placed)]
+    if placed != story:
+        matcher = difflib.SequenceMatcher(a=story, b=placed, autojunk=False)
+        in_place = {story[i] for block in matcher.get_matching_blocks() for i in range(block.a, block.a + block.size)}
+        check.moved = sorted(number[pid] for pid in placed if pid not in in_place)
+        moved_ids = set(placed) - in_place
+        check.stale_pages = [i for i, page in enumerate(layout.pages, 1) if moved_ids & set(page.panels())]
+    if placed:
+        check.unplaced = [number[p.id] for p in panels if p.id not in set(placed)]
+    words = words_of(panels)
+    for pid in placed:
+        if unlettered(layout, pid, words[pid]):
+            check.unlettered.append(number[pid])
+    check.unlettered.sort()
+    return check
+
+
+def reflow(layout: Layout, panels: Sequence[Any]) -> None:
+    """Put the panels back in story order, keeping the pages as the user made them.
+
+    Every frame, in reading order, takes the next panel of the story (empty
+    frames too); each panel's crop and lettering come along into its new
+    frame, and a panel new to the pages gets lettering for its words. Panels
+    beyond the last frame go on new pages cut as Lay Out Story would cut them.
+    Free lettering stays where it is.
+    """
+    slots = [(page, frame) for page in layout.pages for frame in page.frames]
+    by_id = {p.id: p for p in panels}
+    before = {frame.panel: (page, copy.deepcopy(frame)) for page, frame in slots if frame.panel in by_id}
+    carried: dict[str, list[Balloon]] = {}
+    for page in layout.pages:
+        for b in page.balloons:
+            if b.panel in before:
+                carried.setdefault(b.panel, []).append(b)  # type: ignore[arg-type]
+        page.balloons = [b for b in page.balloons if b.panel not in before]
+    for page, frame in slots:
+        frame.panel = None
+    order = list(panels)
+    changed_pages: set[str] = set()
+    for (page, frame), panel in zip(slots, order):
+        frame.panel = panel.id
+        if panel.id in before:
+            old_page, old_frame = before[panel.id]
+            _set_crop(frame, _crop(old_frame))
+            holder = Page(balloons=carried.get(panel.id, []))
+            move_lettering(holder, holder, panel.id, old_frame, frame)
+            page.balloons.extend(holder.balloons)
+            if old_page is not page or old_frame.bounds != frame.bounds:
+                changed_pages.add(page.id)
+        else:
+            _set_crop(frame, ("cover", 1.0, (0.0, 0.0)))
+            page.balloons.extend(lettering_for(layout, frame, panel))
+            changed_pages.add(page.id)
+    for page in layout.pages:
+        if page.id in changed_pages:
+            _sort_balloons(page)
+    rest = order[len(slots):]
+    if rest:
+        more = auto_layout(rest, size=layout.size, direction=layout.direction, layout=layout)
+        layout.pages.extend(more.pages)
+    resolve_words(layout, words_of(panels))
+
+
+def _sort_balloons(page: Page) -> None:
+    """Reading order by frame: each panel's lettering in its frame's place (keeping its own order);
+    free lettering by the frame it sits on."""
+    index = {f.panel: i for i, f in enumerate(page.frames) if f.panel}
+
+    def key(item: tuple[int, Balloon]) -> tuple[int, int]:
+        n, b = item
+        if b.panel in index:
+            return index[b.panel], n  # type: ignore[index]
+        frame = frame_at(page, (b.x + b.w / 2, b.y + b.h / 2))
+        return (page.frames.index(frame) if frame is not None else len(page.frames)), n
+    page.balloons = [b for _, b in sorted(enumerate(page.balloons), key=key)]
+
+
+def _signature(layout: Layout) -> Any:
+    """The layout without its ids: two layouts with the same signature look and read the same."""
+    def strip(data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: strip(v) for k, v in data.items() if k != "id"}
+        if isinstance(data, list):
+            return [strip(v) for v in data]
+        return data
+    return strip(layout.to_dict())
+
+
+def has_hand_edits(layout: Layout, panels: Sequence[Any]) -> bool:
+    """Whether the pages differ from what Lay Out Story makes of their panels (moved or resized frames,
+    other templates, lettering added, moved or deleted): then laying the story out again would lose work."""
+    if not layout.pages:
+        return False
+    by_id = {p.id: p for p in panels}
+    placed = [by_id[i] for i in reading_order(layout) if i in by_id]
+    fresh = auto_layout(placed, size=layout.size, direction=layout.direction, layout=layout)
+    return _signature(fresh) != _signature(layout)
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ panel versions, character references and photos refer to them by name.
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -23,7 +24,7 @@ from typing import Any
 
 from ..resources_path import resource
 from .animatic import Animatic
-from .layout import Layout
+from .layout import Layout, Words, follow_words, remove_panel_everywhere, resolve_words, words_of
 from .script import format_script, load_script, parse_script
 from .story import NO_CHARACTER, TAG_PATTERN, Character, Panel, Story
 
@@ -307,17 +308,34 @@ class Project:
         for panel in self.panels:
             unused.setdefault(panel.prompt.strip(), []).append(panel)
         panels = []
+        recaptioned: list[tuple[ProjectPanel, Words]] = []
         for source in story.panels:
             prompt = _strip_no_character_tag(source.prompt)
             matches = unused.get(prompt.strip())
             if matches:
                 kept_panel = matches.pop(0)
+                if kept_panel.caption != source.caption:
+                    recaptioned.append((kept_panel, Words.of(kept_panel)))
                 kept_panel.caption = source.caption
             else:
                 kept_panel = ProjectPanel(prompt=prompt, caption=source.caption)
             panels.append(kept_panel)
+        kept = {panel.id for panel in panels}
+        for panel in self.panels:
+            if panel.id not in kept:  # gone from the script: off the pages too
+                remove_panel_everywhere(self.layout, panel.id)
+        for panel, old_words in recaptioned:  # the pages letter the new captions
+            follow_words(self.layout, panel, old_words)
         self.characters = characters
         self.panels = panels
+
+    def words(self) -> dict[str, Words]:
+        """Each panel's words (caption and dialogue lines) by panel id: what its lettering shows."""
+        return words_of(self.panels)
+
+    def resolve_words(self) -> None:
+        """Fill the pages' balloons that show panels' words with those words (they keep no copy of their own)."""
+        resolve_words(self.layout, self.words())
 
     def export_script(self) -> str:
         """The cast and panels as story script text (ValueError for text a script cannot hold)."""
@@ -389,7 +407,7 @@ class Project:
     @classmethod
     def from_dict(cls, data: dict[str, Any], images: dict[str, bytes] | None = None) -> Project:
         created = data.get("created") or now_iso()
-        return cls(
+        project = cls(
             id=data.get("id") or new_id(),
             title=data.get("title", ""),
             created=created,
@@ -401,9 +419,23 @@ class Project:
             animatic=Animatic.from_dict(data.get("animatic")),
             images=dict(images or {}),
         )
+        # lettering of a panel that is gone becomes free (or goes, if it only showed the panel's words)
+        known = {panel.id for panel in project.panels}
+        for panel_id in {b.panel for page in project.layout.pages for b in page.balloons} - known - {None}:
+            remove_panel_everywhere(project.layout, panel_id)  # type: ignore[arg-type]
+        project.resolve_words()
+        return project
 
     @classmethod
     def example(cls) -> Project:
-        """A new project holding the bundled example story (the lighthouse)."""
+        """A new project holding the bundled example story (the lighthouse), with its dialogue.
+
+        A story script has no dialogue, so the example's lines are kept beside
+        it (``lighthouse.dialogue.json``: panel number -> its lines).
+        """
         story = load_script(resource("examples", "lighthouse.story.txt"))
-        return cls.from_story(story, title=story.title.replace("-", " ").replace("_", " ").title())
+        project = cls.from_story(story, title=story.title.replace("-", " ").replace("_", " ").title())
+        lines = json.loads(resource("examples", "lighthouse.dialogue.json").read_text(encoding="utf-8"))
+        for number, dialogue in lines["panels"].items():
+            project.panels[int(number) - 1].dialogue = "\n".join(dialogue)
+        return project

@@ -10,7 +10,7 @@ from typing import Any
 from PySide6.QtGui import QUndoCommand
 
 from ..project.animatic import Animatic
-from ..project.layout import Layout, remove_panel_everywhere
+from ..project.layout import Layout, Words, follow_words, remove_panel_everywhere, resolve_words
 from ..project.model import ImageVersion, ProjectCharacter, ProjectPanel, new_id, now_iso
 from .session import ProjectSession
 
@@ -55,21 +55,40 @@ class MovePanels(QUndoCommand):
 
 
 class SetPanelText(QUndoCommand):
-    """Edit a panel's prompt, caption or dialogue; typing in the same field merges."""
+    """Edit a panel's prompt, caption or dialogue; typing in the same field merges.
+
+    The caption and dialogue are the words the panel's lettering shows: the
+    pages follow in the same step (a balloon keeps its line, removed words lose
+    their balloon, new words get one in the panel's frame).
+    """
 
     LABELS = {"prompt": "Edit prompt", "caption": "Edit caption", "dialogue": "Edit dialogue"}
 
     def __init__(self, session: ProjectSession, panel_id: str, field: str, value: str):
         super().__init__(self.LABELS[field])
         self.session, self.panel_id, self.field = session, panel_id, field
-        self.old = getattr(session.panel(panel_id), field)
+        panel = session.panel(panel_id)
+        self.old = getattr(panel, field)
         self.new = value
+        self.layout_before: Layout | None = None
+        self.layout_after: Layout | None = None
+        if field in ("caption", "dialogue") and session.project.layout.page_of_panel(panel_id) is not None:
+            self.layout_before = session.project.layout.copy()
+            after = self.layout_before.copy()
+            changed = copy.copy(panel)
+            setattr(changed, field, value)
+            follow_words(after, changed, Words.of(panel))
+            self.layout_after = after
 
     def redo(self) -> None:
         self.session.set_panel_field(self.panel_id, self.field, self.new)
+        if self.layout_after is not None and self.layout_after != self.layout_before:
+            self.session.set_layout(self.layout_after.copy())
 
     def undo(self) -> None:
         self.session.set_panel_field(self.panel_id, self.field, self.old)
+        if self.layout_before is not None and self.layout_after != self.layout_before:
+            self.session.set_layout(self.layout_before.copy())
 
     def id(self) -> int:
         return TEXT_ID
@@ -78,6 +97,9 @@ class SetPanelText(QUndoCommand):
         if not isinstance(other, SetPanelText) or (other.panel_id, other.field) != (self.panel_id, self.field):
             return False
         self.new = other.new
+        if other.layout_after is not None:
+            self.layout_before = self.layout_before or other.layout_before
+            self.layout_after = other.layout_after
         return True
 
 
@@ -202,6 +224,65 @@ class EditLayout(_EditSnapshot):
 
     def install(self, part: Layout) -> None:
         self.session.set_layout(part)
+
+
+class EditLettering(QUndoCommand):
+    """A change to the pages that may change panels' words too, as one step: editing, adding or deleting
+    lettering that shows a panel's caption or dialogue changes the panel (and so the animatic).
+
+    ``change(layout, words)`` edits a copy of the layout and of every panel's
+    words (panel id -> ``Words``) in place; its return value is kept as
+    ``result``. Edits with the same ``merge`` key in a row merge.
+    """
+
+    def __init__(self, session: ProjectSession, text: str, change: Callable[[Layout, dict[str, Words]], Any],
+                 merge: str = ""):
+        super().__init__(text)
+        self.session, self.merge = session, merge
+        project = session.project
+        self.layout_before = project.layout.copy()
+        self.words_before = {p.id: (p.caption, p.dialogue) for p in project.panels}
+        words = project.words()
+        layout = self.layout_before.copy()
+        self.result = change(layout, words)
+        self.layout_after = layout
+        # only the panels whose words really changed are written back (their text as Words spells it)
+        self.words_after = {pid: (w.caption, w.dialogue) for pid, w in words.items()
+                            if Words.of(project.panel_by_id(pid)) != w}
+
+    def _install(self, layout: Layout, words: dict[str, tuple[str, str]]) -> None:
+        for panel_id, (caption, dialogue) in words.items():
+            panel = self.session.project.panel_by_id(panel_id)
+            if panel is None:
+                continue
+            if panel.caption != caption:
+                self.session.set_panel_field(panel_id, "caption", caption)
+            if panel.dialogue != dialogue:
+                self.session.set_panel_field(panel_id, "dialogue", dialogue)
+        layout = layout.copy()
+        resolve_words(layout, self.session.project.words())
+        self.session.set_layout(layout)
+
+    def redo(self) -> None:
+        self._install(self.layout_after, self.words_after)
+
+    def undo(self) -> None:
+        self._install(self.layout_before, {pid: self.words_before[pid] for pid in self.words_after})
+
+    def id(self) -> int:
+        return LAYOUT_ID if self.merge else -1
+
+    def mergeWith(self, other: QUndoCommand) -> bool:
+        if not isinstance(other, EditLettering) or other.merge != self.merge:
+            return False
+        self.layout_after = other.layout_after
+        for pid, value in other.words_after.items():
+            self.words_after[pid] = value
+        return True
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.layout_before == self.layout_after and not self.words_after
 
 
 class EditAnimatic(_EditSnapshot):

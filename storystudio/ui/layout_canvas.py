@@ -83,13 +83,14 @@ from ..project.layout import (
     generation_size,
     lettering_for,
     reading_order,
+    set_lettering_text,
     snap_lines,
     snap_move,
     snap_resize,
     strip_height,
     template_frames,
 )
-from .commands import EditLayout, SetPanelSizes
+from .commands import EditLayout, EditLettering, SetPanelSizes
 from .session import ProjectSession
 from .timeline import MIME as PANEL_MIME
 
@@ -774,6 +775,7 @@ class LayoutCanvas(QWidget):
 
     def _panel_changed(self, panel_id: str) -> None:
         self._reload_images()
+        self.session.project.resolve_words()  # its words may have changed: the balloons show them
         if self.has_page() and panel_id in self.page.panels():
             self.scene.update()
         self.thumb_timer.start()
@@ -793,6 +795,7 @@ class LayoutCanvas(QWidget):
         """Rebuild the scene for the current page (keeping the selection) and the page list."""
         if self.editor is not None:
             return  # never pull the words from under the user's cursor; finishing the edit refreshes
+        self.session.project.resolve_words()
         pages = self.layout.pages
         self.current = min(max(self.current, 0), len(pages) - 1) if pages else 0
         selected = {item.item_id for item in self.scene.selectedItems() if isinstance(item, _EditableItem)}
@@ -882,6 +885,14 @@ class LayoutCanvas(QWidget):
     # ---- edits (each one undo step) -------------------------------------------------------
     def edit(self, text: str, change: Callable[[Layout], object], merge: str = "") -> object:
         command = EditLayout(self.session, text, change, merge)
+        if command.changes_nothing:
+            return command.result
+        self.session.undo.push(command)
+        return command.result
+
+    def edit_words(self, text: str, change: Callable[[Layout, dict], object], merge: str = "") -> object:
+        """A change to the pages that may change panels' words too (one undo step for both)."""
+        command = EditLettering(self.session, text, change, merge)
         if command.changes_nothing:
             return command.result
         self.session.undo.push(command)
@@ -1050,7 +1061,9 @@ class LayoutCanvas(QWidget):
         if text is not None and self.has_page():
             balloon = self.page.balloon_by_id(balloon_id)
             if balloon is not None and balloon.text != text:
-                self.edit_balloon(balloon_id, "Edit lettering", text=text)
+                # a balloon showing its panel's words edits the panel (so the animatic says the same)
+                self.edit_words("Edit lettering", lambda layout, words: set_lettering_text(layout, words, balloon_id,
+                                                                                           text))
                 return
         self.refresh()
 

@@ -42,6 +42,8 @@ def gradient_png() -> bytes:
 def project() -> Project:
     project = Project.example()
     project.panels = project.panels[:3]
+    for panel in project.panels:
+        panel.dialogue = ""  # the caption box alone: these tests look above it
     project.add_version(project.panels[0].id, gradient_png(), {})
     for panel, colour in zip(project.panels[1:], (GREEN, BLUE)):
         project.add_version(panel.id, flat_png(colour), {})

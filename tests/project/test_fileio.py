@@ -127,7 +127,7 @@ def test_save_updates_modified_and_writes_only_used_images(project, tmp_path):
     with zipfile.ZipFile(path) as archive:
         infos = {info.filename: info for info in archive.infolist()}
         doc = json.loads(archive.read("project.json"))
-    assert doc["format"] == "storystudio-project" and doc["schema"] == SCHEMA_VERSION == 3
+    assert doc["format"] == "storystudio-project" and doc["schema"] == SCHEMA_VERSION == 4
     assert doc["modified"] == project.modified
     assert set(infos) == {"project.json"} | {f"images/{n}" for n in project.referenced_images()}
     assert f"images/{unused[0]}" not in infos
@@ -263,7 +263,7 @@ def test_newer_schema_is_refused(project, tmp_path):
         load_project(path)
     assert str(info.value) == (
         '"new.storystudio" was made by a newer StoryStudio (project format 7); this version reads up to '
-        "format 3. Update StoryStudio to open it."
+        "format 4. Update StoryStudio to open it."
     )
 
 
@@ -631,3 +631,77 @@ def test_relative_recent_paths_are_stored_absolute(tmp_path, monkeypatch):
     recent.add(a.name)
     monkeypatch.chdir(os.path.dirname(tmp_path))
     assert recent.items() == [a]
+
+
+# ---- schema 3 -> 4: the words live once, with the panel ------------------------------
+
+OLD_FILE = Path(__file__).parent / "data" / "schema-3.storystudio"
+
+
+def test_schema_3_file_keeps_what_every_place_showed(tmp_path):
+    """``data/schema-3.storystudio`` was saved by StoryStudio at commit acb540b (schema 3): the example
+    laid out with dialogue on panels 1 and 3, then panel 2's caption box edited on the page, panel 4's
+    caption edited in the Panel tab, a sound effect added in panel 3's frame and a caption added with
+    no frame selected."""
+    with zipfile.ZipFile(OLD_FILE) as archive:
+        old = json.loads(archive.read("project.json"))
+    assert old["schema"] == 3
+    printed = [b["text"] for b in old["layout"]["pages"][0]["balloons"]]
+
+    project = load_project(OLD_FILE)
+    page = project.layout.pages[0]
+    # every balloon still prints what it printed
+    assert [b.text for b in page.balloons] == printed
+    # and every panel still has its words
+    assert [(p.caption, p.dialogue) for p in project.panels] == [(p["caption"], p["dialogue"]) for p in old["panels"]]
+    kinds = {b.text: (b.panel, b.source) for b in page.balloons}
+    p1, p2, p3, p4 = (p.id for p in project.panels[:4])
+    # words that matched their panel's are now the panel's words, shown by the balloon
+    assert kinds["Mira had never been this far from the village."] == (p1, "caption")
+    assert kinds["Hello?"] == (p1, "dialogue:0") and kinds["Is anyone there?"] == (p1, "dialogue:1")
+    assert kinds["Knock knock."] == (p3, "dialogue:0")
+    # words that differed stay on the page as the panel's lettering with words of its own
+    assert kinds["Two hundred and twelve steps!"] == (p2, "")
+    assert kinds["Someone still lived here."] == (p4, "") and project.panels[3].caption == "Somebody still lived here."
+    assert kinds["KNOCK!"] == (p3, "") and kinds["Meanwhile…"] == (None, "")
+
+    # saved again: schema 4, and a balloon that shows its panel's words keeps no copy of them
+    path = tmp_path / "now.storystudio"
+    save_project(project, path)
+    with zipfile.ZipFile(path) as archive:
+        doc = json.loads(archive.read("project.json"))
+    assert doc["schema"] == SCHEMA_VERSION == 4
+    saved = doc["layout"]["pages"][0]["balloons"]
+    assert [("text" in b) for b in saved] == [b.source == "" for b in page.balloons]
+    again = load_project(path)
+    assert again.layout == project.layout and again.to_dict() == project.to_dict()
+    # a caption edited in the Panel tab shows on the page from now on
+    again.panels[0].caption = "Mira had walked since dawn."
+    again.resolve_words()
+    assert again.layout.pages[0].balloons[0].text == "Mira had walked since dawn."
+
+
+def test_balloon_of_a_deleted_panel_becomes_free_lettering(project, tmp_path):
+    doc = document(project, schema=3)
+    balloons = doc["layout"]["pages"][0]["balloons"]
+    balloons.append({**balloons[0], "id": "gone-words", "panel": "no-such-panel", "text": "Old words."})
+    balloons.append({**balloons[0], "id": "gone-own", "panel": "no-such-panel", "source": "", "text": "BAM"})
+    loaded = load_project(write_zip(tmp_path / "v3.storystudio", members_of(project, doc)))
+    page = loaded.layout.pages[0]
+    assert page.balloon_by_id("gone-words").free and page.balloon_by_id("gone-words").text == "Old words."
+    assert page.balloon_by_id("gone-own").free and page.balloon_by_id("gone-own").text == "BAM"
+
+
+@pytest.mark.parametrize(("source", "panel", "message"), [
+    ("dialogue:x", "keep", "takes its words from 'dialogue:x'"),
+    ("caption", None, "takes its words from a panel's caption but names no panel"),
+])
+def test_balloon_words_that_name_nothing_are_refused_plainly(project, tmp_path, source, panel, message):
+    doc = document(project)
+    balloon = doc["layout"]["pages"][0]["balloons"][0]
+    balloon["source"] = source
+    if panel is None:
+        balloon["panel"] = None
+    path = write_zip(tmp_path / "bad.storystudio", members_of(project, doc))
+    with pytest.raises(ProjectFileError, match=re.escape(message)):
+        load_project(path)

@@ -24,9 +24,11 @@ from storystudio.project.layout import (
     printed_pages,
     reading_order,
     remove_panel_everywhere,
+    resolve_words,
     split_counts,
     strip_height,
     template_frames,
+    words_of,
 )
 
 
@@ -220,9 +222,16 @@ def test_frame_fitting_and_moving():
 
 
 def test_round_trip_and_plain_errors():
-    layout = auto_layout(panels(7, caption="c", dialogue="d"), size="a4", direction="rtl")
+    story = panels(7, caption="c", dialogue="d")
+    layout = auto_layout(story, size="a4", direction="rtl")
     layout.pages[0].balloons.append(Balloon("sfx", 10, 10, 80, 40, text="KRAK!", size=24.0, bold=True))
-    again = Layout.from_dict(layout.to_dict())
+    saved = layout.to_dict()
+    # balloons showing a panel's words keep no copy of them: the panel is the one place they live
+    assert all("text" not in b for b in saved["pages"][0]["balloons"][:-1])
+    assert saved["pages"][0]["balloons"][-1]["text"] == "KRAK!"
+    again = Layout.from_dict(saved)
+    assert again != layout and again.pages[0].balloons[0].text == ""
+    resolve_words(again, words_of(story))
     assert again == layout
     bad = layout.to_dict()
     bad["size"] = "tabloid"
@@ -244,11 +253,13 @@ def test_round_trip_and_plain_errors():
 
 def test_removing_a_panel_empties_its_frame_and_drops_its_generated_words():
     layout = auto_layout(panels(3, caption="c"))
-    layout.pages[0].balloons.append(Balloon("sfx", 1, 1, 10, 10, text="BAM", panel="p1"))  # made by hand: kept
+    layout.pages[0].balloons.append(Balloon("sfx", 1, 1, 10, 10, text="BAM", panel="p1", id="bam"))  # by hand
     remove_panel_everywhere(layout, "p1")
     page = layout.pages[0]
     assert page.panels() == ["p0", "p2"]
-    assert [b.text for b in page.balloons if b.panel == "p1"] == ["BAM"]
+    assert not any(b.panel == "p1" for b in page.balloons)
+    # lettering with words of its own stays, as free lettering
+    assert page.balloon_by_id("bam").text == "BAM" and page.balloon_by_id("bam").free
 
 
 def test_snapping_to_gutters_and_margins():

@@ -106,6 +106,18 @@ def test_example_project(example):
     assert example.settings == ProjectSettings()
 
 
+def test_example_has_dialogue_so_its_first_page_has_speech_balloons(example):
+    """A script carries no dialogue: the example's lines come from lighthouse.dialogue.json beside it."""
+    assert example.panels[2].dialogue == "Hello? Is anybody home?"
+    assert example.panels[7].dialogue.splitlines() == ["You kept the light burning.", "We both did."]
+    assert all(p.caption for p in example.panels)
+    layout = auto_layout(example.panels)
+    first = layout.pages[0]
+    speech = [b for b in first.balloons if b.kind == "speech"]
+    assert len(speech) >= 3 and all(b.tied and b.text for b in speech)
+    assert {b.text for b in speech} >= {"Hello? Is anybody home?"}
+
+
 def test_to_story_uses_panel_ids_as_keys(example):
     example.panels[3].variation = 2
     story = example.to_story()
@@ -194,6 +206,19 @@ def test_import_script_keeps_work_on_unchanged_panels_and_characters(example):
     assert example.panels[-1] is not last
     assert example.panels[-1].prompt == "[Tobias] waves goodbye"
     assert example.panels[-1].versions == []
+
+
+def test_import_script_keeps_the_pages_lettering_in_step(example):
+    example.layout = auto_layout(example.panels)
+    first, last = example.panels[0], example.panels[-1]
+    lines = example.export_script().splitlines()
+    lines[4] = lines[4].replace("# Mira had never", "# Mira had rarely")
+    lines[-1] = "[Tobias] waves goodbye # The end."  # the last panel is replaced by a new one
+    example.import_script("\n".join(lines))
+    caption = next(b for p in example.layout.pages for b in p.balloons if b.panel == first.id and b.source == "caption")
+    assert caption.text.startswith("Mira had rarely")
+    assert last.id not in [pid for p in example.layout.pages for pid in p.panels()]
+    assert not any(b.panel == last.id for p in example.layout.pages for b in p.balloons)
 
 
 def test_import_script_with_mistakes_changes_nothing(example):

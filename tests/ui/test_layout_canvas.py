@@ -201,8 +201,10 @@ def test_edit_balloon_words_in_place(qtbot, canvas, session):
     qtbot.keyClick(canvas.view.viewport(), Qt.Key_Return, Qt.ControlModifier)  # reaches the focused editor
     qtbot.waitUntil(lambda: canvas.editor is None)
     assert session.project.layout.pages[0].balloon_by_id(item.item_id).text == "Is anyone up there?"
+    assert session.project.panels[0].dialogue == "Is anyone up there?"  # the words are the panel's
     session.undo.undo()
     assert session.project.layout.pages[0].balloon_by_id(item.item_id).text == "Hello, lighthouse!"
+    assert session.project.panels[0].dialogue == "Hello, lighthouse!"
     # Escape drops the edit
     canvas.edit_text(item.item_id)
     canvas.editor.setPlainText("nope")
@@ -362,3 +364,36 @@ def test_reordering_the_page_list_moves_pages(qtbot, canvas, session):
     assert canvas.current == 0 and canvas.page.id == second
     session.undo.undo()
     assert [p.id for p in session.project.layout.pages] == [first, second]
+
+
+def test_words_edited_on_the_page_are_the_words_of_the_pdf_the_animatic_and_the_panel(canvas, session, tmp_path):
+    from pypdf import PdfReader
+
+    from storystudio.project.animatic import subtitle_cues, timeline
+    from storystudio.ui.commands import SetPanelText
+
+    panel = session.project.panels[1]
+    caption = next(b for b in canvas.page.balloons if b.panel == panel.id and b.source == "caption")
+    canvas.edit_text(caption.id)
+    canvas.editor.setPlainText("Two hundred steps, give or take.")
+    canvas.editor.finish(keep=True)
+    QApplication.processEvents()
+    assert panel.caption == "Two hundred steps, give or take."  # the Panel tab shows the panel's caption
+    project = session.project
+    cues = subtitle_cues(project.animatic, project.panels, timeline(project.animatic, project.panels))
+    assert any(text.startswith("Two hundred steps, give or take.") for _, _, text in cues)  # the MP4's words
+    export_pdf(project, tmp_path / "comic.pdf")
+    assert "Two hundred steps, give or take." in " ".join(PdfReader(tmp_path / "comic.pdf").pages[0].extract_text().split())
+    # and the other way round: a dialogue line written in the Panel tab gets its balloon on the page
+    session.undo.push(SetPanelText(session, panel.id, "dialogue", panel.dialogue + "\nUp and up."))
+    QApplication.processEvents()
+    balloon = next(b for b in session.project.layout.pages[0].balloons if b.panel == panel.id and b.kind == "speech"
+                   and b.source == "dialogue:1")
+    assert balloon.text == "Up and up."
+    assert canvas.page.frames[1].bounds.contains((balloon.x, balloon.y))
+    assert any(isinstance(i, BalloonItem) and i.item_id == balloon.id for i in canvas.scene.items())
+    session.undo.undo()
+    assert session.project.layout.pages[0].balloon_by_id(balloon.id) is None
+    session.undo.undo()
+    assert panel.caption.startswith("Two hundred and twelve steps")
+    assert session.project.layout.pages[0].balloon_by_id(caption.id).text == panel.caption
