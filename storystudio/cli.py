@@ -5,6 +5,8 @@
                                           (and lay them out as a PDF or CBZ comic)
     storystudio export PROJECT [options]  export a saved project's pages or animatic, without generating
     storystudio models ...                list, download, import, remove, locate and create models
+    storystudio install-desktop           add the menu entry and the .storystudio file type (Linux; and
+                                          uninstall-desktop), see desktop.py
 
 User mistakes end with one plain sentence on stderr and a non-zero exit code,
 never a traceback.
@@ -202,6 +204,10 @@ def _apply_video_options(project, args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("install-desktop", "uninstall-desktop"):
+        from .desktop import main as desktop_main
+
+        return desktop_main(argv)
     if not argv or (argv[0] not in ("render", "export", "models") and not argv[0].startswith("-")):
         return _start_app(argv)
     args = build_parser().parse_args(argv)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+from PySide6.QtCore import QSize, QTimer
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from ..desktop import APP_ID, ICON_SIZES, icon_png
 from ..project.fileio import ProjectFileError, load_project
 from ..project.model import Project
 from ..project.script import ScriptError
@@ -27,10 +31,43 @@ def initial_project(path: str | None) -> tuple[Project, str | None, str | None]:
         return Project.example(), None, f"{path} cannot be opened.\n\n{exc}"
 
 
-def run_app(path: str | None = None) -> int:
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+def app_icon() -> QIcon:
+    """The application icon at every size it is drawn in (resources/icons/)."""
+    icon = QIcon()
+    for size in ICON_SIZES:
+        icon.addFile(str(icon_png(size)), QSize(size, size))
+    return icon
+
+
+def set_identity(app: QApplication) -> None:
+    """Name and icon, for the title bars, the taskbar and the desktop's matching with the menu entry."""
     app.setApplicationName("StoryStudio")
     app.setOrganizationName("StoryStudio")
+    app.setDesktopFileName(APP_ID)  # Wayland's app id; the entry is storystudio.desktop
+    app.setWindowIcon(app_icon())
+
+
+def _smoke_report(window) -> None:
+    """STORYSTUDIO_SMOKE_TEST=1: say what opened; once the worker has imported torch and diffusers (its
+    warm-up), say so and close the window as a user would. packaging/smoke_test.sh checks a bundle with it."""
+    sizes = sorted(s.width() for s in window.windowIcon().availableSizes())
+    print(f"StoryStudio window: {window.windowTitle()!r}, {len(window.session.project.panels)} panels, "
+          f"icon sizes {sizes}", flush=True)
+    timer = QTimer(window)
+
+    def close_when_idle() -> None:
+        if not window.service.busy:
+            timer.stop()
+            print("StoryStudio worker: ready", flush=True)
+            window.close()
+
+    timer.timeout.connect(close_when_idle)
+    timer.start(50)
+
+
+def run_app(path: str | None = None) -> int:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    set_identity(app)
     from .main_window import MainWindow, offer_recovery
 
     project, file_path, problem = initial_project(path)
@@ -40,6 +77,11 @@ def run_app(path: str | None = None) -> int:
         project, file_path, autosave = recovered
     window = MainWindow(project, file_path, recovered_from=autosave)
     window.show()
-    if problem:
+    if not project.settings.model:
+        window.statusBar().showMessage("No picture model chosen yet: press Generate All, and the Models dialog "
+                                       "offers one to download or finds one you have.")
+    if os.environ.get("STORYSTUDIO_SMOKE_TEST"):
+        QTimer.singleShot(0, lambda: _smoke_report(window))
+    elif problem:
         QMessageBox.warning(window, "StoryStudio", problem)
     return app.exec()

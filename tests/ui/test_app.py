@@ -137,3 +137,43 @@ w.close()
                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False [('diffusers', False), ('torch', False)]"
+
+
+def test_the_window_and_taskbar_show_the_app_icon(qtbot, monkeypatch, warnings_shown, no_autosaves):
+    windows = run_with_fake_loop(monkeypatch)
+    app = QApplication.instance()
+    assert app.desktopFileName() == "storystudio"  # matches resources/desktop/storystudio.desktop
+    for icon in (app.windowIcon(), windows[0].windowIcon()):
+        assert not icon.isNull()
+        assert sorted(s.width() for s in icon.availableSizes()) == [16, 24, 32, 48, 64, 128, 256, 512]
+        assert not icon.pixmap(48, 48).toImage().isNull()
+
+
+def test_first_run_without_a_model_says_how_to_get_one(qtbot, monkeypatch, warnings_shown, no_autosaves):
+    messages = []
+
+    def fake_exec(self):
+        for widget in QApplication.topLevelWidgets():
+            if isinstance(widget, MainWindow) and widget.isVisible():
+                messages.append((widget.session.project.settings.model, widget.statusBar().currentMessage()))
+                widget.session.undo.setClean()
+                widget.close()
+        return 0
+
+    monkeypatch.setattr(QApplication, "exec", fake_exec)
+    app_module.run_app(None)
+    assert len(messages) == 1 and not messages[0][0]
+    assert "Generate All" in messages[0][1] and "Models dialog" in messages[0][1]
+
+
+def test_smoke_test_mode_reports_the_window_and_quits():
+    """STORYSTUDIO_SMOKE_TEST=1 is how packaging/smoke_test.sh checks that a bundle opens its window."""
+    import os
+
+    out = subprocess.run([sys.executable, "-m", "storystudio"], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen", "STORYSTUDIO_SMOKE_TEST": "1"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "StoryStudio window: 'Lighthouse - StoryStudio', 8 panels, icon sizes [16, 24, 32, 48, 64, 128, 256, 512]",
+        "StoryStudio worker: ready"]  # after the warm-up imported torch and diffusers
+    assert "Traceback" not in out.stderr
