@@ -29,10 +29,10 @@ import time
 
 import torch
 
-from storystudio.engine.consistent_attention import ConsistencyConfig, ConsistentAttention
-from storystudio.engine.models import LoadedModel
-from storystudio.engine.random_models import build_pipeline
-from storystudio.engine.story_pipeline import GenerationSettings, StoryPipeline
+from storystudio.engine.attention.consistent import ConsistencyConfig, ConsistentAttention
+from storystudio.engine.models.loading import LoadedModel
+from storystudio.engine.models.random_weights import build_pipeline
+from storystudio.engine.story.pipeline import GenerationSettings, StoryPipeline
 from storystudio.project.story import Character, Panel, Story
 
 GIB = 2**30

@@ -21,9 +21,10 @@ import time
 import numpy as np
 import torch
 
-from storystudio.engine.models import MEMORY_MODES, load_model
-from storystudio.engine.random_models import build_pipeline
-from storystudio.engine.story_pipeline import GenerationSettings, StoryPipeline
+from storystudio.engine.models.base import MEMORY_MODES
+from storystudio.engine.models.loading import load_model
+from storystudio.engine.models.random_weights import build_pipeline
+from storystudio.engine.story.pipeline import GenerationSettings, StoryPipeline
 from storystudio.project.story import Character, Panel, Story
 
 GIB = 2**30

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from storystudio.engine.models import quiet_libraries
-from storystudio.engine.random_models import build_video_components
-from storystudio.engine.transitions import TransitionRequest
-from storystudio.engine.video_diffusion import DiffusionTransitionBackend, VideoModels, build_video_pipeline
+from storystudio.engine.models.loading import quiet_libraries
+from storystudio.engine.models.random_weights import build_video_components
+from storystudio.engine.video.transitions import TransitionRequest
+from storystudio.engine.video.diffusion import DiffusionTransitionBackend, VideoModels, build_video_pipeline
 
 GIB = 2**30
 

@@ -57,8 +57,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .engine.story_pipeline import SCHEDULERS
-    from .engine.styles import default_style, style_names
+    from .engine.story.pipeline import SCHEDULERS
+    from .engine.story.styles import default_style, style_names
 
     root = _Parser(prog="storystudio", description="Comics with the same characters in every panel.")
     root.add_argument("--version", action="version", version=f"StoryStudio {__version__}")
@@ -259,8 +259,8 @@ def _load_story(path: str):
 
 def _settings(args, project=None):
     """Generation settings: the options given, else the project's own settings, else the defaults."""
-    from .engine.consistent_attention import ConsistencyConfig
-    from .engine.story_pipeline import GenerationSettings
+    from .engine.attention.consistent import ConsistencyConfig
+    from .engine.story.pipeline import GenerationSettings
     from .project.model import ProjectSettings
 
     base = project.settings if project is not None else ProjectSettings()
@@ -297,10 +297,11 @@ def render(args) -> int:
     only = _panel_selection(args.panels, story)
     out = Path(args.out)
     _check_writable(out)
-    from .engine.bank import CharacterBank
+    from .engine.attention.bank import CharacterBank
     from .engine.imaging import save_png
-    from .engine.models import ModelError, load_model, quiet_libraries
-    from .engine.story_pipeline import GenerationCancelled, StoryPipeline
+    from .engine.errors import GenerationCancelled, ModelError
+    from .engine.models.loading import load_model, quiet_libraries
+    from .engine.story.pipeline import StoryPipeline
 
     quiet_libraries()
     banks = _load_banks(args.banks, story, CharacterBank) if args.banks else {}
@@ -527,7 +528,7 @@ def _safe(name: str) -> str:
 
 
 def _manifest(args, story, settings, model, result, files, status, load_seconds, total_seconds, numbered) -> dict:
-    from .engine.models import device_summary
+    from .engine.models.loading import device_summary
 
     panels = []
     images = result.images if result else {}
@@ -597,8 +598,8 @@ def _progress_printer():
 # ---- models -------------------------------------------------------------------------
 def models(args) -> int:
     if args.models_command == "create-tiny":
-        from .engine.models import quiet_libraries
-        from .engine.random_models import create_tiny_model
+        from .engine.models.loading import quiet_libraries
+        from .engine.models.random_weights import create_tiny_model
 
         quiet_libraries()
         try:
@@ -608,7 +609,7 @@ def models(args) -> int:
         print(f"Wrote a tiny random {args.arch} model to {folder} (its images are noise; for tests and demos).")
         return 0
     if args.models_command == "path":
-        from .engine.models import model_folders
+        from .engine.models.base import model_folders
 
         for label, folder in model_folders().items():
             print(f"{label}: {folder}")
@@ -641,9 +642,9 @@ def _duration(seconds: float) -> str:
 
 
 def _models_list() -> int:
-    from .engine.catalog import CatalogError, catalog
-    from .engine.library import installed_models
-    from .engine.models import model_folders
+    from .engine.models.catalog import CatalogError, catalog
+    from .engine.models.library import installed_models
+    from .engine.models.base import model_folders
 
     try:
         entries = catalog()
@@ -719,8 +720,8 @@ def _models_download(args) -> int:
     import signal
     import threading
 
-    from .engine.catalog import CatalogError, get_entry
-    from .engine.downloads import DownloadCancelled, DownloadError, download
+    from .engine.models.catalog import CatalogError, get_entry
+    from .engine.models.downloads import DownloadCancelled, DownloadError, download
 
     try:
         entry = get_entry(args.id)
@@ -775,8 +776,8 @@ def _models_download(args) -> int:
 
 
 def _models_import(args) -> int:
-    from .engine.library import import_model
-    from .engine.models import ModelError
+    from .engine.models.library import import_model
+    from .engine.errors import ModelError
 
     try:
         model = import_model(args.path, allow_pickle=args.allow_pickle, copy=args.copy)
@@ -794,8 +795,8 @@ def _models_import(args) -> int:
 
 
 def _models_remove(args) -> int:
-    from .engine.library import installed_models, remove_model
-    from .engine.models import ModelError
+    from .engine.models.library import installed_models, remove_model
+    from .engine.errors import ModelError
 
     linked = {m.id for m in installed_models() if m.source == "linked"}
     try:

@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from storystudio.engine.models import load_model, quiet_libraries
-from storystudio.engine.random_models import create_tiny_model
+from storystudio.engine.models.loading import load_model, quiet_libraries
+from storystudio.engine.models.random_weights import create_tiny_model
 from storystudio.export.page_render import ensure_gui_app
 from storystudio.project.layout import auto_layout
 from storystudio.project.model import Project

@@ -28,8 +28,8 @@ from conftest import COLOURS, EXAMPLE, SMALL_STORY, flat_png
 from storystudio import __version__
 from storystudio.cli import main
 from storystudio.engine.imaging import read_png_parameters
-from storystudio.engine.models import model_folders
-from storystudio.engine.styles import style_names
+from storystudio.engine.models.base import model_folders
+from storystudio.engine.story.styles import style_names
 from storystudio.project.fileio import load_project, save_project
 from storystudio.project.layout import Balloon
 from storystudio.project.model import Project

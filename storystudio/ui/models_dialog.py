@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..engine.catalog import CatalogEntry, catalog, recommend
+from ..engine.models.catalog import CatalogEntry, catalog, recommend
 
 KIND_WORDS = {"base-sdxl": "Picture model (SDXL)", "base-sd15": "Picture model (SD 1.5)",
               "ip-adapter": "Reference photos / video (IP-Adapter)", "image-encoder": "Image encoder",
@@ -75,37 +75,37 @@ class LibraryWorker(QObject):
 
     @Slot(str, object)
     def run(self, what: str, arg: Any) -> None:
-        from ..engine.downloads import DownloadCancelled
-        from ..engine.models import ModelError
+        from ..engine.models.downloads import DownloadCancelled
+        from ..engine.errors import ModelError
 
         try:
             if what == "list":
-                from ..engine.library import installed_models
+                from ..engine.models.library import installed_models
 
                 self.listed.emit(installed_models())
                 return
             if what == "gpu":
-                from ..engine.catalog import detect_gpu_memory_gb
+                from ..engine.models.catalog import detect_gpu_memory_gb
 
                 self.gpu_found.emit(detect_gpu_memory_gb())
                 return
             self.stop.clear()
             if what == "download":
-                from ..engine.downloads import download
+                from ..engine.models.downloads import download
 
                 entry_id, token = arg
                 folder = download(entry_id, token=token or None, progress=self.progress.emit,
                                   cancelled=self.stop.is_set)
                 self.done.emit(what, f"Downloaded to {folder}.")
             elif what == "import":
-                from ..engine.library import import_model
+                from ..engine.models.library import import_model
 
                 path, allow_pickle = arg
                 model = import_model(path, allow_pickle=allow_pickle, progress=self.progress.emit,
                                      cancelled=self.stop.is_set)
                 self.done.emit(what, f"Imported {model.name} ({(model.arch or '?').upper()}).")
             elif what == "remove":
-                from ..engine.library import remove_model
+                from ..engine.models.library import remove_model
 
                 freed = remove_model(arg)
                 self.done.emit(what, f"Removed; {human_bytes(freed)} freed." if freed else "Removed from the list.")

@@ -21,17 +21,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..engine.models.base import MEMORY_MODES
 from .models_dialog import hub_token, save_hub_token
 
 DEVICES = {"auto": "Automatic (the best this computer has)", "cuda": "NVIDIA GPU (CUDA)", "mps": "Apple GPU (MPS)",
            "cpu": "CPU (slow)"}
 PRECISIONS = {"auto": "Automatic", "fp16": "Half (fp16)", "bf16": "bfloat16", "fp32": "Full (fp32)"}
-# the same words as engine.models.MEMORY_MODES (not imported: that module brings torch into the GUI thread)
-MEMORY_MODES = {
-    "full": "Everything on the GPU (fastest)",
-    "model-offload": "Model CPU offload (less GPU memory, a little slower)",
-    "sequential-offload": "Sequential offload (smallest GPUs, much slower)",
-}
 
 
 def preference(settings: QSettings, key: str, default: str) -> str:

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..engine.styles import default_style, style_names
+from ..engine.story.styles import default_style, style_names
 from .commands import SetSetting
 from .session import ProjectSession
 

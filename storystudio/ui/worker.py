@@ -31,7 +31,7 @@ class ModelChoice:
     device: str = "auto"
     dtype: str = "auto"
     allow_download: bool = False
-    memory: str = "full"  # engine.models.MEMORY_MODES
+    memory: str = "full"  # engine.models.loading.MEMORY_MODES
 
 
 @dataclass
@@ -115,7 +115,7 @@ class InferenceWorker(QObject):
         try:
             if job.kind == "warm-up":
                 warm_up()
-                from ..engine.models import device_summary, pick_device
+                from ..engine.models.loading import device_summary, pick_device
 
                 self.device_found.emit(device_summary(pick_device("auto")))
             elif job.kind == "load":
@@ -125,8 +125,8 @@ class InferenceWorker(QObject):
             else:
                 self._render(job, job.payload)
         except Exception as exc:  # every failure reaches the user as words; the worker keeps running
-            from ..engine.story_pipeline import GenerationCancelled
-            from ..engine.transitions import TransitionCancelled
+            from ..engine.errors import GenerationCancelled
+            from ..engine.video.transitions import TransitionCancelled
 
             if isinstance(exc, (GenerationCancelled, TransitionCancelled)):
                 self.finished.emit(job.id, "cancelled")
@@ -138,7 +138,7 @@ class InferenceWorker(QObject):
         self.finished.emit(job.id, "cancelled" if job.cancel.is_set() else "done")
 
     def _load(self, job: Job, choice: ModelChoice):
-        from ..engine.models import device_summary, load_model, quiet_libraries
+        from ..engine.models.loading import device_summary, load_model, quiet_libraries
 
         key = (choice.source, choice.device, choice.dtype, choice.memory)
         if self._model is None or self._model_key != key:
@@ -154,7 +154,7 @@ class InferenceWorker(QObject):
         return m
 
     def _render(self, job: Job, work: RenderJob) -> None:
-        from ..engine.story_pipeline import StoryPipeline
+        from ..engine.story.pipeline import StoryPipeline
 
         model = self._load(job, work.model)
         engine = StoryPipeline(model)
@@ -183,7 +183,7 @@ class InferenceWorker(QObject):
     def _transition(self, job: Job, work: TransitionJob) -> None:
         from PIL import Image
 
-        from ..engine.transitions import BlendBackend, TransitionRequest
+        from ..engine.video.transitions import BlendBackend, TransitionRequest
 
         if work.backend == "diffusion":
             backend = self._video_backend(job, work)
@@ -210,8 +210,8 @@ class InferenceWorker(QObject):
 
     def _video_backend(self, job: Job, work: TransitionJob):
         """The AnimateDiff backend, its models loaded once and kept (like the picture model)."""
-        from ..engine.models import quiet_libraries
-        from ..engine.video_diffusion import DiffusionTransitionBackend, load_video_models
+        from ..engine.models.loading import quiet_libraries
+        from ..engine.video.diffusion import DiffusionTransitionBackend, load_video_models
 
         places = {k: str(v) for k, v in work.video_models.items() if v and k != "device" and k != "dtype"}
         device, dtype = work.video_models.get("device", "auto"), work.video_models.get("dtype", "auto")
@@ -249,16 +249,16 @@ def warm_up() -> None:
 
     gc.freeze()
 
-    from ..engine import story_pipeline  # noqa: F401
-    from ..engine.models import quiet_libraries
+    from ..engine.story import pipeline as story_pipeline  # noqa: F401
+    from ..engine.models.loading import quiet_libraries
 
     quiet_libraries()
 
 
 def engine_settings(settings: Any):
     """The engine's GenerationSettings for a project's settings (imported here: this runs in the worker)."""
-    from ..engine.consistent_attention import ConsistencyConfig
-    from ..engine.story_pipeline import GenerationSettings
+    from ..engine.attention.consistent import ConsistencyConfig
+    from ..engine.story.pipeline import GenerationSettings
 
     if isinstance(settings, GenerationSettings):
         return settings

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from storystudio.engine import catalog as catalog_module
-from storystudio.engine.catalog import (
+from storystudio.engine.models import catalog as catalog_module
+from storystudio.engine.models.catalog import (
     KINDS,
     PURPOSES,
     CatalogEntry,
@@ -18,7 +18,7 @@ from storystudio.engine.catalog import (
     get_entry,
     recommend,
 )
-from storystudio.engine.random_models import IP_ADAPTER_WEIGHTS, IP_IMAGE_ENCODER, build_pipeline
+from storystudio.engine.models.random_weights import IP_ADAPTER_WEIGHTS, IP_IMAGE_ENCODER, build_pipeline
 
 REQUIRED_REPOS = {
     "stabilityai/stable-diffusion-xl-base-1.0": "base-sdxl",

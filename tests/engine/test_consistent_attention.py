@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from storystudio.engine.consistent_attention import ConsistencyConfig, ConsistentAttention, ConsistentAttnProcessor
+from storystudio.engine.attention.consistent import ConsistencyConfig, ConsistentAttention, ConsistentAttnProcessor
 
 ALWAYS = ((0, 1.0),)  # consistent attention in every layer at every step
 
@@ -160,7 +160,7 @@ def test_each_image_borrows_only_from_the_others():
 
         calls = {"consistent": 0, "plain": 0}
 
-    from storystudio.engine.consistent_attention import LayerInfo, Phase
+    from storystudio.engine.attention.consistent import LayerInfo, Phase
 
     state = FakeState()
     state.phase = Phase.WRITE

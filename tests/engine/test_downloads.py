@@ -15,9 +15,9 @@ import huggingface_hub.constants
 import pytest
 from hubserver import FakeHub, catalog_item, use_hub, write_catalog
 
-from storystudio.engine import downloads
-from storystudio.engine.catalog import CatalogEntry, get_entry
-from storystudio.engine.downloads import (
+from storystudio.engine.models import downloads
+from storystudio.engine.models.catalog import CatalogEntry, get_entry
+from storystudio.engine.models.downloads import (
     CorruptDownloadError,
     DownloadCancelled,
     DownloadError,
@@ -30,9 +30,11 @@ from storystudio.engine.downloads import (
     partial_bytes,
     snapshot_path,
 )
-from storystudio.engine.library import installed_models, remove_model
-from storystudio.engine.models import ModelError, find_local_models, load_model
-from storystudio.engine.random_models import build_pipeline
+from storystudio.engine.models.library import installed_models, remove_model
+from storystudio.engine.errors import ModelError
+from storystudio.engine.models.library import installed_models
+from storystudio.engine.models.loading import load_model
+from storystudio.engine.models.random_weights import build_pipeline
 
 REPO = "tiny/sd15"
 UNET = "unet/diffusion_pytorch_model.safetensors"
@@ -66,7 +68,7 @@ def _assert_not_installed(entry, cache):
     assert not installed(entry) and snapshot_path(entry) is None
     snapshots = _storage(cache) / "snapshots"
     assert not snapshots.exists() or not any(p for p in snapshots.rglob("*") if not p.is_dir())
-    assert [m for m in find_local_models() if m["id"] == REPO] == []
+    assert [m for m in installed_models() if m.id == REPO] == []
     with pytest.raises(ModelError, match="not on this computer|only partly"):
         load_model(REPO, device="cpu")
 
@@ -95,7 +97,6 @@ def test_download_reports_progress_and_installs_in_the_cache(hub, entry, cache, 
     assert (_storage(cache) / "refs" / "main").read_text() == repo.commit
     assert not list(_storage(cache).rglob("*.incomplete"))
     # what the rest of StoryStudio sees
-    assert [(m["id"], m["arch"]) for m in find_local_models()] == [(REPO, "sd15")]
     assert [(m.id, m.source, m.state) for m in installed_models()] == [("tiny", "catalog", "installed")]
     model = load_model("tiny", device="cpu")  # by catalog id
     assert model.arch == "sd15" and load_model(REPO, device="cpu").arch == "sd15"

@@ -18,9 +18,11 @@ from ldm_checkpoint import ldm_state_dict, save_ldm_checkpoint
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from storystudio.engine.downloads import DownloadCancelled
-from storystudio.engine.library import import_model, installed_models, remove_model
-from storystudio.engine.models import ModelError, find_local_models, load_model, model_folders
+from storystudio.engine.models.downloads import DownloadCancelled
+from storystudio.engine.models.library import import_model, installed_models, remove_model
+from storystudio.engine.errors import ModelError
+from storystudio.engine.models.base import model_folders
+from storystudio.engine.models.loading import load_model
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def test_import_a_single_file_checkpoint_and_draw_with_it(models_dir, sd15_check
     assert import_model(sd15_checkpoint).where == model.where  # the same file again: no second copy
     assert len(list(models_dir.glob("*.safetensors"))) == 1
     assert [(m.source, m.arch) for m in installed_models()] == [("imported", "sd15")]
-    assert [m["id"] for m in find_local_models()] == [str(model.where)]
+    assert [m.id for m in installed_models()] == [str(model.where)]
 
     loaded = load_model(model.load_id, device="cpu", config=str(tiny_model_dirs["sd15"]))
     for part in ("unet", "vae", "text_encoder"):  # the converter gave back exactly the tiny model's weights
@@ -132,13 +134,12 @@ def test_a_folder_is_used_where_it_is_and_never_deleted(models_dir, tmp_path, ti
     assert (model.source, model.owned, model.arch, model.where) == ("linked", False, "sd15", folder)
     assert json.loads((models_dir / "linked-folders.json").read_text())["folders"] == [{"path": str(folder)}]
     assert [(m.source, m.id) for m in installed_models()] == [("linked", str(folder))]
-    assert [m["id"] for m in find_local_models()] == [str(folder)]
     import_model(folder)  # added twice: listed once
     assert len(installed_models()) == 1
     files = sorted(p for p in folder.rglob("*"))
     assert remove_model(str(folder)) == 0
     assert sorted(p for p in folder.rglob("*")) == files  # forgotten, not deleted
-    assert installed_models() == [] and find_local_models() == []
+    assert installed_models() == []
 
 
 def test_a_folder_can_be_copied(models_dir, tmp_path, tiny_model_dirs):

@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from storystudio.engine import models
+from storystudio.engine.models.base import model_folders
 from storystudio.engine.imaging import decode_latents, preview_image, read_png_parameters, save_png
-from storystudio.engine.models import ModelError, detect_checkpoint_arch, load_model, pick_device, pick_dtype
-from storystudio.engine.styles import get_style, style_names
+from storystudio.engine.errors import ModelError
+from storystudio.engine.models.loading import detect_checkpoint_arch, load_model, pick_device, pick_dtype
+from storystudio.engine.story.styles import get_style, style_names
 
 
 def test_device_and_precision_choice(monkeypatch):
@@ -157,13 +158,13 @@ def test_styles():
 
 def test_model_folders_follow_the_platform(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
-    folders = models.model_folders()
+    folders = model_folders()
     assert folders["Hugging Face cache"] == tmp_path / "hf"
     assert folders["StoryStudio models"].name == "models"
 
 
 def test_memory_modes_are_checked_and_cpu_ignores_offload(tiny_model_dirs):
-    from storystudio.engine.models import MEMORY_MODES, ModelError, load_model
+    from storystudio.engine.models.base import MEMORY_MODES
 
     assert set(MEMORY_MODES) == {"full", "model-offload", "sequential-offload"}
     with pytest.raises(ModelError, match='Unknown memory mode "half"'):

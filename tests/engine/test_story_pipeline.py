@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from storystudio.engine.bank import CharacterBank
-from storystudio.engine.consistent_attention import ConsistencyConfig, ConsistentAttnProcessor
-from storystudio.engine.story_pipeline import (
+from storystudio.engine.attention.bank import CharacterBank
+from storystudio.engine.attention.consistent import ConsistencyConfig, ConsistentAttnProcessor
+from storystudio.engine.story.pipeline import (
     GenerationCancelled,
     GenerationSettings,
     StoryPipeline,
@@ -105,7 +105,7 @@ def test_regenerating_a_panel_reproduces_it(rendered):
 
 
 def test_saved_banks_reproduce_a_panel_in_a_new_session(rendered, tiny_model_dirs, tmp_path):
-    from storystudio.engine.models import load_model
+    from storystudio.engine.models.loading import load_model
 
     story, engine, result = rendered
     for name, bank in result.banks.items():
@@ -281,7 +281,7 @@ def spy_attention(monkeypatch) -> list[tuple[str, str, int, int]]:
 
 
 def tokens_at(unet, layer: str, width: int, height: int) -> int:
-    from storystudio.engine.consistent_attention import block_scale
+    from storystudio.engine.attention.consistent import block_scale
 
     scale = 8 * block_scale(unet, layer)  # the VAE of the tiny models also downsamples 8 times
     return (width // scale) * (height // scale)
@@ -367,7 +367,7 @@ def test_reference_panel_of_another_size_is_drawn_again_at_its_size(tiny_sd15):
 
 
 def test_a_panel_of_its_own_size_in_half_precision(tiny_model_dirs, monkeypatch):
-    from storystudio.engine.models import load_model
+    from storystudio.engine.models.loading import load_model
 
     model = load_model(str(tiny_model_dirs["sdxl"]), device="cpu", dtype="fp16")
     story = parse_script("[Ann] a girl\n\n[Ann] reads\n[Ann] sleeps\n[Ann] runs\n")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from storystudio.engine.transitions import BlendBackend, TransitionCancelled, TransitionRequest, cover, slerp
+from storystudio.engine.video.transitions import BlendBackend, TransitionCancelled, TransitionRequest, cover, slerp
 
 RED = Image.new("RGB", (64, 48), (220, 20, 20))
 BLUE = Image.new("RGB", (48, 64), (20, 20, 220))

@@ -14,10 +14,10 @@ import torch
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from PIL import Image
 
-from storystudio.engine.models import ModelError
-from storystudio.engine.random_models import build_video_components, create_tiny_video_models
-from storystudio.engine.transitions import TransitionCancelled, TransitionRequest, cover, slerp
-from storystudio.engine.video_diffusion import (
+from storystudio.engine.errors import ModelError
+from storystudio.engine.models.random_weights import build_video_components, create_tiny_video_models
+from storystudio.engine.video.transitions import TransitionCancelled, TransitionRequest, cover, slerp
+from storystudio.engine.video.diffusion import (
     DiffusionTransitionBackend,
     build_video_pipeline,
     check_video_models,
@@ -25,7 +25,7 @@ from storystudio.engine.video_diffusion import (
     motion_unet,
     resample_frames,
 )
-from storystudio.engine.video_pipeline import PerFrameIPAdapterAttnProcessor
+from storystudio.engine.video.pipeline import PerFrameIPAdapterAttnProcessor
 
 
 def _picture(size, seed):
@@ -282,9 +282,10 @@ def test_resampling_cross_fades_between_model_frames():
 
 HUB_SCRIPT = """
 import json
-from storystudio.engine.models import ModelError, quiet_libraries
+from storystudio.engine.errors import ModelError
+from storystudio.engine.models.loading import quiet_libraries
 quiet_libraries()
-from storystudio.engine.video_diffusion import check_video_models, load_video_models
+from storystudio.engine.video.diffusion import check_video_models, load_video_models
 ids = dict(base="org/base", motion_adapter="org/motion", sparsectrl="org/sparse", ip_adapter="org/ip")
 report = {"missing": check_video_models(**ids)}
 models = load_video_models(**ids, device="cpu")

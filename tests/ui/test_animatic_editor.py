@@ -164,7 +164,7 @@ def test_mp4_export_from_the_window(qtbot, window, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_video_dirs(tmp_path_factory):
-    from storystudio.engine.random_models import create_tiny_video_models
+    from storystudio.engine.models.random_weights import create_tiny_video_models
 
     return create_tiny_video_models(tmp_path_factory.mktemp("video") / "models")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from storystudio.engine.styles import default_style, style_names
+from storystudio.engine.story.styles import default_style, style_names
 from storystudio.project.model import Project
 from storystudio.ui import settings_panel as settings_module
 from storystudio.ui.commands import SetSetting
@@ -246,7 +246,7 @@ def test_device_info(panel):
 
 
 def test_scheduler_list_matches_the_pipeline(panel):
-    from storystudio.engine.story_pipeline import SCHEDULERS
+    from storystudio.engine.story.pipeline import SCHEDULERS
 
     assert combo_values(panel.scheduler_combo) == list(SCHEDULERS)
     assert settings_module.SCHEDULERS == list(SCHEDULERS)

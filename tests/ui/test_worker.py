@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QElapsedTimer, QThread, QTimer
 
-from storystudio.engine.story_pipeline import GenerationSettings
+from storystudio.engine.story.pipeline import GenerationSettings
 from storystudio.project.script import parse_script
 from storystudio.ui.worker import GenerationService, ModelChoice, RenderJob
 

@@ -5,7 +5,7 @@ returns N frames that lead from the first to the second. Backends:
 
 - ``BlendBackend`` (always available, no model): a cross-dissolve with a
   gentle camera push, eased, so every user gets a working animatic;
-- ``storystudio.engine.video_diffusion`` (needs the video models): AnimateDiff
+- ``storystudio.engine.video.diffusion`` (needs the video models): AnimateDiff
   with SparseCtrl-RGB holding the two keyframes at the first and last frame,
   and per-frame CLIP image embeddings interpolated between the two keyframes
   through an IP-Adapter: a training-free stand-in for the paper's Semantic
@@ -24,11 +24,13 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from ..errors import GenerationCancelled
+
 Progress = Callable[[int, int], None]  # frames (or steps) done, total
 Cancel = Callable[[], bool]
 
 
-class TransitionCancelled(Exception):
+class TransitionCancelled(GenerationCancelled):
     """The user stopped the transition; nothing is returned."""
 
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from functools import cache
 
-from ..resources_path import resource
+from ...resources_path import resource
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..resources_path import resource
+from ...resources_path import resource
 
 CATALOG_ENV = "STORYSTUDIO_MODEL_CATALOG"
 FORMAT = "storystudio-models/1"

@@ -9,38 +9,20 @@ caller asks for it. Weights load as safetensors only; remote code is never run.
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd15", "StableDiffusionXLPipeline": "sdxl"}
-# Parts a pipeline's model_index.json may name that StoryStudio does without: a folder that lacks
-# them (a download that skipped the safety checker, say) loads with them set to None.
-OPTIONAL_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
-MODELS_DIR_ENV = "STORYSTUDIO_MODELS_DIR"
-LINKED_FOLDERS_FILE = "linked-folders.json"
-# Hub repos whose configuration (not weights) a single-file checkpoint of each family needs.
-SINGLE_FILE_CONFIGS = {
-    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "sd2": "stabilityai/stable-diffusion-2-1",
-    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-}
-
-
-MEMORY_MODES = {
-    "full": "Everything on the GPU (fastest)",
-    "model-offload": "Model CPU offload (less GPU memory, a little slower)",
-    "sequential-offload": "Sequential offload (smallest GPUs, much slower)",
-}
-
-
-class ModelError(RuntimeError):
-    """A model cannot be found or used; the message says why in plain words."""
-
+from ..errors import ModelError
+from .base import (
+    MEMORY_MODES,
+    OPTIONAL_PARTS,
+    SINGLE_FILE_CONFIGS,
+    SUPPORTED_PIPELINES,
+    hub_snapshot,
+)
 
 @dataclass
 class LoadedModel:
@@ -115,10 +97,11 @@ def _pipeline_class(arch_or_name: str):
 
 
 def _class_of(model_index: dict, where: str) -> str:
-    name = model_index.get("_class_name", "")
-    if name not in SUPPORTED_PIPELINES:
+    name = model_index.get("_class_name") if isinstance(model_index, dict) else None
+    if not isinstance(name, str) or name not in SUPPORTED_PIPELINES:
+        what = name[:60] if isinstance(name, str) and name else "unknown"
         raise ModelError(
-            f"{where} holds a {name or 'unknown'} model; StoryStudio works with Stable Diffusion 1.5/2.x and SDXL models."
+            f"{where} holds a {what} model; StoryStudio works with Stable Diffusion 1.5/2.x and SDXL models."
         )
     return name
 
@@ -309,43 +292,6 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
 
 
-def model_folders() -> dict[str, Path]:
-    """Where models are looked for: the Hugging Face cache and StoryStudio's own folder."""
-    from huggingface_hub import constants
-    from platformdirs import user_data_path
-
-    own = os.environ.get(MODELS_DIR_ENV)
-    return {
-        "Hugging Face cache": Path(constants.HF_HUB_CACHE),
-        "StoryStudio models": Path(own).expanduser() if own else user_data_path("StoryStudio", appauthor=False) / "models",
-    }
-
-
-def hub_snapshot(repo_id: str, revision: str = "main", cache_dir: str | Path | None = None) -> Path | None:
-    """The snapshot folder of a Hub repository in the Hugging Face cache, without network.
-
-    The commit that ``refs/<revision>`` names; without that ref (a cache copied
-    by hand), the newest snapshot. ``None`` when the repository is not cached.
-    """
-    from huggingface_hub import constants
-
-    storage = Path(cache_dir or constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
-    snapshots = storage / "snapshots"
-    if not snapshots.is_dir():
-        return None
-    if re.fullmatch(r"[0-9a-f]{40}", revision):
-        commit = revision
-    else:
-        try:
-            commit = (storage / "refs" / revision).read_text(encoding="utf-8").strip()
-        except OSError:
-            commit = ""
-    if commit and (snapshots / commit).is_dir():
-        return snapshots / commit
-    folders = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
-    return folders[0] if folders and not commit else None
-
-
 def _weight_variant(name: str) -> str | None:
     """"fp16" for diffusion_pytorch_model.fp16.safetensors or model.fp16-00001-of-00002.safetensors."""
     parts = name.split(".")
@@ -415,67 +361,3 @@ def folder_load_kwargs(folder: str | Path, index: dict | None = None) -> dict[st
     if "safety_checker" in kwargs:
         kwargs["requires_safety_checker"] = False
     return kwargs
-
-
-def linked_folders() -> list[Path]:
-    """Diffusers folders the user added where they are (not copied); StoryStudio never deletes them."""
-    registry = model_folders()["StoryStudio models"] / LINKED_FOLDERS_FILE
-    try:
-        data = json.loads(registry.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    return [Path(item["path"]) for item in data.get("folders", []) if isinstance(item, dict) and item.get("path")]
-
-
-def _folder_arch(folder: Path) -> str | None:
-    index = folder / "model_index.json"
-    try:
-        return SUPPORTED_PIPELINES.get(json.loads(index.read_text()).get("_class_name", ""))
-    except (OSError, ValueError):
-        return None
-
-
-def _size_gb(path: Path) -> float:
-    if path.is_file():
-        return path.stat().st_size / 1e9
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e9
-
-
-def find_local_models() -> list[dict[str, Any]]:
-    """Stable Diffusion models already on this computer (no network)."""
-    found: list[dict[str, Any]] = []
-    folders = model_folders()
-    cache = folders["Hugging Face cache"]
-    if cache.is_dir():
-        from huggingface_hub import scan_cache_dir
-
-        try:
-            info = scan_cache_dir(cache)
-        except Exception:  # a damaged cache must not stop the listing
-            info = None
-        for repo in sorted(info.repos, key=lambda r: r.repo_id) if info else []:
-            if repo.repo_type != "model":
-                continue
-            # the revision "main" points to first; a snapshot a download has not finished does not count
-            for rev in sorted(repo.revisions, key=lambda r: "main" not in r.refs):
-                arch = _folder_arch(Path(rev.snapshot_path))
-                if arch and not missing_parts(rev.snapshot_path):
-                    found.append({"id": repo.repo_id, "arch": arch, "size_gb": repo.size_on_disk / 1e9,
-                                  "where": str(rev.snapshot_path)})
-                    break
-    own = folders["StoryStudio models"]
-    if own.is_dir():
-        for entry in sorted(own.iterdir()):
-            arch = _folder_arch(entry) if entry.is_dir() else None
-            if entry.suffix == ".safetensors":
-                try:
-                    arch = detect_checkpoint_arch(entry)
-                except ModelError:
-                    arch = None
-            if arch and (entry.suffix == ".safetensors" or not missing_parts(entry)):
-                found.append({"id": str(entry), "arch": arch, "size_gb": _size_gb(entry), "where": str(entry)})
-    for folder in linked_folders():
-        arch = _folder_arch(folder) if folder.is_dir() else None
-        if arch and not missing_parts(folder):
-            found.append({"id": str(folder), "arch": arch, "size_gb": _size_gb(folder), "where": str(folder)})
-    return found

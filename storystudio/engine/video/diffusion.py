@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .models import ModelError, load_model, pick_device, pick_dtype
+from ..errors import ModelError
+from ..models.loading import load_model, pick_device, pick_dtype
 from .transitions import Cancel, Progress, TransitionCancelled, TransitionRequest, cover, slerp
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -208,7 +209,7 @@ def load_video_models(
     from diffusers import MotionAdapter, SparseControlNetModel
     from transformers import CLIPVisionModelWithProjection
 
-    from .models import _dtype_kwargs
+    from ..models.loading import _dtype_kwargs
 
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
@@ -264,7 +265,7 @@ def build_video_pipeline(base: Any, adapter: Any, controlnet: Any, image_encoder
     from diffusers import DDIMScheduler
     from diffusers.models.embeddings import ImageProjection
 
-    from .video_pipeline import TransitionPipeline
+    from .pipeline import TransitionPipeline
 
     names = {k: f"{_ROLES.get(k, k)} ({v})" for k, v in (sources or {}).items() if k in _ROLES}
     names = {k: names.get(k, _ROLES[k]) for k in _ROLES}
@@ -365,7 +366,7 @@ class DiffusionTransitionBackend:
     name = "AnimateDiff + SparseCtrl (diffusion)"
 
     def __init__(self, models: VideoModels):
-        from .video_pipeline import PerFrameIPAdapter
+        from .pipeline import PerFrameIPAdapter
 
         self.models = models
         self.pipe = models.pipe
@@ -444,7 +445,7 @@ class DiffusionTransitionBackend:
 
     def _decode(self, latents: torch.Tensor, done: int, total: int, progress: Progress | None,
                 cancel: Cancel | None) -> list[Image.Image]:
-        from .imaging import decode_latents
+        from ..imaging import decode_latents
 
         frames = latents[0].transpose(0, 1)  # (channels, N, h, w) -> (N, channels, h, w)
         images = []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..resources_path import resources_dir
+from ...resources_path import resources_dir
 
 ARCHES = ("sd15", "sdxl")
 

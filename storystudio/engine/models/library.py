@@ -22,6 +22,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ModelError
+from .base import LINKED_FOLDERS_FILE, SUPPORTED_PIPELINES, folder_arch, hub_cache, linked_folders, model_folders, path_size, repo_storage
 from .catalog import CatalogEntry, catalog, find_entry
 from .downloads import (
     CancelCheck,
@@ -31,19 +33,9 @@ from .downloads import (
     _Tracker,
     installed_size,
     partial_bytes,
-    repo_storage,
     snapshot_path,
 )
-from .models import (
-    LINKED_FOLDERS_FILE,
-    SUPPORTED_PIPELINES,
-    ModelError,
-    check_model_folder,
-    detect_checkpoint_arch,
-    find_local_models,
-    linked_folders,
-    model_folders,
-)
+from .loading import check_model_folder, detect_checkpoint_arch, missing_parts
 
 PICKLED_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 _ARCH_KINDS = {"sd15": "base-sd15", "sd2": "base-sd15", "sdxl": "base-sdxl"}
@@ -79,20 +71,6 @@ def _models_dir() -> Path:
     return model_folders()["StoryStudio models"]
 
 
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _folder_arch(folder: Path) -> str | None:
-    try:
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return SUPPORTED_PIPELINES.get(index.get("_class_name", ""))
-
-
 # ---- listing ---------------------------------------------------------------------------------
 def installed_models() -> list[InstalledModel]:
     """Every model on this computer: catalog models (and unfinished catalog downloads), other Stable
@@ -109,22 +87,49 @@ def installed_models() -> list[InstalledModel]:
             found.append(InstalledModel(entry.id, entry.name, entry.kind, entry.arch, "catalog",
                                         repo_storage(entry.repo), left, entry.id, state="partial",
                                         catalog_id=entry.id))
-    own = _models_dir().resolve() if _models_dir().exists() else _models_dir()
-    linked = {str(p) for p in linked_folders()}
-    for item in find_local_models():
-        where = Path(item["where"])
-        kind = _ARCH_KINDS.get(item["arch"], "base-sd15")
-        if item["id"] in listed:
+    found += [m for m in _hub_cache_models() if m.id not in listed]
+    found += _own_models()
+    for folder in linked_folders():
+        arch = folder_arch(folder) if folder.is_dir() else None
+        if arch and not missing_parts(folder):
+            found.append(InstalledModel(str(folder), folder.name, _ARCH_KINDS[arch], arch, "linked", folder,
+                                        path_size(folder), str(folder), owned=False))
+    return found
+
+
+def _hub_cache_models() -> list[InstalledModel]:
+    """Complete Stable Diffusion pipelines other tools (or earlier versions) put in the Hugging Face cache."""
+    info = _cache_info()
+    found = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id) if info else []:
+        if repo.repo_type != "model":
             continue
-        if str(where) in linked:
-            found.append(InstalledModel(str(where), where.name, kind, item["arch"], "linked", where,
-                                        round(item["size_gb"] * 1e9), str(where), owned=False))
-        elif _inside(where, own):
-            found.append(InstalledModel(str(where), where.name, kind, item["arch"], "imported", where,
-                                        _size(where), str(where)))
-        else:
-            found.append(InstalledModel(item["id"], item["id"], kind, item["arch"], "hub-cache", where,
-                                        round(item["size_gb"] * 1e9), item["id"]))
+        # the revision "main" points to first; a snapshot a download has not finished does not count
+        for rev in sorted(repo.revisions, key=lambda r: "main" not in r.refs):
+            arch = folder_arch(Path(rev.snapshot_path))
+            if arch and not missing_parts(rev.snapshot_path):
+                found.append(InstalledModel(repo.repo_id, repo.repo_id, _ARCH_KINDS[arch], arch, "hub-cache",
+                                            Path(rev.snapshot_path), repo.size_on_disk, repo.repo_id))
+                break
+    return found
+
+
+def _own_models() -> list[InstalledModel]:
+    """Checkpoints and folders imported into StoryStudio's models folder."""
+    own = _models_dir()
+    found = []
+    for entry in sorted(own.iterdir()) if own.is_dir() else ():
+        arch = None
+        if entry.suffix == ".safetensors" and entry.is_file():
+            try:
+                arch = detect_checkpoint_arch(entry)
+            except ModelError:
+                arch = None
+        elif entry.is_dir() and not missing_parts(entry):
+            arch = folder_arch(entry)
+        if arch:
+            found.append(InstalledModel(str(entry), entry.name, _ARCH_KINDS[arch], arch, "imported", entry,
+                                        path_size(entry), str(entry)))
     return found
 
 
@@ -183,7 +188,7 @@ def import_model(
 
 
 def _imported(target: Path, arch: str) -> InstalledModel:
-    return InstalledModel(str(target), target.name, _ARCH_KINDS[arch], arch, "imported", target, _size(target),
+    return InstalledModel(str(target), target.name, _ARCH_KINDS[arch], arch, "imported", target, path_size(target),
                           str(target))
 
 
@@ -234,7 +239,7 @@ def _import_folder(source: Path, copy: bool, tracker: _Tracker) -> InstalledMode
     if not copy:
         _link(source.resolve())
         where = source.resolve()
-        return InstalledModel(str(where), where.name, kind, arch, "linked", where, _size(where), str(where),
+        return InstalledModel(str(where), where.name, kind, arch, "linked", where, path_size(where), str(where),
                               owned=False)
     folder = _models_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -326,7 +331,7 @@ def _import_pickled(source: Path, tracker: _Tracker) -> InstalledModel:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    tracker.set(stage="done", files_done=1, bytes_done=_size(target), bytes_total=_size(target))
+    tracker.set(stage="done", files_done=1, bytes_done=path_size(target), bytes_total=path_size(target))
     return _imported(target, arch)
 
 
@@ -354,7 +359,7 @@ def remove_model(model_id: str) -> int:
     if not candidate.is_absolute():
         candidate = own / model_id
     if candidate.exists() and _inside(candidate, own) and candidate.resolve() != own.resolve():
-        freed = _size(candidate)
+        freed = path_size(candidate)
         if candidate.is_dir():
             shutil.rmtree(candidate)
         else:
@@ -372,12 +377,13 @@ def remove_model(model_id: str) -> int:
 def _cache_info():
     from huggingface_hub import scan_cache_dir
 
-    from .downloads import hub_cache
-
     cache = hub_cache()
     if not cache.is_dir():
         return None
-    return scan_cache_dir(cache)
+    try:
+        return scan_cache_dir(cache)
+    except Exception:  # a damaged cache must not stop the listing  # noqa: BLE001
+        return None
 
 
 def _remove_repo(repo_id: str) -> int | None:

@@ -37,13 +37,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..errors import ModelError
+from .base import COMMIT_ID, hub_cache, repo_storage
 from .catalog import CatalogEntry, CatalogError, get_entry
-from .models import ModelError
 
 CHUNK_BYTES = 1 << 20  # checksums are computed this many bytes at a time
 REPORT_SECONDS = 0.1  # progress reports at most this often (and at every file and stage change)
 SPEED_WINDOW_SECONDS = 5.0
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -110,18 +110,6 @@ def hub_endpoint(endpoint: str | None = None) -> str:
     return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-def hub_cache() -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE).expanduser().resolve()
-
-
-def repo_storage(repo_id: str, cache_dir: str | Path | None = None) -> Path:
-    """The cache folder of one repository (``models--owner--name``)."""
-    root = Path(cache_dir).expanduser().resolve() if cache_dir else hub_cache()
-    return root / ("models--" + repo_id.replace("/", "--"))
-
-
 def _entry(model: str | CatalogEntry) -> CatalogEntry:
     if isinstance(model, CatalogEntry):
         return model
@@ -149,7 +137,7 @@ def snapshot_path(model: str | CatalogEntry, cache_dir: str | Path | None = None
     snapshots = storage / "snapshots"
     if not snapshots.is_dir():
         return None
-    if _COMMIT.fullmatch(entry.revision):
+    if COMMIT_ID.fullmatch(entry.revision):
         candidates = [snapshots / entry.revision]
     else:
         candidates = []
@@ -664,7 +652,7 @@ def _verify(part: Path, f: _File, etag: str, entry: CatalogEntry, tracker: _Trac
         )
     if re.fullmatch(r"[0-9a-f]{64}", etag):
         digest = hashlib.sha256()
-    elif _COMMIT.fullmatch(etag):
+    elif COMMIT_ID.fullmatch(etag):
         digest = hashlib.sha1(b"blob %d\0" % size)
     else:
         return  # a checksum of a form StoryStudio does not know: the size check has to do
@@ -692,18 +680,10 @@ def _install(entry: CatalogEntry, commit: str, plan: list[_File], endpoint: str,
         with _plain_errors(entry, endpoint, token, f.path):
             hf_hub_download(entry.repo, f.path, revision=commit, cache_dir=str(hub_cache()), endpoint=endpoint,
                             token=token, tqdm_class=bar)
-    if not _COMMIT.fullmatch(entry.revision):
+    if not COMMIT_ID.fullmatch(entry.revision):
         ref = repo_storage(entry.repo) / "refs" / entry.revision
         ref.parent.mkdir(parents=True, exist_ok=True)
         tmp = ref.with_name(ref.name + ".storystudio-tmp")
         tmp.write_text(commit, encoding="utf-8")  # no newline, as the Hub client writes it
         os.replace(tmp, ref)
 
-
-def __getattr__(name: str):
-    # Importing, listing and removing models live in library.py; they are reachable from here too.
-    if name in {"import_model", "installed_models", "remove_model", "InstalledModel"}:
-        from . import library
-
-        return getattr(library, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,11 +30,12 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
-from ..project.story import Panel, Story
-from .bank import CharacterBank
-from .consistent_attention import ConsistencyConfig, ConsistentAttention
-from .imaging import decode_latents, preview_image
-from .models import LoadedModel
+from ...project.story import Panel, Story
+from ..attention.bank import CharacterBank
+from ..errors import GenerationCancelled
+from ..attention.consistent import ConsistencyConfig, ConsistentAttention
+from ..imaging import decode_latents, preview_image
+from ..models.loading import LoadedModel
 from .styles import get_style
 
 SCHEDULERS = {
@@ -45,10 +46,6 @@ SCHEDULERS = {
     "unipc": "UniPCMultistepScheduler",
 }
 FREEU_DEFAULT = dict(s1=0.6, s2=0.4, b1=1.1, b2=1.2)  # the reference demo's values
-
-
-class GenerationCancelled(Exception):
-    """The user stopped generation; images finished before that are kept."""
 
 
 class CancelToken(Protocol):

@@ -1,0 +1,1 @@
+"""Consistent self-attention (StoryDiffusion) as diffusers attention processors, and the character bank."""
