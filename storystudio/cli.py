@@ -57,7 +57,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .engine.story.pipeline import SCHEDULERS
+    from .engine.story.settings import SCHEDULERS
     from .engine.story.styles import default_style, style_names
 
     root = _Parser(prog="storystudio", description="Comics with the same characters in every panel.")
@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rate", type=_rate, default=None,
                    help="consistency strength: share of tokens borrowed between images (default 0.5)")
     r.add_argument("--no-freeu", action="store_true", default=None, help="turn FreeU off")
-    r.add_argument("--batch-size", type=int, default=1, help="panels generated together in the read phase")
+    r.add_argument("--batch-size", type=int, default=None,
+                   help="pictures denoised together (default: as many as the GPU's free memory allows)")
     r.add_argument("--panels", default=None, metavar="N[,N...]",
                    help="only these panels (1-based numbers); others are left as they are")
     r.add_argument("--banks", default=None, metavar="DIR",
@@ -259,24 +260,16 @@ def _load_story(path: str):
 
 def _settings(args, project=None):
     """Generation settings: the options given, else the project's own settings, else the defaults."""
-    from .engine.attention.consistent import ConsistencyConfig
-    from .engine.story.pipeline import GenerationSettings
+    from .engine.story.settings import GenerationSettings
     from .project.model import ProjectSettings
 
-    base = project.settings if project is not None else ProjectSettings()
-
-    def pick(value, default):
-        return default if value is None else value
-
-    rate = pick(args.rate, base.rate)
-    w, h = args.size if args.size is not None else (base.width, base.height)
-    return GenerationSettings(
-        steps=pick(args.steps, base.steps), width=w, height=h, guidance=pick(args.guidance, base.guidance),
-        seed=pick(args.seed, base.seed), style=pick(args.style, base.style),
-        negative_prompt=pick(args.negative, base.negative_prompt), scheduler=pick(args.scheduler, base.scheduler),
-        freeu=not args.no_freeu if args.no_freeu is not None else base.freeu,
-        id_length=pick(args.id_length, base.id_length), batch_size=args.batch_size,
-        consistency=ConsistencyConfig(rate_coarse=rate, rate_fine=rate),
+    w, h = args.size if args.size is not None else (None, None)
+    return GenerationSettings.from_project(
+        project.settings if project is not None else ProjectSettings(),
+        steps=args.steps, width=w, height=h, guidance=args.guidance, seed=args.seed, style=args.style,
+        negative_prompt=args.negative, scheduler=args.scheduler,
+        freeu=None if args.no_freeu is None else not args.no_freeu, id_length=args.id_length,
+        batch_size=args.batch_size, rate=args.rate,
     )
 
 

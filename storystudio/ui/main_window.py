@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__
+from ..engine.errors import ErrorKind
 from ..project.fileio import ProjectFileError, RecentFiles, discard_autosave, pending_autosaves, write_autosave
 from ..project.model import Project
 from ..project.script import ScriptError
@@ -721,12 +722,12 @@ class MainWindow(QMainWindow):
             self.session.undo.push(cmd.ApplyPanelImage(self.session, key, png, params))
             self.session.set_status(key, "done")
 
-    @Slot(int, str)
-    def _on_failed(self, job, message) -> None:
+    @Slot(int, str, str)
+    def _on_failed(self, job, kind, message) -> None:
         for pid in self.job_panels.get(job, []):
             if self.session.status.get(pid) in ("queued", "generating"):
                 self.session.set_status(pid, "failed")
-        if job in self.job_transitions and "not on this computer" in message:
+        if job in self.job_transitions and kind == ErrorKind.MISSING_MODEL.value:
             # the same way as for pictures: the Models dialog gets what is missing
             answer = QMessageBox.question(self, "Video models", message + "\n\nOpen Models to download them? "
                                           "(Stable Diffusion 1.5, the AnimateDiff motion module, SparseCtrl RGB, "
@@ -736,6 +737,25 @@ class MainWindow(QMainWindow):
                                    "1.5, the AnimateDiff motion module, SparseCtrl RGB, the IP-Adapter for SD1.5 "
                                    "and its image encoder, then generate the transition again.")
             return
+        if kind == ErrorKind.MISSING_MODEL.value and job in self.job_panels:
+            answer = QMessageBox.question(self, "Picture model", message + "\n\nOpen Models to choose or download "
+                                          "a picture model?")
+            if answer == QMessageBox.Yes:
+                self.models_dialog("The project's picture model cannot be used. Pick one that is on this computer "
+                                   "and press <b>Use for This Project</b>, or download one.")
+            return
+        if kind == ErrorKind.OUT_OF_MEMORY.value and job in self.job_panels:
+            lower = {"full": "model-offload", "model-offload": "sequential-offload"}
+            memory = preference(self.qsettings, "models/memory", "full")
+            if memory in lower:
+                answer = QMessageBox.question(
+                    self, "StoryStudio", message + f"\n\nSwitch to the lower-memory setting ({lower[memory]}) and "
+                    "generate these pictures again?")
+                if answer == QMessageBox.Yes:
+                    self.qsettings.setValue("models/memory", lower[memory])
+                    targets, apply = list(self.job_panels.get(job, [])), self.job_apply.get(job, "panels")
+                    QTimer.singleShot(0, lambda: self._start(targets, apply))
+                return
         QMessageBox.warning(self, "StoryStudio", message)
 
     @Slot(int, str)

@@ -22,6 +22,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
+from ..engine.errors import ErrorKind, error_kind
 from ..project.story import Story
 
 
@@ -71,18 +72,15 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-def _plain_error(exc: BaseException) -> str:
-    """One message a creator can act on."""
-    name = type(exc).__name__
-    text = str(exc) or name
-    if "OutOfMemory" in name or "out of memory" in text.lower():
-        return ("The GPU ran out of memory. Try a smaller picture size or fewer reference pictures per "
-                "character, then generate again.")
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])  # e.g. a panel tags a character that was deleted; str() would add quotes
-    if name in ("ModelError", "ValueError", "FileNotFoundError", "ScriptError"):
-        return text
-    return f"Generation failed: {text}"
+def _plain_error(exc: BaseException) -> tuple[ErrorKind, str]:
+    """What kind of failure it is, and one message a creator can act on."""
+    kind = error_kind(exc)
+    if kind is ErrorKind.OUT_OF_MEMORY:
+        return kind, ("The GPU ran out of memory. Choose a lower GPU memory setting in Preferences, or a smaller "
+                      "picture size, then generate again.")
+    if kind is ErrorKind.INTERNAL:
+        return kind, f"Generation failed: {exc or type(exc).__name__}"
+    return kind, str(exc)
 
 
 class InferenceWorker(QObject):
@@ -96,7 +94,7 @@ class InferenceWorker(QObject):
     model_loaded = Signal(int, str)  # job, one-line description
     device_found = Signal(str)  # the compute device, in words (after the warm-up)
     clip_ready = Signal(int, str, str, list, dict)  # job, panel before, panel after, PNG bytes per frame, parameters
-    failed = Signal(int, str)  # job, plain message
+    failed = Signal(int, str, str)  # job, ErrorKind value, plain message
     finished = Signal(int, str)  # job, "done" | "cancelled" | "failed"
 
     def __init__(self) -> None:
@@ -125,14 +123,13 @@ class InferenceWorker(QObject):
             else:
                 self._render(job, job.payload)
         except Exception as exc:  # every failure reaches the user as words; the worker keeps running
-            from ..engine.errors import GenerationCancelled
-            from ..engine.video.transitions import TransitionCancelled
-
-            if isinstance(exc, (GenerationCancelled, TransitionCancelled)):
+            kind, message = _plain_error(exc)
+            if kind is ErrorKind.CANCELLED:
                 self.finished.emit(job.id, "cancelled")
                 return
-            traceback.print_exc()
-            self.failed.emit(job.id, _plain_error(exc))
+            if kind is ErrorKind.INTERNAL:
+                traceback.print_exc()
+            self.failed.emit(job.id, kind.value, message)
             self.finished.emit(job.id, "failed")
             return
         self.finished.emit(job.id, "cancelled" if job.cancel.is_set() else "done")
@@ -155,10 +152,13 @@ class InferenceWorker(QObject):
 
     def _render(self, job: Job, work: RenderJob) -> None:
         from ..engine.story.pipeline import StoryPipeline
+        from ..engine.story.settings import GenerationSettings
 
         model = self._load(job, work.model)
         engine = StoryPipeline(model)
-        settings = engine_settings(work.settings)
+        settings = work.settings
+        if not isinstance(settings, GenerationSettings):
+            settings = GenerationSettings.from_project(settings)
 
         def on_progress(p) -> None:
             preview = _to_qimage(p.preview) if p.preview is not None else QImage()
@@ -253,21 +253,6 @@ def warm_up() -> None:
     from ..engine.models.loading import quiet_libraries
 
     quiet_libraries()
-
-
-def engine_settings(settings: Any):
-    """The engine's GenerationSettings for a project's settings (imported here: this runs in the worker)."""
-    from ..engine.attention.consistent import ConsistencyConfig
-    from ..engine.story.pipeline import GenerationSettings
-
-    if isinstance(settings, GenerationSettings):
-        return settings
-    return GenerationSettings(
-        steps=settings.steps, width=settings.width, height=settings.height, guidance=settings.guidance,
-        seed=settings.seed, style=settings.style, negative_prompt=settings.negative_prompt,
-        scheduler=settings.scheduler, freeu=settings.freeu, id_length=settings.id_length,
-        consistency=ConsistencyConfig(rate_coarse=settings.rate, rate_fine=settings.rate),
-    )
 
 
 def _to_qimage(pil_image) -> QImage:

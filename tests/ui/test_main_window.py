@@ -155,11 +155,17 @@ def test_without_a_model_the_models_dialog_opens(window, monkeypatch):
     assert len(opened) == 1
 
 
-def test_missing_model_is_a_plain_message_and_the_app_goes_on(qtbot, window, warnings_seen, tmp_path):
+def test_missing_model_is_a_plain_message_that_offers_the_models_dialog(qtbot, window, monkeypatch, tmp_path):
+    from storystudio.ui.models_dialog import ModelsDialog
+
+    asked, opened = [], []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.Yes)
+    monkeypatch.setattr(ModelsDialog, "exec", lambda dialog: opened.append(dialog) or 0)
     window.session.project.settings.model = str(tmp_path / "gone")
     window.generate_all()
     wait_idle(qtbot, window)
-    assert any("does not exist" in w for w in warnings_seen)
+    assert len(asked) == 1 and "does not exist" in asked[0] and "Open Models" in asked[0]
+    assert len(opened) == 1  # the kind of the error, not its words, chose the Models dialog
     assert all(window.session.panel_status(p) == "failed" for p in window.session.project.panels)
     assert not window.actions_by_name["stop"].isEnabled()
 

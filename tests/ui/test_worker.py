@@ -37,7 +37,7 @@ class Recorder:
         w.progress.connect(lambda job, phase, keys, step, steps, done, total, preview:
                            self.progress.append((job, phase, step, preview.width())))
         w.finished.connect(lambda job, status: self.finished.append((job, status)))
-        w.failed.connect(lambda job, msg: self.failed.append((job, msg)))
+        w.failed.connect(lambda job, kind, msg: self.failed.append((job, msg)))
         w.progress.connect(lambda *a: self.threads.add(QThread.currentThread()))
 
 

@@ -21,110 +21,30 @@ number gives a new picture with the same characters.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from PIL import Image
 
 from ...project.story import Panel, Story
 from ..attention.bank import CharacterBank
-from ..errors import GenerationCancelled
-from ..attention.consistent import ConsistencyConfig, ConsistentAttention
+from ..attention.consistent import ConsistentAttention
+from ..errors import GenerationCancelled, InputError
 from ..imaging import decode_latents, preview_image
 from ..models.loading import LoadedModel
+from .settings import (  # noqa: F401  (derive_seed and the checks are part of the pipeline's interface)
+    FREEU_DEFAULT,
+    SCHEDULERS,
+    CancelToken,
+    GenerationSettings,
+    check_panel_sizes,
+    derive_seed,
+    size_problems,
+)
 from .styles import get_style
-
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "dpm++_2m": "DPMSolverMultistepScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
-FREEU_DEFAULT = dict(s1=0.6, s2=0.4, b1=1.1, b2=1.2)  # the reference demo's values
-
-
-class CancelToken(Protocol):
-    def is_set(self) -> bool: ...
-
-
-def derive_seed(story_seed: int, key: str, variation: int = 0) -> int:
-    """A panel's seed from the story seed, its key and its variation number."""
-    digest = hashlib.sha256(f"{story_seed}:{key}:{variation}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFF_FFFF
-
-
-def size_problems(width: int, height: int, multiple: int) -> list[str]:
-    """What is wrong with a picture size for a model whose UNet needs ``multiple`` (empty when nothing)."""
-    problems = []
-    if width < 64 or height < 64:
-        problems.append("the image must be at least 64x64 pixels")
-    if width % multiple or height % multiple:
-        problems.append(f"width and height must be multiples of {multiple} for this model")
-    return problems
-
-
-def check_panel_sizes(story: Story, multiple: int) -> None:
-    """ValueError naming the first panel whose own size the model cannot draw."""
-    for number, panel in enumerate(story.panels, 1):
-        if panel.size is None:
-            continue
-        size = tuple(panel.size)
-        if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
-            raise ValueError(f"Panel {number} has a size that is not a width and a height in whole pixels.")
-        problems = size_problems(*size, multiple)
-        if problems:
-            raise ValueError(f"Panel {number} is set to {size[0]}x{size[1]} pixels: {'; '.join(problems)}.")
-
-
-@dataclass
-class GenerationSettings:
-    steps: int = 35
-    width: int = 768
-    height: int = 768
-    guidance: float = 5.0
-    seed: int = 0
-    style: str | None = None
-    negative_prompt: str = ""
-    scheduler: str = "ddim"
-    freeu: bool = True
-    id_length: int = 4
-    batch_size: int = 1
-    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
-    bank_on: str = "host"  # "host" (pinned RAM, streamed per step) or "device"
-
-    def validate(self, multiple: int = 8) -> None:
-        problems = []
-        if self.steps < 1:
-            problems.append("steps must be at least 1")
-        problems += size_problems(self.width, self.height, multiple)
-        if self.guidance < 0:
-            problems.append("guidance cannot be negative")
-        if self.id_length < 1:
-            problems.append("the number of reference images (id_length) must be at least 1")
-        if self.batch_size < 1:
-            problems.append("batch size must be at least 1")
-        if self.scheduler not in SCHEDULERS:
-            problems.append(f"unknown scheduler {self.scheduler!r} (choose {', '.join(SCHEDULERS)})")
-        if self.bank_on not in ("host", "device"):
-            problems.append("the bank lives on 'host' or 'device'")
-        if problems:
-            text = "; ".join(problems)
-            raise ValueError(text[0].upper() + text[1:] + ".")
-        get_style(self.style)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(
-            steps=self.steps, width=self.width, height=self.height, guidance=self.guidance, seed=self.seed,
-            style=get_style(self.style).name, negative_prompt=self.negative_prompt, scheduler=self.scheduler,
-            freeu=self.freeu, id_length=self.id_length, batch_size=self.batch_size,
-            consistency=self.consistency.to_dict(), bank_on=self.bank_on,
-        )
-
 
 @dataclass
 class Progress:
@@ -261,8 +181,9 @@ class StoryPipeline:
             groups.setdefault((cast, self.panel_size(panel, settings)), []).append(panel)
         reads = []
         for (cast, size), panels in groups.items():
-            for i in range(0, len(panels), settings.batch_size):
-                batch = panels[i : i + settings.batch_size]
+            per_call = settings.batch_size or 1
+            for i in range(0, len(panels), per_call):
+                batch = panels[i : i + per_call]
                 base = [story.expand(p) for p in batch]
                 prompts, negatives = zip(*(style.apply(b, settings.negative_prompt) for b in base))
                 seeds = [derive_seed(settings.seed, p.key, p.variation) for p in batch]
@@ -297,7 +218,10 @@ class StoryPipeline:
         settings.validate(multiple)
         check_panel_sizes(story, multiple)
         for panel in story.panels:
-            story.expand(panel)  # an unknown character fails here with its name, before any work
+            try:
+                story.expand(panel)  # an unknown character fails here with its name, before any work
+            except KeyError as exc:
+                raise InputError(str(exc.args[0]) if exc.args else "A panel tags an unknown character.") from None
         writes, reads, messages = self.plan(story, settings)
         messages = self.check_prompts(story, settings) + messages
         banks = dict(banks or {})
@@ -403,7 +327,7 @@ class StoryPipeline:
         )
         if job.phase == "write":
             sample_seed = derive_seed(settings.seed, f"write:{job.characters[0]}")
-            with csa.write(job.characters[0], n, sample_seed, keep_on=settings.bank_on, steps=settings.steps) as out:
+            with csa.write(job.characters[0], n, sample_seed, steps=settings.steps) as out:
                 latents = self.pipe(**call).images
             bank = out["bank"]
             bank.recipe.update(self._recipe(settings, job))
