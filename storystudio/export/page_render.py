@@ -453,8 +453,13 @@ def paint_frame(painter: QPainter, frame: Frame, image: QImage | None, options: 
     painter.restore()
 
 
-def paint_balloon(painter: QPainter, balloon: Balloon, layout: Layout, number: int | None = None) -> TextFit:
-    """A balloon (shape, tail, text). Returns the text fit, so callers can flag overflowing text."""
+def paint_balloon(painter: QPainter, balloon: Balloon, layout: Layout, number: int | None = None,
+                  badge: QColor | None = None) -> TextFit:
+    """A balloon (shape, tail, text). Returns the text fit, so callers can flag overflowing text.
+
+    ``number`` draws its reading-order badge (in ``badge``'s colour; blue by default).
+    """
+    badge_colour = badge
     fit = fit_text(balloon, layout)
     family = balloon_font(balloon, layout)
     dpi = _device_dpi(painter)
@@ -493,12 +498,12 @@ def paint_balloon(painter: QPainter, balloon: Balloon, layout: Layout, number: i
         painter.drawText(box, align, line)
     if number is not None:
         painter.setFont(_font("Sans Serif", 6.0, True, False, dpi))
-        badge = QRectF(balloon.x - 5, balloon.y - 5, 10, 10)
+        box = QRectF(balloon.x - 5, balloon.y - 5, 10, 10)
         painter.setPen(Qt.NoPen)
-        painter.setBrush(QColor(40, 110, 220))
-        painter.drawEllipse(badge)
+        painter.setBrush(badge_colour or QColor(40, 110, 220))
+        painter.drawEllipse(box)
         painter.setPen(Qt.white)
-        painter.drawText(badge, Qt.AlignCenter, str(number))
+        painter.drawText(box, Qt.AlignCenter, str(number))
     painter.restore()
     return fit
 

@@ -30,7 +30,7 @@ SIZE_PRESETS: dict[str, tuple[int, int, str]] = {
     "1080x1920": (1080, 1920, "1080 x 1920 (vertical)"),
 }
 FRAME_RATES = (12, 24, 30)
-FITS = {"letterbox": "Letterbox (whole picture, bars)", "crop": "Crop (fill the frame)"}
+FITS = {"letterbox": "Letterbox: whole picture", "crop": "Crop: fill the frame"}
 EASINGS = ("linear", "ease-in-out", "ease-in", "ease-out")
 CUT_KINDS = {"cut": "Cut", "crossfade": "Crossfade", "generated": "Generated transition"}
 CAMERA_PRESETS: dict[str, tuple[Box, Box]] = {

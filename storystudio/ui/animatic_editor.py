@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
     QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsView,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -36,6 +35,7 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QSplitter,
     QStackedWidget,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -57,6 +57,7 @@ from ..project.animatic import (
     shot_duration,
 )
 from .commands import EditAnimatic, SetPanelDuration
+from .flow_layout import FlowRow
 from .session import ProjectSession
 
 PREVIEW_WIDTH = 640
@@ -113,19 +114,26 @@ class PreviewPlayer(QWidget):
         self.picture.setMinimumSize(160, 90)
         self.picture.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Ignored)
         self.picture.setStyleSheet("background: #111; color: #bbb;")
-        self.play_button = QPushButton("Play")
+        self.play_button = QPushButton("Pause")
         self.play_button.setCheckable(True)
+        # as wide as its longer word, and never squeezed below it
+        self.play_button.setFixedWidth(self.play_button.sizeHint().width())
+        self.play_button.setText("Play")
         self.play_button.toggled.connect(self._toggle)
         self.slider = QSlider(Qt.Horizontal)
         self.slider.valueChanged.connect(self.seek)
-        self.time_label = QLabel("0:00.0 / 0:00.0")
-        row = QHBoxLayout()
+        self.time_label = QLabel("00:00.0 / 00:00.0")
+        self.time_label.setMinimumWidth(self.time_label.sizeHint().width())  # the clock never loses digits
+        self.time_label.setText("0:00.0 / 0:00.0")
+        self.slider.setMinimumWidth(self.slider.sizeHint().width())
+        row = QHBoxLayout()  # the scrub bar gets a row of its own: a narrow player never squeezes it
         row.addWidget(self.play_button)
-        row.addWidget(self.slider, 1)
+        row.addStretch(1)
         row.addWidget(self.time_label)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.picture, 1)
+        layout.addWidget(self.slider)
         layout.addLayout(row)
         self.fps = 24
         self.frames = 0
@@ -349,7 +357,7 @@ class CameraEditor(QGraphicsView):
         self.scene_ = QGraphicsScene(self)
         self.setScene(self.scene_)
         self.setRenderHints(QPainter.Antialiasing | QPainter.SmoothPixmapTransform)
-        self.setMinimumSize(200, 150)
+        self.setMinimumSize(160, 100)
         self.side = 100.0
         self.bounds = QRectF()
         self.panel_id: str | None = None
@@ -393,6 +401,24 @@ class CameraEditor(QGraphicsView):
 # the tab
 
 
+def _form(widget: QWidget) -> QFormLayout:
+    """A form whose fields go under their labels when the column is too narrow for both."""
+    form = QFormLayout(widget)
+    form.setRowWrapPolicy(QFormLayout.WrapLongRows)
+    form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+    return form
+
+
+def _scrolling(widget: QWidget) -> QScrollArea:
+    """Room to scroll down in a window smaller than the app is made for; never sideways."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+    area.setWidget(widget)
+    return area
+
+
 class AnimaticEditor(QWidget):
     """Settings, strip, editor and player for the project's animatic."""
 
@@ -414,28 +440,25 @@ class AnimaticEditor(QWidget):
         self.problem.setWordWrap(True)
         self._build_settings()
         self._build_editors()
-        left = QScrollArea()
-        left.setWidgetResizable(True)
-        inner = QWidget()
-        column = QVBoxLayout(inner)
-        column.setContentsMargins(0, 0, 0, 0)
-        column.addWidget(self.settings_box)
-        column.addWidget(self.editors, 1)
-        left.setWidget(inner)
-        left.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # rows fit the column; they never scroll sideways
-        left.setMinimumWidth(100)
-        self.player.setMinimumWidth(100)  # squeezes in a narrow window instead of widening it
+        # the left column: what is picked in the strip (a shot or a cut), and the video's settings
+        self.side = QTabWidget()
+        self.side.setDocumentMode(True)
+        self.side.addTab(_scrolling(self.editors), "Shot")
+        self.side.addTab(_scrolling(self.settings_box), "Video")
+        self.side.setMinimumWidth(100)
+        self.player.setMinimumWidth(100)  # both squeeze in a narrow window instead of widening it
         splitter = QSplitter()
-        splitter.addWidget(left)
+        splitter.addWidget(self.side)
         splitter.addWidget(self.player)
+        splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([360, 600])
+        splitter.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.problem)
         layout.addWidget(splitter, 1)
         layout.addWidget(self.strip)
-        self.strip.selected.connect(self.select)
+        self.strip.selected.connect(self._picked)
         self.player.position_changed.connect(self._playhead)
         self.rebuild_timer = QTimer(self)
         self.rebuild_timer.setSingleShot(True)
@@ -448,8 +471,8 @@ class AnimaticEditor(QWidget):
 
     # ---- building --------------------------------------------------------------------------
     def _build_settings(self) -> None:
-        self.settings_box = QGroupBox("Video")
-        form = QFormLayout(self.settings_box)
+        self.settings_box = QWidget()
+        form = _form(self.settings_box)
         self.fps_box = QComboBox()
         for fps in FRAME_RATES:
             self.fps_box.addItem(f"{fps} fps", fps)
@@ -462,10 +485,14 @@ class AnimaticEditor(QWidget):
         for key, label in FITS.items():
             self.fit_box.addItem(label, key)
         self.fit_box.activated.connect(lambda _: self.set_setting("fit", self.fit_box.currentData()))
+        for box in (self.size_box, self.fit_box):
+            box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(12)
         self.audio_button = QPushButton("Sound…")
         self.audio_button.setToolTip("Choose a sound file to play under the animatic")
         self.audio_button.clicked.connect(self.choose_audio)
         self.audio_clear = QPushButton("No Sound")
+        self.audio_clear.setToolTip("Take the sound file out of the animatic")
         self.audio_clear.clicked.connect(lambda: self.set_setting("audio", None))
         self.burn_box = QCheckBox("Captions in picture")
         self.burn_box.toggled.connect(lambda on: self.set_setting("burn_captions", on))
@@ -478,35 +505,32 @@ class AnimaticEditor(QWidget):
                                      "default)")
         self.quality_spin.editingFinished.connect(lambda: self.set_setting("quality", self.quality_spin.value()))
         self.export_button = QPushButton("Export MP4…")
+        self.export_button.setToolTip("Write the animatic as an MP4 video (File ▸ Export Animatic does the same)")
         self.export_button.clicked.connect(self.export_requested.emit)
-        sound = QHBoxLayout()
-        sound.addWidget(self.audio_button, 1)
-        sound.addWidget(self.audio_clear)
-        frame = QHBoxLayout()
-        frame.addWidget(self.fps_box)
-        frame.addWidget(self.quality_spin)
-        words = QHBoxLayout()
-        words.addWidget(self.burn_box)
-        words.addWidget(self.soft_box)
         form.addRow("Size", self.size_box)
         form.addRow("Fit", self.fit_box)
-        form.addRow("Frames", frame)
-        form.addRow("Sound", sound)
-        form.addRow("Words", words)
+        form.addRow("Frames", FlowRow(self.fps_box, self.quality_spin))
+        form.addRow("Sound", FlowRow(self.audio_button, self.audio_clear))
+        form.addRow("Words", FlowRow(self.burn_box, self.soft_box))
         form.addRow(self.export_button)
 
     def _build_editors(self) -> None:
         self.editors = QStackedWidget()
-        self.editors.addWidget(QLabel("Click a panel or a transition in the strip below to edit it."))
+        note = QLabel("Click a panel or a transition in the strip below to edit it.")
+        note.setWordWrap(True)
+        note.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+        self.editors.addWidget(note)
         shot = QWidget()
-        form = QFormLayout(shot)
+        form = _form(shot)
         self.shot_title = QLabel()
+        self.shot_title.setWordWrap(True)
         self.duration_spin = QDoubleSpinBox()
         self.duration_spin.setRange(0.5, 60)
         self.duration_spin.setSingleStep(0.25)
         self.duration_spin.setSuffix(" s")
         self.duration_spin.valueChanged.connect(self._duration_changed)
-        self.auto_box = QCheckBox("Automatic (time to read its words)")
+        self.auto_box = QCheckBox("Automatic")
+        self.auto_box.setToolTip("Long enough to read its caption and dialogue")
         self.auto_box.toggled.connect(self._auto_toggled)
         self.caption_box = QCheckBox("Show its caption and dialogue")
         self.caption_box.toggled.connect(lambda on: self.edit_shot("Show caption", caption=on))
@@ -514,28 +538,32 @@ class AnimaticEditor(QWidget):
         for name in CAMERA_PRESETS:
             self.preset_box.addItem(name.replace("-", " ").capitalize(), name)
         self.preset_box.addItem("Custom (drag the rectangles)", "custom")
+        self.preset_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.preset_box.setMinimumContentsLength(9)
+        self.preset_box.setToolTip("The camera move during the panel's hold")
         self.preset_box.activated.connect(self._preset_chosen)
         self.easing_box = QComboBox()
         for easing in EASINGS:
             self.easing_box.addItem(easing.replace("-", " "), easing)
+        self.easing_box.setToolTip("How the camera speeds up and slows down")
         self.easing_box.activated.connect(lambda _: self.set_easing(self.easing_box.currentData()))
         form.addRow(self.shot_title)
-        form.addRow("Duration", self.duration_spin)
-        form.addRow("", self.auto_box)
-        form.addRow("", self.caption_box)
-        form.addRow("Camera", self.preset_box)
-        form.addRow("Easing", self.easing_box)
-        hint = QLabel("<span style='color:#28aa5a'>Green</span>: where the camera starts; "
-                      "<span style='color:#dc3c3c'>red</span>: where it ends. Drag a rectangle, or its "
-                      "bottom-right corner to resize it.")
+        form.addRow("Duration", FlowRow(self.duration_spin, self.auto_box))
+        form.addRow(self.caption_box)
+        form.addRow("Camera", FlowRow(self.preset_box, self.easing_box))
+        hint = QLabel("<span style='color:#28aa5a'>Green</span>: start, <span style='color:#dc3c3c'>red</span>: "
+                      "end. Drag one, or its corner.")
         hint.setWordWrap(True)
+        hint.setToolTip("Where the camera starts (green) and ends (red): drag a rectangle to move it, or its "
+                        "bottom-right corner to resize it")
         form.addRow(hint)
         form.addRow(self.camera)
         self.editors.addWidget(shot)
 
         cut = QWidget()
-        cform = QFormLayout(cut)
+        cform = _form(cut)
         self.cut_title = QLabel()
+        self.cut_title.setWordWrap(True)
         self.kind_box = QComboBox()
         for key, label in CUT_KINDS.items():
             self.kind_box.addItem(label, key)
@@ -551,6 +579,9 @@ class AnimaticEditor(QWidget):
         self.backend_box = QComboBox()
         self.backend_box.addItem("Blend (no model, always available)", "blend")
         self.backend_box.addItem("AnimateDiff + SparseCtrl (video models)", "diffusion")
+        for box in (self.kind_box, self.backend_box):
+            box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(10)
         self.generate_button = QPushButton("Generate Transition")
         self.generate_button.clicked.connect(
             lambda: self.current and self.generate_transition_requested.emit(self.current[1],
@@ -559,7 +590,7 @@ class AnimaticEditor(QWidget):
         cform.addRow("Transition", self.kind_box)
         cform.addRow("Length", self.cut_spin)
         cform.addRow("Made with", self.backend_box)
-        cform.addRow("", self.generate_button)
+        cform.addRow(self.generate_button)
         cform.addRow(self.clip_label)
         self.editors.addWidget(cut)
 
@@ -639,6 +670,11 @@ class AnimaticEditor(QWidget):
         else:
             self.select(*self.current)
 
+    def _picked(self, kind: str, panel_id: str) -> None:
+        """A click in the strip: show that shot's or cut's editor."""
+        self.select(kind, panel_id)
+        self.side.setCurrentIndex(0)
+
     def select(self, kind: str, panel_id: str) -> None:
         self.current = (kind, panel_id)
         self.strip.selection = self.current
@@ -647,6 +683,7 @@ class AnimaticEditor(QWidget):
         if panel is None:
             return
         number = self.numbers()[panel_id]
+        self.side.setTabText(0, "Shot" if kind == "shot" else "Transition")
         if kind == "shot":
             self.editors.setCurrentIndex(1)
             shot = self.animatic.shot(panel_id)

@@ -48,9 +48,9 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMenu,
+    QMessageBox,
     QPushButton,
     QSplitter,
-    QToolBar,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -67,10 +67,12 @@ from ..export.page_render import (
     paint_frame,
     paint_guides,
     panel_images,
+    register_fonts,
     render_region,
 )
 from ..project.layout import (
     BALLOON_KINDS,
+    CAPTION,
     PAGE_SIZES,
     TEMPLATES,
     Balloon,
@@ -78,19 +80,39 @@ from ..project.layout import (
     Layout,
     Page,
     Rect,
-    apply_template,
+    add_lettering,
+    add_page,
     auto_layout,
+    bring_lettering_in_step,
+    change_balloon_kind,
+    change_page_size,
+    delete_frames,
+    delete_lettering,
+    empty_frame,
+    frame_at,
     generation_size,
-    lettering_for,
-    reading_order,
+    has_hand_edits,
+    make_panel_words,
+    mirror_pages,
+    move_balloon,
+    move_in_reading_order,
+    page_check,
+    place_panel,
+    recut_page,
+    recut_pages,
+    reflow,
+    set_lettering_panel,
     set_lettering_text,
     snap_lines,
     snap_move,
     snap_resize,
-    strip_height,
-    template_frames,
+    source_line,
+    swap_frames,
+    unlettered,
+    use_panel_words,
 )
 from .commands import EditLayout, EditLettering, SetPanelSizes
+from .flow_layout import FlowRow
 from .session import ProjectSession
 from .timeline import MIME as PANEL_MIME
 
@@ -98,6 +120,28 @@ FRAME_MIME = "application/x-storystudio-frame"
 HANDLE_PX = 7  # how close (in screen pixels) to an edge a press resizes instead of moving
 SNAP_PX = 8
 SELECTION = QColor(40, 110, 220)
+
+
+def _tool(text: str, tip: str, slot: Callable[[], object]) -> QToolButton:
+    button = QToolButton()
+    button.setText(text)
+    button.setToolTip(tip)
+    button.clicked.connect(slot)
+    return button
+
+
+def _toggle(text: str, tip: str, bold: bool = False, italic: bool = False) -> QToolButton:
+    """A checkable tool button showing its letter in bold or italic (B, I)."""
+    button = QToolButton()
+    button.setText(text)
+    button.setToolTip(tip)
+    button.setCheckable(True)
+    font = button.font()
+    font.setBold(bold)
+    font.setItalic(italic)
+    button.setFont(font)
+    button.setMinimumWidth(button.sizeHint().height())
+    return button
 
 
 def _rect(r: Rect) -> QRectF:
@@ -337,11 +381,24 @@ def _paint_handles(painter: QPainter, rect: QRectF, zoom: float) -> None:
             painter.drawRect(QRectF(x - size / 2, y - size / 2, size, size))
 
 
+#: Reading-order badges (with guides on) say whose words a balloon shows.
+BADGE_TIED = QColor(40, 110, 220)  # its panel's caption or dialogue
+BADGE_OWN = QColor(140, 70, 200)  # a panel's lettering with words of its own
+BADGE_FREE = QColor(225, 115, 20)  # free lettering, no panel
+
+
 class BalloonItem(_EditableItem):
     def __init__(self, canvas: LayoutCanvas, balloon: Balloon, number: int):
         super().__init__(canvas, balloon.id)
         self.number = number
         self.setZValue(10 + number)
+        self.setToolTip(canvas.describe_owner(balloon))
+
+    def badge_colour(self) -> QColor:
+        b = self.balloon
+        if b is None or b.free or b.panel not in self.canvas.panel_numbers:
+            return BADGE_FREE
+        return BADGE_TIED if b.tied else BADGE_OWN
 
     def lookup(self, page: Page) -> Balloon | None:
         return page.balloon_by_id(self.item_id)
@@ -378,7 +435,8 @@ class BalloonItem(_EditableItem):
         b = self.balloon
         if b is None or self.canvas.editing == self.item_id:
             return  # the in-place editor shows the words
-        fit = paint_balloon(painter, b, self.canvas.layout, self.number if self.canvas.show_guides else None)
+        fit = paint_balloon(painter, b, self.canvas.layout, self.number if self.canvas.show_guides else None,
+                            self.badge_colour())
         if fit.overflow:
             painter.setPen(QPen(QColor(220, 30, 30), 0, Qt.DashLine))
             painter.setBrush(Qt.NoBrush)
@@ -418,8 +476,7 @@ class BalloonItem(_EditableItem):
             p = event.scenePos()
             balloon.tail = (round(p.x(), 2), round(p.y(), 2))
         else:
-            r = self.snapped(d.x(), d.y())
-            balloon.x, balloon.y, balloon.w, balloon.h = (round(v, 2) for v in (r.x, r.y, r.w, r.h))
+            move_balloon(balloon, self.snapped(d.x(), d.y()))  # a moved balloon takes its tail along
         self.prepareGeometryChange()
         self.preview = balloon
         self.update()
@@ -571,6 +628,7 @@ class LayoutCanvas(QWidget):
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(0)
         column.addWidget(self.balloon_tools)
+        column.addWidget(self.check_bar)
         column.addWidget(self.empty_note, 1)
         column.addWidget(self.view, 1)
         splitter = QSplitter()
@@ -670,18 +728,25 @@ class LayoutCanvas(QWidget):
         self.side.setMaximumWidth(240)
         self.side.setMinimumWidth(90)  # squeezes in a narrow window instead of widening it
 
-        tools = self.balloon_tools = QToolBar("Lettering")
-        add = QToolButton()
+        # the lettering tools, in rows that wrap when the window is narrow: nothing hides behind a "»"
+        add = self.add_button = QToolButton()
         add.setText("Add Lettering")
+        add.setToolTip("Add lettering in the selected frame (else the frame in the middle of the view); it "
+                       "belongs to that frame's panel: a speech or thought balloon is a new line of its dialogue")
         add.setPopupMode(QToolButton.InstantPopup)
         menu = QMenu(add)
         for kind, label in BALLOON_KINDS.items():
-            menu.addAction(label, lambda k=kind: self.add_balloon(k))
+            menu.addAction(label, lambda k=kind: self.add_balloon_and_write(k))
+        menu.addSeparator()
+        free = menu.addMenu("Free Lettering (No Panel)")
+        for kind, label in BALLOON_KINDS.items():
+            free.addAction(label, lambda k=kind: self.add_balloon_and_write(k, free=True))
         add.setMenu(menu)
-        tools.addWidget(add)
         self.font_box = QComboBox()
-        self.font_box.setMaximumWidth(180)
         self.font_box.setToolTip("Lettering font of the selected balloons (or of the whole comic)")
+        # as wide as the longest bundled font's name (a long system name is cut, never a bundled one)
+        self.font_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.font_box.setMinimumContentsLength(max((len(f) for f in register_fonts()), default=10) + 1)
         self.font_box.activated.connect(lambda _: self.set_font(self.font_box.currentText()))
         self.size_spin = QDoubleSpinBox()
         self.size_spin.setRange(0, 200)
@@ -690,34 +755,58 @@ class LayoutCanvas(QWidget):
         self.size_spin.setSuffix(" pt")
         self.size_spin.setToolTip("Lettering size; Auto fits the words to the balloon")
         self.size_spin.editingFinished.connect(lambda: self.set_text_size(self.size_spin.value()))
-        self.bold_box = QCheckBox("Bold")
+        self.bold_box = _toggle("B", "Bold", bold=True)
         self.bold_box.clicked.connect(lambda on: self.set_balloon_fields("Bold", bold=on))
-        self.italic_box = QCheckBox("Italic")
+        self.italic_box = _toggle("I", "Italic", italic=True)
         self.italic_box.clicked.connect(lambda on: self.set_balloon_fields("Italic", italic=on))
         self.align_box = QComboBox()
+        self.align_box.setToolTip("Alignment of the selected balloons' words")
         for align in ("left", "center", "right"):
             self.align_box.addItem(align.title(), align)
         self.align_box.activated.connect(
             lambda _: self.set_balloon_fields("Align text", align=self.align_box.currentData()))
-        for widget in (self.font_box, self.size_spin, self.bold_box, self.italic_box, self.align_box):
-            tools.addWidget(widget)
         self.delete_action = QAction("Delete", self)
         self.delete_action.setShortcut(QKeySequence.Delete)
         self.delete_action.setShortcutContext(Qt.WidgetWithChildrenShortcut)
-        self.delete_action.setToolTip("Delete the selected balloons and frames (Delete)")
+        self.delete_action.setToolTip("Delete the selected balloons and frames (Delete); a balloon showing a "
+                                      "panel's words takes them from the panel")
         self.delete_action.triggered.connect(self.delete_selected)
         self.addAction(self.delete_action)
-        tools.addAction(self.delete_action)
-        tools.addSeparator()
-        tools.addAction("−", lambda: self.view.set_zoom(self.view.zoom / 1.25)).setToolTip("Zoom out (Ctrl+wheel)")
-        tools.addAction("+", lambda: self.view.set_zoom(self.view.zoom * 1.25)).setToolTip("Zoom in (Ctrl+wheel)")
-        tools.addAction("Fit", self.view.fit).setToolTip("Fit the page in the view")
+        delete = QToolButton()
+        delete.setDefaultAction(self.delete_action)
+        zoom_out = _tool("−", "Zoom out (Ctrl+wheel)", lambda: self.view.set_zoom(self.view.zoom / 1.25))
+        zoom_in = _tool("+", "Zoom in (Ctrl+wheel)", lambda: self.view.set_zoom(self.view.zoom * 1.25))
+        fit = _tool("Fit", "Fit the page in the view", lambda: self.view.fit())
         self.guides_box = QCheckBox("Guides")  # off: the page exactly as it prints
         self.guides_box.setChecked(True)
-        self.guides_box.setToolTip("Bleed (red), trim (black) and safe area (blue), balloon reading order and "
-                                   "panel numbers (drag a number onto another frame to swap panels)")
+        self.guides_box.setToolTip(
+            "Bleed (red), trim (black) and safe area (blue), panel numbers (drag one onto another frame to swap "
+            "panels) and the balloons' reading order, coloured by whose words they show: blue, a panel's caption "
+            "or dialogue; purple, a panel's lettering with words of its own; orange, free lettering")
         self.guides_box.toggled.connect(self._toggle_guides)
-        tools.addWidget(self.guides_box)
+        self.balloon_tools = FlowRow(add, self.font_box, self.size_spin, self.bold_box, self.italic_box,
+                                     self.align_box, delete, zoom_out, zoom_in, fit, self.guides_box)
+        self.balloon_tools.setContentsMargins(4, 3, 4, 3)
+        # in a window far smaller than 1280 x 800 the tools may be cut, but the window can still shrink
+        self.balloon_tools.setMinimumWidth(100)
+
+        # when the pages no longer follow the story: say so, and offer to put it right
+        self.check_bar = QWidget()
+        self.check_bar.setStyleSheet("background: #fff4d6; color: #5a4300;")
+        self.check_label = QLabel()
+        self.check_label.setWordWrap(True)
+        self.reflow_button = QPushButton("Reflow Pages")
+        self.reflow_button.setToolTip("Put the panels back in story order in the frames you have; their lettering "
+                                      "comes along, and panels not on a page yet get new pages")
+        self.reflow_button.clicked.connect(self.reflow)
+        self.letter_button = QPushButton("Letter Missing Words")
+        self.letter_button.setToolTip("Give every caption and dialogue line of the placed panels a balloon")
+        self.letter_button.clicked.connect(self.letter_missing_words)
+        bar = QVBoxLayout(self.check_bar)
+        bar.setContentsMargins(6, 4, 6, 4)
+        bar.addWidget(self.check_label)
+        bar.addWidget(FlowRow(self.reflow_button, self.letter_button))
+        self.check_bar.setVisible(False)
 
     def _fill_fonts(self) -> None:
         self.font_box.blockSignals(True)
@@ -820,18 +909,34 @@ class LayoutCanvas(QWidget):
                     item.setSelected(True)
         self._refresh_page_list()
         self._sync_tools()
+        self._show_check()
         self.thumb_timer.start()
+
+    def _show_check(self) -> None:
+        """Tell when the pages no longer follow the story (and offer to reflow them)."""
+        check = page_check(self.layout, self.session.project.panels)
+        self.check = check
+        text = check.describe()
+        self.check_label.setText(text)
+        self.reflow_button.setVisible(not check.follows_story)
+        self.letter_button.setVisible(bool(check.unlettered))
+        self.check_bar.setVisible(bool(text))
 
     def _refresh_page_list(self) -> None:
         self.pages.blockSignals(True)
         self.pages.model().blockSignals(True)
         self.pages.clear()
+        stale = set(page_check(self.layout, self.session.project.panels).stale_pages)
         for index, page in enumerate(self.layout.pages):
             label = f"Page {index + 1}" + (" (spread)" if page.spread else "")
             item = QListWidgetItem(f"{index + 1}" + (" ⇔" if page.spread else ""))
             item.setData(Qt.UserRole, page.id)
             item.setToolTip(f"{label}: {TEMPLATES[page.template].name if page.template in TEMPLATES else 'custom'}"
                             f", {len(page.frames)} frames")
+            if index + 1 in stale:
+                item.setBackground(QColor(255, 228, 160))
+                item.setForeground(QColor(90, 60, 0))
+                item.setToolTip(item.toolTip() + "; its panels are no longer in story order (Reflow Pages)")
             self.pages.addItem(item)
         if self.layout.pages:
             self.pages.setCurrentRow(self.current)
@@ -928,18 +1033,12 @@ class LayoutCanvas(QWidget):
         self.edit(what, change)
 
     def set_balloon_kind(self, kind: str) -> None:
-        def fields(b: Balloon) -> dict:
-            tail = b.tail
-            if kind in ("speech", "speech-box", "thought") and tail is None:
-                tail = (b.x + b.w / 2, b.y + b.h + 30)
-            return {"kind": kind, "tail": tail}
         ids = [b.id for b in self.selected_balloons()]
 
         def change(layout: Layout) -> None:
             for balloon in self._page_in(layout).balloons:
                 if balloon.id in ids:
-                    for key, value in fields(balloon).items():
-                        setattr(balloon, key, value)
+                    change_balloon_kind(balloon, kind)
         self.edit("Change balloon kind", change)
 
     def set_font(self, family: str) -> None:
@@ -955,38 +1054,17 @@ class LayoutCanvas(QWidget):
             self.edit("Change lettering size", lambda layout: setattr(layout, "font_size", value))
 
     def place_panel(self, panel_id: str, frame_id: str, page_index: int | None = None) -> None:
-        """Put a panel in a frame. A panel already on a page leaves its old frame (which takes this
-        frame's panel, if any: a swap), and its balloons follow it."""
+        """Put a panel in a frame (a panel already on a page swaps places; its lettering follows it)."""
         index = self.current if page_index is None else page_index
-
-        def change(layout: Layout) -> None:
-            page = layout.pages[index]
-            target = page.frame_by_id(frame_id)
-            old = layout.page_of_panel(panel_id)
-            displaced = target.panel
-            if old is not None:
-                old_page, old_frame = old
-                if old_frame.id == target.id:
-                    return
-                old_frame.panel = displaced
-                _move_words(old_page, page, panel_id, old_frame, target)
-                if displaced:
-                    _move_words(page, old_page, displaced, target, old_frame)
-            elif displaced:
-                page.balloons = [b for b in page.balloons if not (b.panel == displaced and b.source)]
-            target.panel = panel_id
-            if old is None:
-                panel = self.session.project.panel_by_id(panel_id)
-                if panel is not None:
-                    page.balloons.extend(lettering_for(layout, target, panel))
-        self.edit("Place panel", change)
+        panel = self.session.project.panel_by_id(panel_id)
+        if panel is None:
+            return
+        self.edit("Place panel", lambda layout: place_panel(layout, layout.pages[index], frame_id, panel))
 
     def swap_frames(self, page_id: str, source_frame: str, target_frame: str) -> None:
-        page = self.layout.page_by_id(page_id)
-        frame = page.frame_by_id(source_frame) if page else None
-        if frame is None or not frame.panel or source_frame == target_frame:
-            return
-        self.place_panel(frame.panel, target_frame)
+        panels = self.session.project.panels
+        self.edit("Place panel", lambda layout: swap_frames(layout, page_id, source_frame, self._page_in(layout),
+                                                            target_frame, panels))
 
     def start_frame_drag(self, item: FrameItem) -> None:
         mime = QMimeData()
@@ -998,48 +1076,50 @@ class LayoutCanvas(QWidget):
             drag.setPixmap(QPixmap.fromImage(image.scaled(72, 72, Qt.KeepAspectRatio, Qt.SmoothTransformation)))
         drag.exec(Qt.MoveAction)
 
-    def add_balloon(self, kind: str, at: QPointF | None = None, text: str = "") -> str | None:
+    def lettering_frame(self, at: QPointF | None = None) -> Frame | None:
+        """The frame new lettering goes into: the selected frame, the frame of the selected lettering's
+        panel, else the frame under ``at`` (the middle of the view by default), else the nearest one."""
+        frames = self.selected_frames()
+        if frames:
+            return frames[0]
+        for balloon in self.selected_balloons():
+            frame = next((f for f in self.page.frames if balloon.panel and f.panel == balloon.panel), None)
+            if frame is not None:
+                return frame
+        if at is None:
+            at = self.view.mapToScene(self.view.viewport().rect().center())
+        return frame_at(self.page, (at.x(), at.y()))
+
+    def add_balloon(self, kind: str, at: QPointF | None = None, text: str = "", free: bool = False) -> str | None:
+        """Add lettering inside a frame (see lettering_frame), belonging to its panel; ``free``: lettering
+        that belongs to no panel. A speech or thought balloon there is a new line of the panel's dialogue."""
         if not self.has_page():
             return None
-        frames = self.selected_frames()
-        if at is None:
-            if frames:
-                b = frames[0].bounds
-                at = QPointF(b.x + b.w * 0.3, b.y + b.h * 0.2)
-            else:
-                at = self.view.mapToScene(self.view.viewport().rect().center())
-        size = {"sfx": (120.0, 50.0), "caption": (150.0, 36.0)}.get(kind, (110.0, 60.0))
-        default = {"sfx": "BOOM!", "caption": "Meanwhile…", "thought": "Hmm…"}.get(kind, "Hello!")
-        balloon = Balloon(kind, round(at.x() - size[0] / 2, 2), round(at.y() - size[1] / 2, 2), *size,
-                          text=text or default, align="left" if kind == "caption" else "center")
-        if kind in ("speech", "speech-box", "thought"):
-            balloon.tail = (round(at.x() + 10, 2), round(at.y() + size[1] / 2 + 40, 2))
-        if frames:
-            balloon.panel = frames[0].panel
-        self._select_next = {balloon.id}
-        self.edit(f"Add {BALLOON_KINDS[kind].lower()}", lambda layout: self._page_in(layout).balloons.append(balloon))
-        return balloon.id
+        frame = None if free else self.lettering_frame(at)
+        frame_id = frame.id if frame is not None else None
+
+        def change(layout: Layout, words: dict) -> str:
+            page = self._page_in(layout)
+            target = page.frame_by_id(frame_id) if frame_id else None
+            return add_lettering(layout, words, page, kind, target, text).id
+
+        label = BALLOON_KINDS[kind].lower()
+        balloon_id = self.edit_words(f"Add free {label}" if free else f"Add {label}", change)
+        self._select_next = {balloon_id}
+        return balloon_id
+
+    def add_balloon_and_write(self, kind: str, free: bool = False) -> None:
+        """Add Lettering from the menu: add it, then let the user type its words at once."""
+        balloon_id = self.add_balloon(kind, free=free)
+        if balloon_id is not None:
+            QTimer.singleShot(0, lambda: (self._scheduled_refresh(), self.edit_text(balloon_id)))
 
     def delete_selected(self) -> None:
-        balloons = {b.id for b in self.selected_balloons()}
-        frames = {f.id for f in self.selected_frames()}
-        if not balloons and not frames:
-            return
-
-        def change(layout: Layout) -> None:
-            page = self._page_in(layout)
-            page.balloons = [b for b in page.balloons if b.id not in balloons]
-            page.frames = [f for f in page.frames if f.id not in frames]
-            page.template = "custom" if frames else page.template
-        self.edit("Delete from page", change)
+        self._delete_ids(frames={f.id for f in self.selected_frames()},
+                         balloons={b.id for b in self.selected_balloons()})
 
     def move_in_reading_order(self, balloon_id: str, step: int) -> None:
-        def change(layout: Layout) -> None:
-            balloons = self._page_in(layout).balloons
-            i = next(i for i, b in enumerate(balloons) if b.id == balloon_id)
-            j = max(0, min(len(balloons) - 1, i + step))
-            balloons.insert(j, balloons.pop(i))
-        self.edit("Change reading order", change)
+        self.edit("Change reading order", lambda layout: move_in_reading_order(self._page_in(layout), balloon_id, step))
 
     def edit_text(self, balloon_id: str) -> None:
         balloon = self.page.balloon_by_id(balloon_id) if self.has_page() else None
@@ -1067,13 +1147,50 @@ class LayoutCanvas(QWidget):
                 return
         self.refresh()
 
+    def make_panel_words(self, balloon_id: str) -> None:
+        self.edit_words("Make them the panel's words", lambda layout, words: make_panel_words(layout, words,
+                                                                                              balloon_id))
+
+    def use_panel_words(self, balloon_id: str) -> None:
+        self.edit_words("Show the panel's words", lambda layout, words: use_panel_words(layout, words, balloon_id))
+
+    def set_lettering_panel(self, balloon_id: str, panel_id: str | None) -> None:
+        self.edit("Make lettering free" if panel_id is None else "Give lettering to a panel",
+                  lambda layout: set_lettering_panel(layout, balloon_id, panel_id))
+
     # ---- pages -------------------------------------------------------------------------
+    def ask_how_to_lay_out(self) -> str | None:
+        """Lay Out Story over pages with changes made by hand: "reflow", "fresh", or None (cancel)."""
+        box = QMessageBox(QMessageBox.Question, "Lay Out Story",
+                          "Your pages have changes made by hand: frames moved or resized, other templates, or "
+                          "lettering added, moved or deleted. Laying the story out afresh would replace them.",
+                          parent=self)
+        box.setInformativeText("Keep My Changes puts the panels back in story order in the frames you have, "
+                               "with their lettering, and adds pages for panels not on one yet. Start Over makes "
+                               "new pages from the story (Undo brings these back).")
+        keep = box.addButton("Keep My Changes", QMessageBox.AcceptRole)
+        fresh = box.addButton("Start Over", QMessageBox.DestructiveRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(keep)
+        box.exec()
+        return {keep: "reflow", fresh: "fresh"}.get(box.clickedButton())
+
     def lay_out_story(self) -> None:
+        """Place every panel on pages in story order. Over pages changed by hand it asks first, and can
+        keep those changes (reflow) instead of starting over."""
         panels = self.session.project.panels
         if not panels:
             return
         size = self.size_box.currentData() or self.layout.size
         direction = self.direction_box.currentData() or self.layout.direction
+        how = "fresh"
+        if size == self.layout.size and direction == self.layout.direction and has_hand_edits(self.layout, panels):
+            how = self.ask_how_to_lay_out()
+            if how is None:
+                return
+        if how == "reflow":
+            self.reflow()
+            return
 
         def change(layout: Layout) -> None:
             fresh = auto_layout(panels, size=size, direction=direction, layout=layout)
@@ -1082,36 +1199,23 @@ class LayoutCanvas(QWidget):
         self.show_page(0)
         self.view.fit()
 
+    def reflow(self) -> None:
+        """Put the panels back in story order in the pages' own frames (their lettering comes along)."""
+        panels = self.session.project.panels
+        self.edit("Reflow pages", lambda layout: reflow(layout, panels))
+
+    def letter_missing_words(self) -> None:
+        self.edit_words("Letter missing words", bring_lettering_in_step)
+
     def apply_template(self, template_id: str) -> None:
         if not self.has_page():
             return
-
-        def change(layout: Layout) -> list[str]:
-            page = self._page_in(layout)
-            left_over = apply_template(layout, page, template_id)
-            if left_over:  # panels that no longer fit go on a new page right after, not away
-                extra = Page(template="custom")
-                layout.pages.insert(self.current + 1, extra)
-                count = len(left_over)
-                choice = next((t for t in ("splash", "tiers-2", "tiers-3", "grid-2x2", "rows-2-1-2", "grid-2x3",
-                                           "grid-3x3") if TEMPLATES[t].capacity >= count), "grid-3x3")
-                apply_template(layout, extra, choice)
-                for frame, panel_id in zip(extra.frames, left_over):
-                    frame.panel = panel_id
-            return left_over
-        self.edit(f"Use template {TEMPLATES[template_id].name}", change)
+        index = self.current
+        self.edit(f"Use template {TEMPLATES[template_id].name}", lambda layout: recut_page(layout, index, template_id))
 
     def add_page(self) -> None:
-        template_id = "webtoon" if self.layout.page_size.strip else "grid-2x3"
         at = self.current + 1 if self.layout.pages else 0
-
-        def change(layout: Layout) -> None:
-            page = Page(template=template_id)
-            if layout.page_size.strip:
-                page.height = strip_height(layout, 1)
-            page.frames = template_frames(layout, TEMPLATES[template_id], page, count=1)
-            layout.pages.insert(at, page)
-        self.edit("Add page", change)
+        self.edit("Add page", lambda layout: add_page(layout, at))
         self.show_page(at)
 
     def remove_page(self) -> None:
@@ -1134,70 +1238,25 @@ class LayoutCanvas(QWidget):
     def set_page_size(self, size_id: str) -> None:
         if size_id == self.layout.size:
             return
-        old, new = PAGE_SIZES[self.layout.size], PAGE_SIZES[size_id]
-        if old.strip != new.strip:  # strips and printed pages differ in kind: lay the story out again
-            order = reading_order(self.layout)
-            panels = [p for p in self.session.project.panels if p.id in order] or self.session.project.panels
-
-            def relayout(layout: Layout) -> None:
-                layout.__dict__.update(auto_layout(panels, size=size_id, direction=layout.direction,
-                                                   layout=layout).__dict__)
-            self.edit("Change page size", relayout)
+        kind_changes = PAGE_SIZES[size_id].strip != self.layout.page_size.strip
+        panels = self.session.project.panels
+        self.edit("Change page size", lambda layout: change_page_size(layout, size_id, panels))
+        if kind_changes:
             self.show_page(0)
-            return
-        sx, sy = new.width / old.width, new.height / old.height
-
-        def rescale(layout: Layout) -> None:
-            layout.size = size_id
-            for page in layout.pages:
-                for frame in page.frames:
-                    frame.points = [(round(x * sx, 3), round(y * sy, 3)) for x, y in frame.points]
-                for b in page.balloons:
-                    b.x, b.y, b.w, b.h = round(b.x * sx, 2), round(b.y * sy, 2), round(b.w * sx, 2), round(b.h * sy, 2)
-                    if b.tail:
-                        b.tail = (round(b.tail[0] * sx, 2), round(b.tail[1] * sy, 2))
-        self.edit("Change page size", rescale)
         self.view.fit()
 
     def set_spacing(self, gutter: float | None = None, margin: float | None = None) -> None:
-        """Change the gutter or margin and cut every page that follows a template again.
-
-        Hand-made ("custom") pages keep their frames. Panels keep their frames'
-        fit and crop, and their lettering moves with them.
-        """
+        """Change the gutter or margin and cut every page that follows a template again (hand-made pages
+        keep their frames; lettering moves with its frame)."""
         if (gutter is None or gutter == self.layout.gutter) and (margin is None or margin == self.layout.frame_margin):
             return
-
-        def change(layout: Layout) -> None:
-            if gutter is not None:
-                layout.gutter = gutter
-            if margin is not None:
-                layout.margin = margin
-            for page in layout.pages:
-                if page.template not in TEMPLATES:
-                    continue
-                old_frames = {f.panel: copy.deepcopy(f) for f in page.frames if f.panel}
-                apply_template(layout, page, page.template)
-                for frame in page.frames:
-                    if frame.panel in old_frames:
-                        _move_words(page, page, frame.panel, old_frames[frame.panel], frame)
-        self.edit("Change gutter" if gutter is not None else "Change margin", change)
+        self.edit("Change gutter" if gutter is not None else "Change margin",
+                  lambda layout: recut_pages(layout, gutter, margin))
 
     def set_direction(self, direction: str) -> None:
         if direction == self.layout.direction:
             return
-
-        def mirror(layout: Layout) -> None:
-            layout.direction = direction
-            for page in layout.pages:
-                width = layout.page_width(page)
-                for frame in page.frames:
-                    frame.points = [(round(width - x, 3), y) for x, y in frame.points]
-                for b in page.balloons:
-                    b.x = round(width - b.x - b.w, 2)
-                    if b.tail:
-                        b.tail = (round(width - b.tail[0], 2), b.tail[1])
-        self.edit("Change reading direction", mirror)
+        self.edit("Change reading direction", lambda layout: mirror_pages(layout, direction))
 
     # ---- panels drawn at their frames' shapes ---------------------------------------------------
     def frame_size(self, frame: Frame) -> tuple[int, int]:
@@ -1253,59 +1312,76 @@ class LayoutCanvas(QWidget):
         for kind in ("speech", "thought", "caption", "sfx"):
             b = frame.bounds
             menu.addAction(f"Add {BALLOON_KINDS[kind].lower()}",
-                           lambda k=kind, b=b: self.add_balloon(k, QPointF(b.x + b.w * 0.35, b.y + b.h * 0.25)))
+                           lambda k=kind, b=b: self.add_balloon(k, QPointF(b.x + b.w / 2, b.y + b.h / 2)))
         menu.addSeparator()
         if frame.panel:
             w, h = self.frame_size(frame)
             menu.addAction(f"Redraw Panel at This Frame's Shape ({w} x {h})",
                            lambda: self.redraw_at_frame_shape([frame.panel]))
             menu.addAction("Show panel", lambda: self.panel_activated.emit(frame.panel))
-            menu.addAction("Empty this frame", lambda: self.edit_frame(frame_id, "Empty frame", panel=None))
+            menu.addAction("Empty this frame", lambda: self.edit(
+                "Empty frame", lambda layout: empty_frame(layout, self._page_in(layout), frame_id)))
         menu.addAction("Delete frame", lambda: self._delete_ids(frames={frame_id}))
         return menu
 
     def balloon_menu(self, balloon_id: str) -> QMenu:
+        balloon = self.page.balloon_by_id(balloon_id)
         menu = QMenu(self)
         menu.addAction("Edit words…", lambda: self.edit_text(balloon_id))
+        owner = menu.addAction(self.describe_owner(balloon))
+        owner.setEnabled(False)
+        panel = self.session.project.panel_by_id(balloon.panel) if balloon.panel else None
+        if panel is not None and not balloon.source:
+            number = self.panel_numbers.get(panel.id)
+            if balloon.kind != "sfx":
+                menu.addAction(f"Make These Panel {number}'s Words", lambda: self.make_panel_words(balloon_id))
+                words = self.session.project.words().get(panel.id)
+                wanted = [s for s in unlettered(self.layout, panel.id, words)
+                          if (s == CAPTION) == (balloon.kind == "caption")] if words else []
+                action = menu.addAction(f"Show Panel {number}'s Words Instead", lambda: self.use_panel_words(balloon_id))
+                action.setEnabled(bool(wanted))
+            menu.addAction("Make Free Lettering (No Panel)", lambda: self.set_lettering_panel(balloon_id, None))
+        elif balloon.free:
+            frame = frame_at(self.page, (balloon.x + balloon.w / 2, balloon.y + balloon.h / 2))
+            if frame is not None and frame.panel:
+                number = self.panel_numbers.get(frame.panel)
+                menu.addAction(f"Give to Panel {number} (Moves With It)",
+                               lambda: self.set_lettering_panel(balloon_id, frame.panel))
+        menu.addSeparator()
         kinds = menu.addMenu("Change to")
-        current = self.page.balloon_by_id(balloon_id).kind
         for kind, label in BALLOON_KINDS.items():
-            if kind != current:
+            if kind != balloon.kind:
                 kinds.addAction(label, lambda k=kind: self.set_balloon_kind(k))
         menu.addAction("Earlier in reading order", lambda: self.move_in_reading_order(balloon_id, -1))
         menu.addAction("Later in reading order", lambda: self.move_in_reading_order(balloon_id, 1))
         menu.addAction("Fit size to text (Auto)",
                        lambda: self.edit_balloon(balloon_id, "Auto lettering size", size=None))
         menu.addSeparator()
-        menu.addAction("Delete", lambda: self._delete_ids(balloons={balloon_id}))
+        menu.addAction("Delete" + (" (and its words from the panel)" if balloon.tied else ""),
+                       lambda: self._delete_ids(balloons={balloon_id}))
         return menu
+
+    def describe_owner(self, balloon: Balloon) -> str:
+        """Whose words a balloon shows, in the creator's words (its tooltip and menu say it)."""
+        number = self.panel_numbers.get(balloon.panel or "")
+        if balloon.tied and number:
+            line = source_line(balloon.source)
+            what = "caption" if line is None else f"dialogue line {line + 1}"
+            return f"Panel {number}'s {what}: editing it here edits the panel"
+        if number:
+            return f"Panel {number}'s lettering, with words of its own"
+        return "Free lettering: belongs to no panel"
 
     def _delete_ids(self, frames: set[str] | None = None, balloons: set[str] | None = None) -> None:
         frames, balloons = frames or set(), balloons or set()
+        if not frames and not balloons:
+            return
 
-        def change(layout: Layout) -> None:
-            page = self._page_in(layout)
-            page.frames = [f for f in page.frames if f.id not in frames]
-            page.balloons = [b for b in page.balloons if b.id not in balloons]
+        def change(layout: Layout, words: dict) -> None:
+            delete_lettering(layout, words, balloons)
             if frames:
-                page.template = "custom"
-        self.edit("Delete from page", change)
-
-
-def _move_words(source: Page, target: Page, panel_id: str, old: Frame, new: Frame) -> None:
-    """Carry a panel's balloons from its old frame to its new one, keeping their place in the frame."""
-    ob, nb = old.bounds, new.bounds
-    sx, sy = nb.w / ob.w if ob.w else 1.0, nb.h / ob.h if ob.h else 1.0
-    moving = [b for b in source.balloons if b.panel == panel_id]
-    if source is not target:
-        source.balloons = [b for b in source.balloons if b.panel != panel_id]
-        target.balloons.extend(moving)
-    for b in moving:
-        b.x = round(nb.x + (b.x - ob.x) * sx, 2)
-        b.y = round(nb.y + (b.y - ob.y) * sy, 2)
-        b.w, b.h = min(b.w, nb.w), min(b.h, nb.h)
-        if b.tail:
-            b.tail = (round(nb.x + (b.tail[0] - ob.x) * sx, 2), round(nb.y + (b.tail[1] - ob.y) * sy, 2))
+                delete_frames(layout, self._page_in(layout), frames)
+        self.edit_words("Delete from page", change)
 
 
 class _PaperItem(QGraphicsItem):

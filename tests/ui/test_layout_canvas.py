@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, QRectF, QSize, Qt
-from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QImage, QMouseEvent, QPainter
+from PySide6.QtGui import QColor, QDragEnterEvent, QDragMoveEvent, QDropEvent, QImage, QMouseEvent, QPainter
 from PySide6.QtPdf import QPdfDocument
 from PySide6.QtWidgets import QApplication
 
@@ -13,7 +13,7 @@ from conftest import COLOURS, flat_png
 
 from storystudio.export.comic import export_pdf
 from storystudio.export.page_render import page_region, panel_images, render_region
-from storystudio.project.layout import Balloon, generation_size, snap_lines
+from storystudio.project.layout import Balloon, Rect, generation_size, snap_lines
 from storystudio.project.model import Project
 from storystudio.ui.layout_canvas import FRAME_MIME, SNAP_PX, BalloonItem, FrameItem, LayoutCanvas
 from storystudio.ui.session import ProjectSession
@@ -179,13 +179,17 @@ def test_balloon_move_resize_and_tail(canvas, session):
     drag(canvas, centre, centre + delta)
     moved = session.project.layout.pages[0].balloon_by_id(b.id)
     assert (moved.x, moved.y) == pytest.approx((b.x + delta.x(), b.y + delta.y()), abs=0.6)
-    assert moved.tail == tail  # the tail still points at the speaker
+    # the tail goes along with the balloon: it still points the same way, from its new place
+    assert moved.tail == pytest.approx((tail[0] + moved.x - b.x, tail[1] + moved.y - b.y), abs=0.02)
+    tail = moved.tail
     drag(canvas, QPointF(*tail), QPointF(tail[0] + 30, tail[1] + 10))
     moved = session.project.layout.pages[0].balloon_by_id(b.id)
     assert moved.tail == pytest.approx((tail[0] + 30, tail[1] + 10), abs=0.6)
     edge = QPointF(moved.x + moved.w, moved.y + moved.h / 2)
     drag(canvas, edge, edge + QPointF(25, 0))
-    assert session.project.layout.pages[0].balloon_by_id(b.id).w == pytest.approx(moved.w + 25, abs=0.6)
+    resized = session.project.layout.pages[0].balloon_by_id(b.id)
+    assert resized.w == pytest.approx(moved.w + 25, abs=0.6)
+    assert resized.tail == moved.tail  # resizing leaves the tip where the user put it
     for _ in range(3):
         session.undo.undo()
     again = session.project.layout.pages[0].balloon_by_id(b.id)
@@ -397,3 +401,119 @@ def test_words_edited_on_the_page_are_the_words_of_the_pdf_the_animatic_and_the_
     session.undo.undo()
     assert panel.caption.startswith("Two hundred and twelve steps")
     assert session.project.layout.pages[0].balloon_by_id(caption.id).text == panel.caption
+
+
+def test_add_lettering_lands_in_one_frame_and_belongs_to_its_panel(canvas, session):
+    canvas.show_page(1)  # a 2 x 2 grid: the middle of the view is where four frames meet
+    assert canvas.page.template == "grid-2x2"
+    canvas.view.fit()
+    canvas.scene.clearSelection()
+    QApplication.processEvents()
+    centre = canvas.view.mapToScene(canvas.view.viewport().rect().center())
+    target = next(f for f in canvas.page.frames if f.bounds.contains((centre.x(), centre.y()))) \
+        if any(f.bounds.contains((centre.x(), centre.y())) for f in canvas.page.frames) else None
+    balloon_id = canvas.add_balloon("speech", text="Who goes there?")
+    QApplication.processEvents()
+    balloon = canvas.page.balloon_by_id(balloon_id)
+    frames_touched = [f for f in canvas.page.frames
+                      if f.bounds.x < balloon.x + balloon.w and balloon.x < f.bounds.right
+                      and f.bounds.y < balloon.y + balloon.h and balloon.y < f.bounds.bottom]
+    assert len(frames_touched) == 1  # not across four frames
+    frame = frames_touched[0]
+    assert target is None or frame.id == target.id  # the frame in the middle of the view
+    panel = session.project.panel_by_id(frame.panel)
+    assert balloon.panel == panel.id and panel.dialogue.splitlines()[-1] == "Who goes there?"
+    assert frame.bounds.contains(balloon.tail)
+    assert canvas.selected_balloons()[0].id == balloon_id
+    # dragged somewhere else, its tail comes along
+    item = next(i for i in canvas.scene.items() if isinstance(i, BalloonItem) and i.item_id == balloon_id)
+    start = QPointF(balloon.x + balloon.w / 2, balloon.y + balloon.h / 2)
+    delta = free_delta(canvas, balloon.rect, [(dx, dy) for dx in (-40, -25, 25, 40) for dy in (-30, -15, 15, 30)])
+    drag(canvas, start, start + delta)
+    moved = session.project.layout.pages[1].balloon_by_id(balloon_id)
+    assert moved.tail == pytest.approx((balloon.tail[0] + moved.x - balloon.x, balloon.tail[1] + moved.y - balloon.y),
+                                       abs=0.02)
+    session.undo.undo()
+    session.undo.undo()
+    assert session.project.layout.pages[1].balloon_by_id(balloon_id) is None
+    assert "Who goes there?" not in panel.dialogue  # the panel's words went back too
+    assert item is not None
+
+
+def test_free_lettering_is_free_and_shown_as_such(canvas, session):
+    from storystudio.ui.layout_canvas import BADGE_FREE, BADGE_OWN, BADGE_TIED
+
+    words = session.project.words()
+    balloon_id = canvas.add_balloon("caption", text="Far away...", free=True)
+    QApplication.processEvents()
+    balloon = canvas.page.balloon_by_id(balloon_id)
+    assert balloon.free and balloon.text == "Far away..." and session.project.words() == words
+    item = next(i for i in canvas.scene.items() if isinstance(i, BalloonItem) and i.item_id == balloon_id)
+    assert item.badge_colour() == BADGE_FREE and "no panel" in item.toolTip()
+    tied = next(i for i in canvas.scene.items() if isinstance(i, BalloonItem) and i.balloon.tied)
+    assert tied.badge_colour() == BADGE_TIED and "editing it here edits the panel" in tied.toolTip()
+    sfx = canvas.add_balloon("sfx", QPointF(*canvas.page.frames[0].bounds.points()[0]) + QPointF(20, 20))
+    QApplication.processEvents()
+    own = next(i for i in canvas.scene.items() if isinstance(i, BalloonItem) and i.item_id == sfx)
+    assert own.badge_colour() == BADGE_OWN and own.balloon.panel == canvas.page.frames[0].panel
+    # the menu gives free lettering to the panel under it, and a panel's own lettering back to none
+    labels = [a.text() for a in canvas.balloon_menu(sfx).actions()]
+    assert "Make Free Lettering (No Panel)" in labels
+    canvas.set_lettering_panel(sfx, None)
+    assert session.project.layout.pages[0].balloon_by_id(sfx).free
+
+
+def test_deleting_a_balloon_takes_its_line_from_the_panel(qtbot, canvas, session):
+    panel = session.project.panels[0]
+    item = next(i for i in items(canvas, BalloonItem) if i.balloon.panel == panel.id and i.balloon.kind == "speech")
+    canvas.scene.clearSelection()
+    item.setSelected(True)
+    canvas.view.setFocus()
+    qtbot.keyClick(canvas.view, Qt.Key_Delete)
+    assert panel.dialogue == "" and canvas.page.balloon_by_id(item.item_id) is None
+    session.undo.undo()
+    assert panel.dialogue == "Hello, lighthouse!" and canvas.page.balloon_by_id(item.item_id) is not None
+
+
+def test_reordered_panels_mark_the_pages_stale_until_reflowed(canvas, session):
+    from storystudio.ui.commands import MovePanels
+
+    frame = canvas.page.frames[0]
+    first_shape = list(frame.points)
+    assert not canvas.check_bar.isVisibleTo(canvas)
+    session.undo.push(MovePanels(session, [session.project.panels[0].id], len(session.project.panels)))
+    QApplication.processEvents()
+    assert canvas.check_bar.isVisibleTo(canvas) and canvas.reflow_button.isVisibleTo(canvas)
+    assert "no longer in story order" in canvas.check_label.text()
+    assert canvas.pages.item(0).background().color() == QColor(255, 228, 160)  # the stale page is marked
+    canvas.reflow_button.click()
+    QApplication.processEvents()
+    layout = session.project.layout
+    assert [pid for p in layout.pages for pid in p.panels()] == [p.id for p in session.project.panels]
+    assert not canvas.check_bar.isVisibleTo(canvas)
+    assert layout.pages[0].frames[0].points == first_shape
+    session.undo.undo()
+    QApplication.processEvents()
+    assert canvas.check_bar.isVisibleTo(canvas)
+
+
+@pytest.mark.parametrize("answer", ["reflow", "fresh", None])
+def test_lay_out_story_again_asks_before_it_drops_hand_made_work(canvas, session, monkeypatch, answer):
+    asked = []
+    monkeypatch.setattr(canvas, "ask_how_to_lay_out", lambda: asked.append(1) or answer)
+    canvas.lay_out_story()  # nothing changed by hand: no question
+    assert asked == []
+    frame = canvas.page.frames[0]
+    moved = frame.fitted_to(Rect(40, 40, 250, 180))
+    canvas.edit_frame(frame.id, "Move frame", points=moved)
+    sfx = canvas.add_balloon("sfx", text="CRASH")
+    before = session.project.layout.copy()
+    canvas.lay_out_story()
+    assert asked == [1]
+    layout = session.project.layout
+    if answer is None:
+        assert layout == before
+    elif answer == "reflow":
+        assert layout.pages[0].frames[0].points == moved and layout.pages[0].balloon_by_id(sfx) is not None
+    else:
+        assert layout.pages[0].frames[0].points != moved and layout.pages[0].balloon_by_id(sfx) is None
