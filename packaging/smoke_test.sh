@@ -75,10 +75,10 @@ run "$APP" models create-tiny "$T/tiny-sdxl" --arch sdxl
 
 echo "== render the bundled example headless, with a PDF and an MP4"
 time run "$APP" render "$DATA/examples/lighthouse.story.txt" --model "$T/tiny-sdxl" --out "$T/out" \
-  --steps 2 --size 128x128 --pdf "$T/out/comic.pdf" --mp4 "$T/out/animatic.mp4" --video-size 1280x720 --fps 12
+  --steps 2 --size 128x128 --pdf "$T/comic.pdf" --mp4 "$T/animatic.mp4" --video-size 1280x720 --fps 12
 [[ $(ls "$T"/out/*.png | wc -l) -eq 8 ]] || fail "render wrote $(ls "$T"/out/*.png | wc -l) PNGs, not 8"
-[[ -s "$T/out/manifest.json" && -s "$T/out/comic.pdf" && -s "$T/out/animatic.mp4" ]] || fail "render outputs"
-head -c 5 "$T/out/comic.pdf" | grep -q %PDF || fail "comic.pdf is no PDF"
+[[ -s "$T/out/manifest.json" && -s "$T/comic.pdf" && -s "$T/animatic.mp4" ]] || fail "render outputs"
+head -c 5 "$T/comic.pdf" | grep -q %PDF || fail "comic.pdf is no PDF"
 
 echo "== install-desktop into the sandbox's XDG folders; what a file manager asks"
 run "$APP" install-desktop
