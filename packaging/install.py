@@ -301,6 +301,21 @@ def venv_script(venv: Path, system: str, name: str) -> Path:
     return venv / "Scripts" / f"{name}.exe" if system == "Windows" else venv / "bin" / name
 
 
+def installed_torch(venv: Path) -> str | None:
+    """The version of torch already in the environment (e.g. "2.13.0+cpu"), read from its metadata folder."""
+    for info in sorted(venv.glob("[Ll]ib/python*/site-packages/torch-*.dist-info")) + \
+            sorted(venv.glob("Lib/site-packages/torch-*.dist-info")):
+        return info.name.removeprefix("torch-").removesuffix(".dist-info")
+    return None
+
+
+def torch_fits(version: str, choice: Choice) -> bool:
+    """Whether an installed torch is the build chosen: the PyTorch index marks its builds (+cpu, +cu128, ...),
+    PyPI's have no mark."""
+    local = version.partition("+")[2] or None
+    return local == (choice.backend if choice.index_url else None)
+
+
 @dataclass(frozen=True)
 class Step:
     what: str
@@ -309,18 +324,24 @@ class Step:
 
 def plan(choice: Choice, machine: Machine, *, venv: Path, tool: str = "pip", python: str = sys.executable,
          project: str = ".", extras: str = "", editable: bool = True, torch_spec: str | None = None,
-         torch_index: str | None = None, desktop: bool | None = None, venv_exists: bool = False) -> list[Step]:
-    """The exact commands that install this choice. ``torch_index`` replaces the index URL ("pypi": none)."""
+         torch_index: str | None = None, desktop: bool | None = None, venv_exists: bool = False,
+         torch_present: str | None = None) -> list[Step]:
+    """The exact commands that install this choice. ``torch_index`` replaces the index URL ("pypi": none);
+    ``torch_present`` is the torch already in the environment, replaced when it is another build."""
     spec = torch_spec or torch_requirement()
     index = choice.index_url if torch_index is None else (None if torch_index == "pypi" else torch_index)
     py = str(venv_python(venv, machine.system))
     target = project + (f"[{extras}]" if extras else "")
     install_target = ("-e", target) if editable else (target,)
     steps = []
+    replace = torch_present is not None and torch_index is None and not torch_fits(torch_present, choice)
     if tool == "uv":
         uv = shutil.which("uv") or "uv"
         if not venv_exists:
             steps.append(Step("make the environment", (uv, "venv", str(venv), "--python", python)))
+        if replace:
+            steps.append(Step(f"take out the PyTorch build there ({torch_present})",
+                              (uv, "pip", "uninstall", "--python", py, "torch")))
         torch_source = ("--index-url", index) if index else ()
         if torch_index is None and choice.kind != "mps":
             torch_source = ("--torch-backend", choice.backend)  # uv knows the PyTorch indexes itself
@@ -330,6 +351,9 @@ def plan(choice: Choice, machine: Machine, *, venv: Path, tool: str = "pip", pyt
     elif tool == "pip":
         if not venv_exists:
             steps.append(Step("make the environment", (python, "-m", "venv", str(venv))))
+        if replace:
+            steps.append(Step(f"take out the PyTorch build there ({torch_present})",
+                              (py, "-m", "pip", "uninstall", "-y", "torch")))
         steps.append(Step(f"install PyTorch ({choice.backend})",
                           (py, "-m", "pip", "install", spec, *(("--index-url", index) if index else ()))))
         steps.append(Step("install StoryStudio", (py, "-m", "pip", "install", *install_target)))
@@ -382,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = plan(choice, machine, venv=venv, tool=tool, project=str(ROOT), extras=args.extras,
                      editable=not args.no_editable, torch_spec=args.torch_spec, torch_index=args.torch_index,
                      desktop=False if args.no_desktop else None,
-                     venv_exists=venv_python(venv, machine.system).exists())
+                     venv_exists=venv_python(venv, machine.system).exists(), torch_present=installed_torch(venv))
         for step in steps:
             print(f"- {step.what}:\n    {shown(step.argv, machine.system)}")
             if not args.dry_run:

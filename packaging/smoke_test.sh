@@ -93,7 +93,8 @@ if command -v xdg-mime >/dev/null; then
   echo "filetype: $type; default: $default"
   [[ $type == application/x-storystudio && $default == storystudio.desktop ]] || fail "MIME registration"
   echo "== double-click: xdg-open on the project starts the bundle with it"
-  run env STORYSTUDIO_SMOKE_TEST=1 xdg-open "$T/Double-clicked.storystudio" > "$T/open.txt" 2>&1 || true
+  # xdg-open looks up the default program only "with a display"; Qt stays offscreen all the same
+  run env DISPLAY=:0 STORYSTUDIO_SMOKE_TEST=1 xdg-open "$T/Double-clicked.storystudio" > "$T/open.txt" 2>&1 || true
   for _ in $(seq 60); do grep -q "StoryStudio window" "$T/open.txt" && break; sleep 1; done
   cat "$T/open.txt"
   grep -q "StoryStudio window: 'Double-clicked - StoryStudio'" "$T/open.txt" || fail "double-click did not open it"

@@ -221,3 +221,20 @@ def test_bad_choice_on_the_command_line_is_one_sentence():
     out = subprocess.run([sys.executable, str(ROOT / "packaging" / "install.py"), "--dry-run", "--torch", "gpu"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.startswith("install.py: ") and "Traceback" not in out.stderr
+
+
+def test_another_torch_build_in_the_environment_is_replaced(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "lib/python3.11/site-packages/torch-2.13.0.dist-info").mkdir(parents=True)  # PyPI's CUDA build
+    assert install.installed_torch(venv) == "2.13.0"
+    cpu = install.choose(linux())
+    steps = install.plan(cpu, linux(), venv=venv, venv_exists=True, desktop=False,
+                         torch_present=install.installed_torch(venv))
+    assert steps[0].argv[-4:] == ("pip", "uninstall", "-y", "torch") and "2.13.0" in steps[0].what
+    assert steps[1].argv[-2:] == ("--index-url", INDEX + "cpu")
+    # the same build is kept; so is whatever a --torch-index override brought
+    assert install.torch_fits("2.13.0+cpu", cpu) and not install.torch_fits("2.13.0+cu128", cpu)
+    kept = install.plan(cpu, linux(), venv=venv, venv_exists=True, desktop=False, torch_present="2.13.0+cpu")
+    assert "uninstall" not in kept[0].argv
+    assert install.torch_fits("2.13.0", install.choose(Machine("Darwin", "arm64")))
+    assert install.installed_torch(tmp_path / "none") is None
