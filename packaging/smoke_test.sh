@@ -30,9 +30,7 @@ build/bundle-venv/bin/python - "$T/Double-clicked.storystudio" <<'EOF'
 import sys
 from storystudio.project.fileio import save_project
 from storystudio.project.model import Project
-project = Project.example()
-project.title = "Double-clicked"
-save_project(project, sys.argv[1])
+save_project(Project.example(), sys.argv[1])
 EOF
 
 # Hide every Python (pyenv's and Debian's) and the network for what follows: a new mount and network
@@ -97,7 +95,7 @@ if command -v xdg-mime >/dev/null; then
   run env DISPLAY=:0 STORYSTUDIO_SMOKE_TEST=1 xdg-open "$T/Double-clicked.storystudio" > "$T/open.txt" 2>&1 || true
   for _ in $(seq 60); do grep -q "StoryStudio window" "$T/open.txt" && break; sleep 1; done
   cat "$T/open.txt"
-  grep -q "StoryStudio window: 'Double-clicked - StoryStudio'" "$T/open.txt" || fail "double-click did not open it"
+  grep -q "StoryStudio window: 'Double-clicked.storystudio - StoryStudio'" "$T/open.txt" || fail "double-click did not open it"
 fi
 run "$APP" uninstall-desktop
 [[ ! -e "$entry" ]] || fail "uninstall-desktop left the entry"
