@@ -28,3 +28,11 @@ def test_every_resource_file_is_package_data():
             missing.append(path.relative_to(ROOT).as_posix())
     assert missing == []
     assert (ROOT / "resources" / "icons" / "storystudio-512.png").is_file()  # the check above saw the icons
+
+
+def test_every_package_is_listed():
+    """pyproject names its packages one by one (resources/ is mapped into the package): a new subpackage
+    missing there is missing from every wheel and bundle, while an editable install still works."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "storystudio").rglob("__init__.py")}
+    assert found - set(config["packages"]) == set()
