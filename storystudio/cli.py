@@ -325,7 +325,8 @@ def render(args) -> int:
     engine = StoryPipeline(model)
     status = "complete"
     try:
-        result = engine.render(story, settings, progress=_progress_printer(), banks=banks, only=only, on_image=on_image)
+        result = engine.render(story, settings, progress=_progress_printer(), banks=banks, only=only, on_image=on_image,
+                               keep_banks=args.save_banks, previews=False)
     except GenerationCancelled:
         status, result = "cancelled", None
     except KeyboardInterrupt:
@@ -577,12 +578,13 @@ def _progress_printer():
     last = {"batch": None}
 
     def show(p) -> None:
-        label = f"{p.phase} {', '.join(p.panel_keys)}"
-        line = f"[{p.panels_done}/{p.panels_total} panels] {label}: step {p.step}/{p.steps}"
+        # references and panels advance together: one line per step of the whole story
+        percent = 100 * p.work_done // max(1, p.work_total)
+        line = f"[{p.panels_total} pictures] step {p.step}/{p.steps} ({percent}%)"
         if tty:
             print("\r" + line[:100].ljust(100), end="", file=sys.stderr, flush=True)
-        elif p.step == p.steps and last["batch"] != label:
-            last["batch"] = label
+        elif p.work_done == p.work_total or (last["batch"] != p.step and p.step % 5 == 0):
+            last["batch"] = p.step
             print(line, file=sys.stderr, flush=True)
 
     return show

@@ -243,7 +243,7 @@ def test_render_example_manifest(example_render):
 
     cast = {c["name"]: c for c in manifest["characters"]}
     assert set(cast) == {"Mira", "Tobias"}
-    assert all(c["bank_bytes"] > 0 for c in cast.values())
+    assert all(c["bank_bytes"] == 0 for c in cast.values())  # references drawn in flight: no bank is kept
     assert "copper hair" in cast["Mira"]["description"]
 
     settings = manifest["settings"]
@@ -273,6 +273,8 @@ def test_save_banks_writes_one_bank_per_character(small_renders):
     banks = sorted(p.name for p in (root / "out" / "banks").glob("*.safetensors"))
     assert banks == ["Ann.safetensors", "Bo.safetensors"]
     assert all((root / "out" / "banks" / b).stat().st_size > 0 for b in banks)
+    manifest = json.loads((root / "out" / "manifest.json").read_text(encoding="utf-8"))
+    assert all(c["bank_bytes"] > 0 for c in manifest["characters"])  # kept, so counted
 
 
 def test_one_panel_regenerated_from_banks_is_identical(small_renders):

@@ -13,11 +13,28 @@ TAG_PATTERN = re.compile(r"\[([^\[\]]*)\]")
 
 
 @dataclass
+class ReferenceSet:
+    """A character's reference pictures pinned by the user, drawn exactly so whenever its panels are drawn.
+
+    ``keys``, ``prompts`` (characters expanded, before the style) and ``seeds``
+    name the pictures drawn together; ``chosen`` the ones whose look the panels
+    take (all when ``None``). A key that is a story panel whose prompt and seed
+    are unchanged keeps that panel's picture.
+    """
+
+    keys: list[str]
+    prompts: list[str]
+    seeds: list[int]
+    chosen: list[int] | None = None
+
+
+@dataclass
 class Character:
     """A recurring character, described once and reused in every panel."""
 
     name: str
     description: str
+    references: ReferenceSet | None = None  # pinned references (a locked character); None: its first solo panels
 
 
 @dataclass

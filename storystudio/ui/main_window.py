@@ -710,8 +710,8 @@ class MainWindow(QMainWindow):
                 self.timeline.panel_model.progress[key] = f"{step}/{steps}"
                 self.session.set_status(key, "generating")
                 self.panel_view.show_preview(key, preview)
-        self.progress.setMaximum(max(1, total * steps))
-        self.progress.setValue(done * steps + step * len(keys))
+        self.progress.setMaximum(max(1, total))  # picture-steps of the whole job
+        self.progress.setValue(done)
 
     @Slot(int, str, str, bytes, dict)
     def _on_image(self, job, key, role, png, params) -> None:

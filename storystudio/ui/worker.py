@@ -44,6 +44,9 @@ class RenderJob:
     model: ModelChoice
     only: list[str] | None = None
     label: str = "Generate"
+    # Bytes of host memory and of disk for keeping character banks between jobs (0, 0: keep none, and draw
+    # a character's references again beside the panels that need them; see docs/ENGINE.md).
+    bank_budget: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -86,9 +89,9 @@ def _plain_error(exc: BaseException) -> tuple[ErrorKind, str]:
 class InferenceWorker(QObject):
     """Lives in the worker thread; its slots run there."""
 
-    progress = Signal(int, str, list, int, int, int, int, QImage)  # job, phase, keys, step, steps, done, total, preview
+    # job, phase, keys, step, steps, work done, work total (picture-steps of the whole job), preview
+    progress = Signal(int, str, list, int, int, int, int, QImage)
     image_ready = Signal(int, str, str, bytes, dict)  # job, panel key, role, PNG bytes, parameters
-    bank_ready = Signal(int, str, int)  # job, character name, bank bytes
     message = Signal(int, str)  # job, a note for the user (e.g. truncated prompt)
     model_loading = Signal(int, str)  # job, what is being loaded
     model_loaded = Signal(int, str)  # job, one-line description
@@ -101,7 +104,7 @@ class InferenceWorker(QObject):
         super().__init__()
         self._model = None
         self._model_key: tuple | None = None
-        self._banks: dict[str, Any] = {}
+        self._bank_cache = None  # engine BankCache, within the budget of the last job
         self._video = None  # the transition pipeline, once loaded
         self._video_key: tuple | None = None
 
@@ -142,7 +145,7 @@ class InferenceWorker(QObject):
             self.model_loading.emit(job.id, choice.source)
             quiet_libraries()
             self._model = None
-            self._banks.clear()
+            self._bank_cache = None  # banks belong to the model that made them
             self._model = load_model(choice.source, device=choice.device, dtype=choice.dtype,
                                      allow_download=choice.allow_download, memory=choice.memory)
             self._model_key = key
@@ -162,8 +165,8 @@ class InferenceWorker(QObject):
 
         def on_progress(p) -> None:
             preview = _to_qimage(p.preview) if p.preview is not None else QImage()
-            self.progress.emit(job.id, p.phase, list(p.panel_keys), p.step, p.steps, p.panels_done,
-                               p.panels_total, preview)
+            self.progress.emit(job.id, p.phase, list(p.panel_keys), p.step, p.steps, p.work_done, p.work_total,
+                               preview)
 
         def on_image(img) -> None:
             buf = io.BytesIO()
@@ -171,14 +174,24 @@ class InferenceWorker(QObject):
             self.image_ready.emit(job.id, img.key, img.role, buf.getvalue(), img.parameters)
 
         result = engine.render(work.story, settings, progress=on_progress, cancel=job.cancel,
-                               banks=self._banks, only=work.only, on_image=on_image)
-        # Keep exactly the banks that are current now: a replaced one is freed (they are large).
-        self._banks = dict(result.banks)
-        for name, bank in result.banks.items():
-            self.bank_ready.emit(job.id, name, bank.nbytes)
+                               only=work.only, on_image=on_image, bank_cache=self._banks_within(work.bank_budget))
         for note in result.messages:
             self.message.emit(job.id, note)
 
+
+    def _banks_within(self, budget: tuple[int, int]):
+        """The bank cache for this budget (the same one while the budget stays; none for a zero budget)."""
+        from ..engine.attention.bank import BankCache
+
+        ram, disk = (int(b) for b in budget)
+        if ram <= 0 and disk <= 0:
+            self._bank_cache = None
+        elif self._bank_cache is None or (self._bank_cache.ram_bytes, self._bank_cache.disk_bytes) != (ram, disk):
+            from platformdirs import user_cache_path
+
+            folder = user_cache_path("StoryStudio", appauthor=False) / "banks"
+            self._bank_cache = BankCache(ram, disk, folder)
+        return self._bank_cache
 
     def _transition(self, job: Job, work: TransitionJob) -> None:
         from PIL import Image
@@ -196,7 +209,7 @@ class InferenceWorker(QObject):
             seed=work.seed, options=dict(work.options))
 
         def on_progress(done: int, total: int) -> None:
-            self.progress.emit(job.id, "transition", [work.before], done, total, 0, 1, QImage())
+            self.progress.emit(job.id, "transition", [work.before], done, total, done, total, QImage())
 
         frames = backend.render(request, progress=on_progress, cancel=job.cancel.is_set)
         pngs = []

@@ -1,4 +1,4 @@
-"""The story pipeline: write then read, seeds, regeneration from saved banks, progress and cancel."""
+"""The story pipeline: references and panels in one step loop, seeds, kept banks, progress and cancel."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from storystudio.engine.attention.bank import CharacterBank
-from storystudio.engine.attention.consistent import ConsistencyConfig, ConsistentAttnProcessor
-from storystudio.engine.story.pipeline import (
-    GenerationCancelled,
-    GenerationSettings,
-    StoryPipeline,
-    derive_seed,
-)
+from storystudio.engine.attention.bank import BankCache, BankWriter, CharacterBank
+from storystudio.engine.attention.config import ConsistencyConfig
+from storystudio.engine.attention.consistent import ConsistentAttnProcessor, level_tokens
+from storystudio.engine.errors import GenerationCancelled
+from storystudio.engine.story.pipeline import GenerationSettings, StoryPipeline, derive_seed
 from storystudio.project.script import parse_script
 
 
@@ -41,7 +38,7 @@ def rendered(tiny_sdxl):
         "[Ann] waves goodbye\n"
     )
     engine = StoryPipeline(tiny_sdxl)
-    return story, engine, engine.render(story, fast())
+    return story, engine, engine.render(story, fast(), keep_banks=True)
 
 
 def test_plan_writes_references_then_reads(rendered):
@@ -76,9 +73,9 @@ def test_bank_bytes_and_recipe(rendered):
     unet = engine.pipe.unet
     expected = 0
     for name, slot in ann.slots.items():
-        halves, tokens, channels = slot.shape
-        assert halves == 2 and channels == unet.get_submodule(name).to_q.in_features
-        expected += halves * tokens * channels
+        halves, images, tokens, channels = slot.shape
+        assert halves == 2 and images == 4 and channels == unet.get_submodule(name).to_k.out_features
+        expected += 2 * halves * images * tokens * channels  # keys and values
     assert ann.bytes_per_step == expected * 4  # float32 on the CPU
     assert ann.nbytes == 3 * ann.bytes_per_step == ann.data.numel() * 4
     assert result.bank_bytes == ann.nbytes + result.banks["Bo"].nbytes
@@ -95,13 +92,55 @@ def test_seeds_are_derived_from_story_seed_and_panel(rendered):
     assert derive_seed(11, "panel-6", 1) != derive_seed(11, "panel-6", 0)
 
 
-def test_regenerating_a_panel_reproduces_it(rendered):
+def test_kept_banks_give_the_same_pictures_as_references_in_flight(rendered):
+    """Two phases (references kept, then panels read from the kept bank) equal one step loop, bit for bit."""
     story, engine, result = rendered
-    again = engine.render(story, fast(), banks=result.banks, only=["panel-6", "panel-5"])
-    assert list(again.images) == ["panel-5", "panel-6"]
+    readers = ["panel-5", "panel-6"]  # the panels that are no reference (panel-6 reads Ann and Bo)
+    again = engine.render(story, fast(), banks=result.banks, only=readers)
+    assert list(again.images) == readers
     for key in again.images:
         assert np.array_equal(pixels(again.images[key].image), pixels(result.images[key].image))
-    assert again.unet_calls["write"] == []  # no references generated again
+    assert again.unet_calls["write"] == []  # no references drawn again
+
+
+def test_regenerating_a_panel_later_draws_its_references_beside_it(rendered):
+    story, engine, result = rendered
+    again = engine.render(story, fast(), only=["panel-6"])
+    assert np.array_equal(pixels(again.images["panel-6"].image), pixels(result.images["panel-6"].image))
+    assert len(again.unet_calls["write"]) == 2 * 3  # Ann's and Bo's references, 3 steps each
+    assert list(again.images) == ["panel-6"] and again.banks == {}
+
+
+def test_by_default_no_bank_outlives_its_step(tiny_sd15, monkeypatch):
+    made = []
+    original = BankWriter.__init__
+    monkeypatch.setattr(BankWriter, "__init__", lambda self, *a, **k: made.append(a) or original(self, *a, **k))
+    story = parse_script("[Ann] a girl\n\n[Ann] reads\n[Ann] sleeps\n[Ann] runs\n")
+    result = StoryPipeline(tiny_sd15).render(story, fast(id_length=2))
+    assert made == [] and result.banks == {} and len(result.images) == 3
+
+
+def test_a_bank_cache_within_its_budget_replaces_the_references(rendered, tmp_path):
+    story, engine, result = rendered
+    size = result.banks["Ann"].nbytes + result.banks["Bo"].nbytes
+    cache = BankCache(ram_bytes=size, disk_bytes=0)
+    first = engine.render(story, fast(), only=["panel-6"], bank_cache=cache)
+    assert len(first.unet_calls["write"]) == 6 and cache.usage[0] == size
+    second = engine.render(story, fast(), only=["panel-6"], bank_cache=cache)
+    assert second.unet_calls["write"] == []  # both characters came from the cache
+    assert np.array_equal(pixels(second.images["panel-6"].image), pixels(result.images["panel-6"].image))
+    # room on disk for Ann's bank and its file's header
+    small = BankCache(ram_bytes=result.banks["Bo"].nbytes, disk_bytes=result.banks["Ann"].nbytes + 65536,
+                      folder=tmp_path / "banks")
+    engine.render(story, fast(), only=["panel-6"], bank_cache=small)
+    files = list((tmp_path / "banks").glob("*.bank.safetensors"))
+    assert len(files) == 1  # Ann's bank is larger than the host budget: it went to disk; Bo's stayed in memory
+    assert small.usage == (result.banks["Bo"].nbytes, files[0].stat().st_size)
+    third = engine.render(story, fast(), only=["panel-6"], bank_cache=small)
+    assert third.unet_calls["write"] == []
+    assert np.array_equal(pixels(third.images["panel-6"].image), pixels(result.images["panel-6"].image))
+    none = BankCache()  # no budget: nothing is kept, nothing recorded
+    assert not none.fits(1)
 
 
 def test_saved_banks_reproduce_a_panel_in_a_new_session(rendered, tiny_model_dirs, tmp_path):
@@ -121,7 +160,7 @@ def test_saved_banks_reproduce_a_panel_in_a_new_session(rendered, tiny_model_dir
 def test_bank_can_be_rebuilt_from_its_recipe(rendered):
     """Without the tensors, the same seeds and settings write the same bank again."""
     story, engine, result = rendered
-    rebuilt = engine.render(story, fast(), only=["panel-1"])
+    rebuilt = engine.render(story, fast(), only=["panel-1"], keep_banks=True)
     assert torch.equal(rebuilt.banks["Ann"].data, result.banks["Ann"].data)
     assert np.array_equal(pixels(rebuilt.images["panel-1"].image), pixels(result.images["panel-1"].image))
 
@@ -145,22 +184,22 @@ def test_other_story_seed_changes_everything(rendered):
 
 def test_no_character_panels_use_plain_attention(tiny_sd15, monkeypatch):
     extended = []
-    original = ConsistentAttnProcessor._extend
-    monkeypatch.setattr(ConsistentAttnProcessor, "_extend",
-                        lambda self, *a, **k: extended.append(self.layer.name) or original(self, *a, **k))
+    original = ConsistentAttnProcessor._read
+    monkeypatch.setattr(ConsistentAttnProcessor, "_read",
+                        lambda self, *a, **k: extended.append(self.slot) or original(self, *a, **k))
     story = parse_script("[Ann] a girl\n\n[Ann] reads\n[NC] an empty beach\n[Ann] sleeps\n")
     engine = StoryPipeline(tiny_sd15)
     result = engine.render(story, fast(steps=4), only=["panel-2"])
     assert result.images["panel-2"].parameters["phase"] == "plain"
     assert extended == []
-    assert "Ann" not in result.banks  # nobody needed her references
+    assert result.unet_calls["write"] == []  # nobody needed her references
     result = engine.render(story, fast(steps=4, id_length=1), only=["panel-3"])
     assert extended  # the Ann panel read her bank
 
 
 def test_character_without_solo_panel_gets_reference_sheets(tiny_sd15):
     story = parse_script("[Ann] a girl\n[Bo] a man\n\n[Ann] reads\n[Ann] and [Bo] talk\n")
-    result = StoryPipeline(tiny_sd15).render(story, fast(id_length=2))
+    result = StoryPipeline(tiny_sd15).render(story, fast(id_length=2), keep_banks=True)
     assert [s.key for s in result.sheets] == ["sheet-Bo-1", "sheet-Bo-2"]
     assert all(s.role == "sheet" for s in result.sheets)
     assert any("[Bo] never appears alone" in m for m in result.messages)
@@ -172,11 +211,13 @@ def test_progress_reports_every_step_with_a_preview(tiny_sd15):
     story = parse_script("[Ann] a girl\n\n[Ann] reads\n[NC] a beach\n")
     events = []
     StoryPipeline(tiny_sd15).render(story, fast(steps=3), progress=events.append)
-    assert [(e.phase, e.step) for e in events] == [("write", 1), ("write", 2), ("write", 3),
-                                                    ("plain", 1), ("plain", 2), ("plain", 3)]
-    assert [e.panels_done for e in events] == [0, 0, 0, 1, 1, 1]
+    # references and panels advance together, one step at a time
+    assert [(e.phase, e.step) for e in events] == [("write", 1), ("plain", 1), ("write", 2), ("plain", 2),
+                                                    ("write", 3), ("plain", 3)]
+    assert [(e.work_done, e.work_total) for e in events] == [(i, 6) for i in range(1, 7)]
     assert all(e.panels_total == 2 for e in events)
     assert events[0].preview.size == (8, 8) and events[0].preview.mode == "RGB"
+    assert events[-1].preview is not None  # the last step of a group always has one
 
 
 def test_cancel_stops_within_one_step(tiny_sd15):
@@ -193,18 +234,8 @@ def test_cancel_stops_within_one_step(tiny_sd15):
     with pytest.raises(GenerationCancelled):
         StoryPipeline(tiny_sd15).render(story, fast(steps=6, id_length=1), progress=progress, cancel=cancel,
                                         on_image=images.append)
-    assert steps_seen == [1, 2]  # the step after the request never ran
+    assert steps_seen == [1, 1, 1, 2]  # three groups at step 1; the call after the request never ran
     assert images == []
-
-
-def test_long_prompt_truncation_is_reported(tiny_sd15):
-    long = " ".join(["a very long description of a sunny seaside village"] * 12)
-    story = parse_script(f"[Ann] a girl\n\n[Ann] {long}\n")
-    messages = StoryPipeline(tiny_sd15).check_prompts(story, fast())
-    assert len(messages) == 1
-    assert "Panel 1" in messages[0] and "cut off" in messages[0] and "is ignored" in messages[0]
-    short = parse_script("[Ann] a girl\n\n[Ann] reads\n")
-    assert StoryPipeline(tiny_sd15).check_prompts(short, fast()) == []
 
 
 @pytest.mark.parametrize(
@@ -225,21 +256,20 @@ def test_bad_settings_are_refused_before_work(tiny_sd15, small_story, settings, 
 def test_stale_banks_are_written_again_not_used(rendered):
     story, engine, result = rendered
     again = engine.render(story, fast(steps=4), banks=result.banks, only=["panel-6"])
-    assert len(again.unet_calls["write"]) == 2 * 4  # Ann and Bo written again, 4 steps each
-    assert again.banks["Ann"].num_steps == 4
+    assert len(again.unet_calls["write"]) == 2 * 4  # Ann and Bo drawn again, 4 steps each
     story.characters[0].description = "a girl with blue hair"
     try:
-        edited = engine.render(story, fast(), banks=result.banks, only=["panel-6"])
+        edited = engine.render(story, fast(), banks=result.banks, only=["panel-6"], keep_banks=True)
     finally:
         story.characters[0].description = "a girl with red hair and a green coat"
     assert len(edited.unet_calls["write"]) == 3  # only Ann, whose description changed
     assert "blue hair" in edited.banks["Ann"].recipe["prompts"][0]
-    assert edited.banks["Bo"] is result.banks["Bo"]
+    assert "Bo" not in edited.banks  # Bo's kept bank was current and was read
 
 
 def test_without_guidance_the_story_renders(tiny_sdxl):
     story = parse_script("[Ann] a girl\n\n[Ann] reads\n[Ann] sleeps\n[Ann] runs\n")
-    result = StoryPipeline(tiny_sdxl).render(story, fast(guidance=1.0, id_length=2))
+    result = StoryPipeline(tiny_sdxl).render(story, fast(guidance=1.0, id_length=2), keep_banks=True)
     assert set(result.images) == {"panel-1", "panel-2", "panel-3"}
     assert all(slot.shape[0] == 1 for slot in result.banks["Ann"].slots.values())  # one half, no CFG
 
@@ -257,7 +287,8 @@ def test_schedulers_and_freeu_switch(tiny_sd15):
 def test_regenerating_a_reference_panel_rewrites_its_character(rendered):
     story, engine, result = rendered
     handed = []
-    again = engine.render(story, fast(), banks=dict(result.banks), only=["panel-2"], on_image=handed.append)
+    again = engine.render(story, fast(), banks=dict(result.banks), only=["panel-2"], on_image=handed.append,
+                          keep_banks=True)
     assert list(again.images) == ["panel-2"] and [h.key for h in handed] == ["panel-2"]
     assert again.images["panel-2"].role == "reference"
     assert np.array_equal(pixels(again.images["panel-2"].image), pixels(result.images["panel-2"].image))
@@ -268,34 +299,35 @@ def test_regenerating_a_reference_panel_rewrites_its_character(rendered):
 
 
 def spy_attention(monkeypatch) -> list[tuple[str, str, int, int]]:
-    """(layer, phase, own tokens, keys) of every call of a consistent-attention layer."""
+    """(layer, phase, own tokens, keys) of every read of a consistent-attention layer."""
     seen = []
-    original = ConsistentAttnProcessor._attend
+    original = ConsistentAttnProcessor._read
 
-    def spy(self, attn, q, k, v, b, m=None):
-        seen.append((self.layer.name, self.state.phase.value, q.shape[1], k.shape[1]))
-        return original(self, attn, q, k, v, b, m)
+    def spy(self, attn, q, k, v):
+        name = next(n for n, info in self.state.layers.items() if self.state.slots[info.index] is self.slot)
+        seen.append((name, "read", q.shape[1], k.shape[1] + self.slot.bank_k.shape[1]))
+        return original(self, attn, q, k, v)
 
-    monkeypatch.setattr(ConsistentAttnProcessor, "_attend", spy)
+    monkeypatch.setattr(ConsistentAttnProcessor, "_read", spy)
     return seen
 
 
 def tokens_at(unet, layer: str, width: int, height: int) -> int:
     from storystudio.engine.attention.consistent import block_scale
 
-    scale = 8 * block_scale(unet, layer)  # the VAE of the tiny models also downsamples 8 times
-    return (width // scale) * (height // scale)
+    # the VAE of the tiny models also downsamples 8 times
+    return level_tokens(block_scale(unet, layer), (height // 8, width // 8))
 
 
 def test_a_panel_is_drawn_at_its_own_size(tiny_model, monkeypatch):
     story = parse_script("[Ann] a girl\n\n[Ann] reads\n[Ann] sleeps\n[Ann] runs\n[NC] a beach\n")
     engine = StoryPipeline(tiny_model)
-    plain_sizes = engine.render(story, fast(id_length=2, consistency=ALWAYS))
+    plain_sizes = engine.render(story, fast(id_length=2, consistency=ALWAYS), keep_banks=True)
     story.panels[2].size = (64, 96)
     story.panels[3].size = (96, 64)
     seen = spy_attention(monkeypatch)
     events = []
-    result = engine.render(story, fast(id_length=2, consistency=ALWAYS), progress=events.append)
+    result = engine.render(story, fast(id_length=2, consistency=ALWAYS), progress=events.append, keep_banks=True)
     sizes = {k: img.image.size for k, img in result.images.items()}
     assert sizes == {"panel-1": (64, 64), "panel-2": (64, 64), "panel-3": (64, 96), "panel-4": (96, 64)}
     for img in result.images.values():
@@ -329,7 +361,7 @@ def test_read_batches_share_cast_and_size(tiny_sd15, monkeypatch):
         (["panel-9"], (64, 96)),  # nobody in it: another cast, so another batch
     ]
     seen = spy_attention(monkeypatch)
-    result = engine.render(story, settings)
+    result = engine.render(story, settings, keep_banks=True)
     for r in reads:
         for key in r.keys:
             assert result.images[key].image.size == r.size
@@ -346,14 +378,14 @@ def test_read_batches_share_cast_and_size(tiny_sd15, monkeypatch):
 def test_reference_panel_of_another_size_is_drawn_again_at_its_size(tiny_sd15):
     story = parse_script("[Ann] a girl\n\n[Ann] reads\n[Ann] sleeps\n[Ann] runs\n")
     engine = StoryPipeline(tiny_sd15)
-    before = engine.render(story, fast(id_length=2))
+    before = engine.render(story, fast(id_length=2), keep_banks=True)
     story.panels[1].size = (96, 64)
     writes, reads, messages = engine.plan(story, fast(id_length=2))
     assert [(w.keys, w.size, w.redrawn) for w in writes] == [(["panel-1", "panel-2"], (64, 64), {"panel-2"})]
     assert [(r.keys, r.size) for r in reads] == [(["panel-2"], (96, 64)), (["panel-3"], (64, 64))]
     assert any("drawn at 64x64 as references and again at their own size" in m for m in messages)
     handed = []
-    result = engine.render(story, fast(id_length=2), on_image=handed.append)
+    result = engine.render(story, fast(id_length=2), on_image=handed.append, keep_banks=True)
     assert [h.key for h in handed] == ["panel-1", "reference-panel-2", "panel-2", "panel-3"]
     assert result.images["panel-2"].image.size == (96, 64) and result.images["panel-2"].role == "panel"
     assert [(s.key, s.role, s.image.size) for s in result.sheets] == [("reference-panel-2", "reference", (64, 64))]
@@ -373,7 +405,7 @@ def test_a_panel_of_its_own_size_in_half_precision(tiny_model_dirs, monkeypatch)
     story = parse_script("[Ann] a girl\n\n[Ann] reads\n[Ann] sleeps\n[Ann] runs\n")
     story.panels[2].size = (64, 96)
     seen = spy_attention(monkeypatch)
-    result = StoryPipeline(model).render(story, fast(id_length=2, consistency=ALWAYS))
+    result = StoryPipeline(model).render(story, fast(id_length=2, consistency=ALWAYS), keep_banks=True)
     assert result.banks["Ann"].dtype == torch.float16
     assert result.images["panel-3"].image.size == (64, 96)
     read = [(name, q, k) for name, phase, q, k in seen if phase == "read"]
@@ -396,3 +428,35 @@ def test_bad_panel_sizes_are_refused_before_work(tiny_sd15, small_story, size, m
     with pytest.raises(ValueError, match=message):
         StoryPipeline(tiny_sd15).render(small_story, fast(), progress=events.append)
     assert events == []
+
+
+# ---- pinned references (a locked character) ------------------------------------------------
+
+
+def test_pinned_references_are_drawn_exactly_whatever_the_story_becomes(tiny_sd15):
+    from storystudio.project.story import ReferenceSet
+
+    story = parse_script("[Ann] a girl\n\n[Ann] reads\n[Ann] sleeps\n[Ann] runs\n")
+    engine = StoryPipeline(tiny_sd15)  # one panel per call: batching moves the last bits of the CPU's sums
+    first = engine.render(story, fast(id_length=2, batch_size=1))
+    pinned = ReferenceSet(["panel-1", "panel-2"], [story.expand(p) for p in story.panels[:2]],
+                          [derive_seed(11, "panel-1"), derive_seed(11, "panel-2")])
+    story.characters[0].references = pinned
+    same = engine.render(story, fast(id_length=2, batch_size=1))
+    for key in first.images:  # pinned as they were drawn: nothing changes
+        assert np.array_equal(pixels(same.images[key].image), pixels(first.images[key].image)), key
+    story.panels[1].prompt = "[Ann] dances in the rain"  # a reference panel is edited afterwards
+    edited = engine.render(story, fast(id_length=2, batch_size=1))
+    assert [(s.key, s.role) for s in edited.sheets] == [("reference-panel-2", "reference")]
+    assert np.array_equal(pixels(edited.sheets[0].image), pixels(first.images["panel-2"].image))
+    assert np.array_equal(pixels(edited.images["panel-1"].image), pixels(first.images["panel-1"].image))
+    assert np.array_equal(pixels(edited.images["panel-3"].image), pixels(first.images["panel-3"].image))
+    assert edited.images["panel-2"].parameters["phase"] == "read"  # the edited panel reads the pinned look
+    pinned.chosen = [0]  # the panels take only the first reference's look
+    chosen = engine.render(story, fast(id_length=2, batch_size=1), keep_banks=True)
+    assert np.array_equal(pixels(chosen.images["panel-1"].image), pixels(first.images["panel-1"].image))
+    assert not np.array_equal(pixels(chosen.images["panel-3"].image), pixels(first.images["panel-3"].image))
+    assert all(slot.shape[1] == 1 for slot in chosen.banks["Ann"].slots.values())  # one image's tokens kept
+    pinned.chosen = [5]
+    with pytest.raises(ValueError, match="chosen references of \\[Ann\\] do not match"):
+        engine.render(story, fast(id_length=2, batch_size=1))

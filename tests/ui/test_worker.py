@@ -54,7 +54,8 @@ def test_generate_all_through_the_worker(qtbot, service, tiny_model_dirs):
             assert im.size == (64, 64)
         assert params["seed"] and params["steps"] == 3
     assert {role for _, _, role, _, _ in rec.images} == {"reference", "panel"}
-    assert rec.progress and all(width == 8 for *_, width in rec.progress)  # previews arrive
+    # previews arrive (at most every half second per batch, and at each batch's last step)
+    assert rec.progress and {width for *_, width in rec.progress} <= {0, 8} and rec.progress[-1][-1] == 8
     assert loaded and "SD15" in loaded[0] and "CPU" in loaded[0]
     assert service.worker.thread() is service.thread and service.thread is not QThread.currentThread()
     qtbot.waitUntil(lambda: not service.busy, timeout=5000)  # the GUI side forgets finished jobs
@@ -81,7 +82,8 @@ def test_cancel_mid_job_and_the_worker_goes_on(qtbot, service, tiny_model_dirs):
         lambda job, phase, keys, step, *rest: service.cancel(job) if job == long and step == 2 else None)
     qtbot.waitUntil(lambda: (long, "cancelled") in rec.finished, timeout=60000)
     steps_of_job = [step for job, _, step, _ in rec.progress if job == long]
-    assert steps_of_job[:2] == [1, 2] and len(steps_of_job) <= 3  # stopped within one step of the request
+    # references and panels advance together; the job stopped within one step of the request
+    assert 2 in steps_of_job and max(steps_of_job) <= 3 and steps_of_job == sorted(steps_of_job)
     assert not [k for job, k, *_ in rec.images if job == long]
     after = service.render(RenderJob(parse_script("[NC] a beach\n"), settings(steps=2), model))
     qtbot.waitUntil(lambda: (after, "done") in rec.finished, timeout=60000)

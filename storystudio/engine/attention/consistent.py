@@ -2,35 +2,50 @@
 
 The self-attention (``attn1``) of the chosen UNet layers is replaced by
 :class:`ConsistentAttnProcessor`. All state lives in one
-:class:`ConsistentAttention` object per UNet: the phase (plain, write, read),
-the denoising step, the token samples of the step and the banks.
+:class:`ConsistentAttention` object per UNet; the processors only read it.
 
-- **write**: the images of one batch are one character's reference images.
-  Each attends to its own tokens plus a random sample of the tokens of the
-  other references; the samples are stored in the character's bank.
-- **read**: every image of the batch shows the same set of characters and
-  attends to its own tokens plus the banked tokens of those characters.
+- **write**: the images of one UNet call are one character's reference
+  images. Each attends to its own tokens plus a random sample of the tokens of
+  the other references of its guidance half. The sampled keys and values are
+  the character's bank for this step and this layer.
+- **read**: every image of the call shows the same characters and attends to
+  its own tokens plus the banked keys and values of those characters.
 
-Both are one ``scaled_dot_product_attention`` call per layer with no mask:
-the extra keys and values are gathered and concatenated in front of the call.
-The conditional and unconditional halves of a classifier-free-guidance batch
-only ever see tokens of their own half.
+A story runs references and panels in one step loop (:mod:`..story.sampler`):
+at step *s* the references deposit their sampled keys and values, the panels
+read them at step *s*, and the step's bank is dropped. Nothing is kept across
+steps unless a :class:`~.bank.BankWriter` asks for it.
+
+**Launch-free and compile-friendly.** Every random choice of a run is drawn up
+front or once per step, from seeded generators, as tensors: the gates of every
+layer and step (:meth:`ConsistentAttention.start`), the token samples of a
+step (:meth:`ConsistentAttention.write`). The per-layer path branches only on
+Python values that are fixed for a phase (which phase, whether the step's
+schedule is above zero); whether a layer's consistent attention acts is a
+0/1 tensor that weighs the borrowed tokens' share of attention, so the same
+kernels run whatever the draw. Own and borrowed tokens are attended by two
+attention calls whose log-sum-exps merge them exactly into the softmax over
+both: no mask, flash attention for both. Each processor reads only its own
+:class:`LayerSlot` (tensors set by the state), never a table indexed by its
+name, so ``torch.compile`` of the repeated blocks shares one graph among
+layers of one shape.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .bank import BankFeed, BankWriter, CharacterBank
 from .config import ConsistencyConfig, Phase
+
+__all__ = ["ConsistencyConfig", "ConsistentAttention", "ConsistentAttnProcessor", "LayerInfo", "Phase",
+           "attend_with_lse", "attention_kernel", "block_scale", "level_tokens"]
 
 
 def _seed_of(*parts: object) -> int:
@@ -49,27 +64,101 @@ def block_scale(unet: torch.nn.Module, module_name: str) -> int:
     return 2 ** (levels - 1)  # mid_block
 
 
+def level_tokens(scale: int, latent_hw: tuple[int, int]) -> int:
+    """Tokens of one image at a UNet level: each downsampling halves a side, rounding up."""
+    h, w = latent_hw
+    while scale > 1:
+        h, w, scale = -(-h // 2), -(-w // 2), scale // 2
+    return h * w
+
+
+def attention_kernel(device: torch.device, dtype: torch.dtype) -> str:
+    """Which attention kernel gives a log-sum-exp on this device (decided once per run, not per call)."""
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        # flash attention 2 in torch needs an Ampere or newer GPU and half precision
+        return "flash" if major >= 8 and dtype in (torch.float16, torch.bfloat16) else "efficient"
+    return "cpu-flash" if device.type == "cpu" else "math"
+
+
+def attend_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                    kernel: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention output (B, H, L, d) and its log-sum-exp (B, H, L) in float32, by ``kernel``."""
+    if kernel == "flash" and q.shape[-1] <= 256:
+        out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)
+        return out[0], out[1]
+    if kernel in ("flash", "efficient"):
+        out = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, False, scale=scale)
+        return out[0], out[1][..., : q.shape[-2]]
+    if kernel == "cpu-flash":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
+        return out, lse.float()
+    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    lse = torch.logsumexp(scores, dim=-1)
+    out = torch.softmax(scores, dim=-1) @ v.float()
+    return out.to(q.dtype), lse
+
+
+def merge_attention(own: torch.Tensor, own_lse: torch.Tensor, extra: torch.Tensor, extra_lse: torch.Tensor,
+                    gate: torch.Tensor) -> torch.Tensor:
+    """Attention over own and extra keys together, from the two halves; ``gate`` 0 keeps ``own`` exactly.
+
+    softmax over both = own * (1 - w) + extra * w, with w = e^lse_extra / (e^lse_own + e^lse_extra).
+    """
+    w = (torch.sigmoid(extra_lse - own_lse) * gate).unsqueeze(-1)
+    return (own.float() + w * (extra.float() - own.float())).to(own.dtype)
+
+
 @dataclass
 class LayerInfo:
     name: str
     index: int
     rate: float
+    scale: int  # how often the latent is downsampled where the layer runs
 
 
 @dataclass
-class _StepDraw:
-    """Random choices of one step: which layers act, which tokens are sampled."""
+class LayerSlot:
+    """What one processor reads and leaves in one UNet call (set by :class:`ConsistentAttention`)."""
 
-    gates: torch.Tensor  # bool per layer
-    samples: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    gate: torch.Tensor | None = None  # 0-d, 1.0 when consistent attention acts in this layer at this step
+    samples: torch.Tensor | None = None  # write: (n, k) token indices per image
+    others: torch.Tensor | None = None  # write: (n, n - 1) the other images of each image's half
+    bank_k: torch.Tensor | None = None  # read: (halves, N, C) keys of the characters' references
+    bank_v: torch.Tensor | None = None
+    out_k: torch.Tensor | None = None  # write: (halves, n, k, C) this step's sampled keys, left by the processor
+    out_v: torch.Tensor | None = None
+
+
+@dataclass
+class StepBank:
+    """One character's bank for one step: per layer, the sampled keys and values of its references."""
+
+    keys: list[torch.Tensor]  # per layer (halves, n, k, C)
+    values: list[torch.Tensor]
+    chosen: list[int] | None = None  # the reference images whose tokens panels read (None: all)
+
+    def layer(self, index: int, halves: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(halves, tokens, C) keys and values of one layer, for a reader with ``halves`` guidance halves."""
+        k, v = self.keys[index], self.values[index]
+        if self.chosen is not None:
+            k, v = k[:, self.chosen], v[:, self.chosen]
+        h, n, t, c = k.shape
+        k, v = k.reshape(h, n * t, c), v.reshape(h, n * t, c)
+        if h != halves:
+            # Written with guidance, read without (or the other way round): the conditional half is the last.
+            k, v = k[-1:].expand(halves, -1, -1), v[-1:].expand(halves, -1, -1)
+        return k, v
 
 
 class ConsistentAttention:
     """Consistent self-attention on one UNet: installs processors and holds their state.
 
-    Use as a context manager (or :meth:`install` / :meth:`uninstall`); the UNet's
-    original processors are put back on exit. Between the two, run pipeline calls
-    inside :meth:`plain`, :meth:`write` or :meth:`read`.
+    Use as a context manager (or :meth:`install` / :meth:`uninstall`); the
+    UNet's original processors are put back on exit. A run of ``steps``
+    denoising steps starts with :meth:`start`; each step with
+    :meth:`begin_step`; each UNet call happens inside :meth:`plain`,
+    :meth:`write` or :meth:`read`.
     """
 
     def __init__(self, unet: torch.nn.Module, config: ConsistencyConfig | None = None, seed: int = 0):
@@ -77,19 +166,17 @@ class ConsistentAttention:
         self.config = config or ConsistencyConfig()
         self.seed = int(seed)
         self.phase = Phase.PLAIN
+        self.active = False  # whether any layer may act at this step (the schedule's probability is above 0)
         self.step = -1
         self.n_images = 1
         self.layers: dict[str, LayerInfo] = {}
+        self.slots: list[LayerSlot] = []
         self._saved: dict[str, Any] | None = None
-        self._hook: Any = None
-        self._draw: _StepDraw | None = None
-        self._writer: BankWriter | None = None
-        self._write_seed = 0
-        self._feed: BankFeed | None = None
-        self._read_flats: list[torch.Tensor] = []
-        self._read_banks: list[CharacterBank] = []
-        self._others: dict[tuple[int, str], torch.Tensor] = {}
-        self.calls = {"consistent": 0, "plain": 0}  # processor calls by path, for tests and reports
+        self._gate_table: torch.Tensor | None = None  # (steps, layers) 0/1, drawn at start
+        self._gates: torch.Tensor | None = None  # (layers,) on the device: this step's row
+        self._steps = 0
+        self.kernel = "math"  # attention_kernel() of the run's device and dtype
+        self.banks: dict[str, StepBank] = {}  # this step's bank of each character written so far
 
     # ---- installing -------------------------------------------------------------
     def _chosen_layers(self) -> list[str]:
@@ -110,24 +197,28 @@ class ConsistentAttention:
         coarsest = max(scales.values())
         for i, n in enumerate(chosen):
             rate = self.config.rate_coarse if scales[n] == coarsest else self.config.rate_fine
-            self.layers[n] = LayerInfo(n, i, rate)
+            self.layers[n] = LayerInfo(n, i, rate, scales[n])
+        self.slots = [LayerSlot() for _ in chosen]
         self._saved = dict(self.unet.attn_processors)
         procs = {}
         for proc_name, proc in self._saved.items():
             module_name = proc_name.removesuffix(".processor")
-            procs[proc_name] = ConsistentAttnProcessor(self, self.layers[module_name]) if module_name in self.layers else proc
+            if module_name in self.layers:
+                info = self.layers[module_name]
+                procs[proc_name] = ConsistentAttnProcessor(self, info.rate, self.slots[info.index])
+            else:
+                procs[proc_name] = proc
         self.unet.set_attn_processor(procs)
-        self._hook = self.unet.register_forward_pre_hook(self._on_unet_call)
         return self
 
     def uninstall(self) -> None:
         if self._saved is None:
             return
         self.unet.set_attn_processor(self._saved)
-        self._hook.remove()
         self._saved = None
-        self._hook = None
         self.layers.clear()
+        self.slots = []
+        self.banks = {}
 
     def __enter__(self) -> ConsistentAttention:
         return self.install()
@@ -135,140 +226,123 @@ class ConsistentAttention:
     def __exit__(self, *exc: object) -> None:
         self.uninstall()
 
-    # ---- phases -----------------------------------------------------------------
-    def _begin(self, phase: Phase, n_images: int) -> None:
+    # ---- a run ----------------------------------------------------------------------
+    def gate_table(self, steps: int) -> torch.Tensor:
+        """(steps, layers): 1.0 where a layer uses consistent attention at a step (seeded by the story seed)."""
+        rows = []
+        for step in range(steps):
+            g = torch.Generator().manual_seed(_seed_of("gate", self.seed, step))
+            rows.append(torch.rand(len(self.layers), generator=g) < self.config.probability(step))
+        return torch.stack(rows).float() if rows else torch.zeros(0, len(self.layers))
+
+    def start(self, steps: int, device: torch.device | str, dtype: torch.dtype = torch.float32) -> None:
+        """Draw the gates of every step of a run; each processor gets its own view of the step's row."""
         if self._saved is None:
             raise RuntimeError("consistent attention is not installed on the UNet")
-        self.phase = phase
-        self.n_images = int(n_images)
+        device = torch.device(device)
+        self.kernel = attention_kernel(device, dtype)
+        self._steps = int(steps)
+        table = self.gate_table(self._steps)
+        self._gate_table = table.pin_memory() if device.type == "cuda" else table
+        self._gates = torch.zeros(len(self.layers), device=device)
+        for slot, gate in zip(self.slots, self._gates.unbind(0)):
+            slot.gate = gate
         self.step = -1
-        self._draw = None
 
-    def _end(self) -> None:
-        self.phase = Phase.PLAIN
-        self.step = -1
-        self._draw = None
-        self._writer = None
-        if self._feed is not None:
-            self._feed.close()
-        self._feed = None
-        self._read_flats = []
-        self._read_banks = []
+    def begin_step(self, step: int) -> None:
+        """Make ``step`` the current step: its gates go to the device, the last step's banks are dropped."""
+        if self._gates is None or not 0 <= step < self._steps:
+            raise RuntimeError(f"step {step} is outside the run that was started ({self._steps} steps)")
+        self.step = int(step)
+        self.active = self.config.probability(step) > 0
+        self._gates.copy_(self._gate_table[step], non_blocking=True)
+        self.banks = {}
+
+    # ---- phases -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _phase(self, phase: Phase, n_images: int) -> Iterator[None]:
+        if self._gates is None or self.step < 0:
+            raise RuntimeError("begin a step of a started run before calling the UNet")
+        self.phase, self.n_images = phase, int(n_images)
+        try:
+            yield
+        finally:
+            self.phase = Phase.PLAIN
+            for slot in self.slots:
+                slot.samples = slot.others = slot.bank_k = slot.bank_v = slot.out_k = slot.out_v = None
 
     @contextlib.contextmanager
     def plain(self, n_images: int = 1) -> Iterator[None]:
         """Plain self-attention for every image (panels without characters)."""
-        self._begin(Phase.PLAIN, n_images)
-        try:
+        with self._phase(Phase.PLAIN, n_images):
             yield
-        finally:
-            self._end()
+
+    def samples(self, sample_seed: int, n_images: int, tokens: int, k: int) -> torch.Tensor:
+        """(n_images, k) distinct token indices per image for this step (CPU; seeded by the writer and step)."""
+        g = torch.Generator().manual_seed(_seed_of("tokens", int(sample_seed), self.step, tokens))
+        return torch.rand(n_images, tokens, generator=g).argsort(dim=1)[:, :k]
 
     @contextlib.contextmanager
-    def write(
-        self, character: str, n_images: int, sample_seed: int, keep_on: str = "host", steps: int = 50
-    ) -> Iterator[dict]:
-        """Generate one character's reference images together and record its bank.
+    def write(self, character: str, n_images: int, sample_seed: int, latent_hw: tuple[int, int],
+              device: torch.device | str, chosen: Sequence[int] | None = None) -> Iterator[StepBank]:
+        """One UNet call drawing ``character``'s reference images together; yields the step's bank.
 
-        The yielded dict receives the finished bank under ``"bank"`` when the
-        block ends without error.
+        The bank (filled when the call returns) is also kept in :attr:`banks` for
+        the panels read later in this step. ``chosen`` names the references whose
+        tokens the panels read (all by default); the write itself always sees all.
         """
-        self._begin(Phase.WRITE, n_images)
-        self._writer = BankWriter(character, keep_on=keep_on, expected_steps=steps)
-        self._write_seed = int(sample_seed)
-        out: dict[str, Any] = {}
-        try:
-            yield out
-            out["bank"] = self._writer.finish({"sample_seed": self._write_seed, "n_images": n_images})
-        finally:
-            self._end()
+        device = torch.device(device)
+        drawn: dict[int, torch.Tensor] = {}
+        n = int(n_images)
+        others = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
+        others = others.reshape(n, max(n - 1, 0)).to(device, non_blocking=True)
+        for info, slot in zip(self.layers.values(), self.slots):
+            tokens = level_tokens(info.scale, latent_hw)
+            if info.scale not in drawn:
+                idx = self.samples(sample_seed, n, tokens, int(tokens * info.rate))
+                drawn[info.scale] = idx.to(device, non_blocking=True)
+            slot.samples, slot.others = drawn[info.scale], others
+        bank = StepBank([], [], list(chosen) if chosen is not None else None)
+        with self._phase(Phase.WRITE, n):
+            yield bank
+            bank.keys = [slot.out_k for slot in self.slots]
+            bank.values = [slot.out_v for slot in self.slots]
+            if any(k is None for k in bank.keys):
+                raise RuntimeError("a consistent-attention layer did not run in the write call")
+        self.banks[character] = bank
 
     @contextlib.contextmanager
-    def read(self, banks: list[CharacterBank], n_images: int, device: torch.device | str) -> Iterator[None]:
-        """Generate panels that show the characters of ``banks`` (all images of the batch alike)."""
+    def read(self, banks: Sequence[StepBank], n_images: int, halves: int) -> Iterator[None]:
+        """One UNet call drawing panels that show the characters of ``banks`` (this step's banks)."""
         if not banks:
             with self.plain(n_images):
                 yield
             return
-        for bank in banks:
-            missing = set(self.layers) - set(bank.slots)
-            if missing:
-                raise ValueError(
-                    f"the bank of {bank.character} was made with other consistency layers; generate its references again"
-                )
-        self._begin(Phase.READ, n_images)
-        self._read_banks = list(banks)
-        self._feed = BankFeed(self._read_banks, torch.device(device))
-        try:
+        for i, slot in enumerate(self.slots):
+            parts = [b.layer(i, halves) for b in banks]
+            if len(parts) == 1:
+                slot.bank_k, slot.bank_v = parts[0]
+            else:
+                slot.bank_k = torch.cat([p[0] for p in parts], dim=1)
+                slot.bank_v = torch.cat([p[1] for p in parts], dim=1)
+        with self._phase(Phase.READ, n_images):
             yield
-        finally:
-            self._end()
 
-    # ---- per step -----------------------------------------------------------------
-    def _on_unet_call(self, module: torch.nn.Module, args: tuple) -> None:
-        if self.phase is Phase.WRITE and self.step >= 0:
-            self._writer.end_step()
-        self.step += 1
-        self._draw = None
-        if self.phase is Phase.READ:
-            have = min(b.num_steps for b in self._read_banks)
-            if self.step >= have:
-                raise ValueError(
-                    f"the character references were made with {have} steps; this panel needs more. "
-                    "Use the same number of steps or generate the references again."
-                )
-            self._read_flats = self._feed.get(self.step)
-
-    def _step_draw(self) -> _StepDraw:
-        if self._draw is None:
-            g = torch.Generator().manual_seed(_seed_of("gate", self.seed, self.step))
-            probs = torch.rand(len(self.layers), generator=g)
-            self._draw = _StepDraw(gates=probs < self.config.probability(self.step))
-        return self._draw
-
-    def gate(self, layer: LayerInfo) -> bool:
-        return bool(self._step_draw().gates[layer.index])
-
-    def sample(self, tokens: int, k: int, device: torch.device) -> torch.Tensor:
-        """Token indices (n_images, k) sampled for this step; shared by layers of one resolution."""
-        draw = self._step_draw()
-        key = (tokens, k)
-        if key not in draw.samples:
-            g = torch.Generator().manual_seed(_seed_of("tokens", self._write_seed, self.step, tokens))
-            order = torch.rand(self.n_images, tokens, generator=g).argsort(dim=1)
-            draw.samples[key] = order[:, :k].to(device)
-        return draw.samples[key]
-
-    def others_index(self, n: int, device: torch.device) -> torch.Tensor:
-        """(n, n-1): for image i, the indices of the other images of its half."""
-        key = (n, str(device))
-        if key not in self._others:
-            rows = [[j for j in range(n) if j != i] for i in range(n)]
-            self._others[key] = torch.tensor(rows, dtype=torch.long, device=device)
-        return self._others[key]
-
-    def bank_tokens(self, layer: LayerInfo, halves: int) -> torch.Tensor:
-        """The banked tokens of the panel's characters for this layer and step: (halves, N, C)."""
-        parts = []
-        for bank, flat in zip(self._read_banks, self._read_flats):
-            t = bank.layer(flat, layer.name)
-            if t.shape[0] != halves:
-                # A bank written with guidance read without it (or the other way round):
-                # the conditional half is the last one.
-                t = t[-1:].expand(halves, -1, -1)
-            parts.append(t)
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-    def put_bank(self, layer: LayerInfo, tokens: torch.Tensor) -> None:
-        self._writer.put(layer.name, tokens)
+    def step_bank(self, character: str) -> StepBank:
+        """The bank ``character``'s references left at this step (written earlier in the step)."""
+        try:
+            return self.banks[character]
+        except KeyError:
+            raise RuntimeError(f"[{character}]'s references were not drawn at step {self.step}") from None
 
 
 class ConsistentAttnProcessor:
-    """Self-attention processor for one layer; its behaviour follows the shared state."""
+    """Self-attention processor for one layer; its behaviour follows the shared state and its slot."""
 
-    def __init__(self, state: ConsistentAttention, layer: LayerInfo):
+    def __init__(self, state: ConsistentAttention, rate: float, slot: LayerSlot):
         self.state = state
-        self.layer = layer
+        self.rate = rate
+        self.slot = slot
 
     def __call__(
         self,
@@ -291,9 +365,7 @@ class ConsistentAttnProcessor:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
         x = hidden_states
-        batch, tokens, _ = x.shape
-        state = self.state
-        phase = state.phase
+        phase = self.state.phase
         context = x
         if encoder_hidden_states is not None:
             phase = Phase.PLAIN  # cross-attention: nothing to make consistent
@@ -302,75 +374,85 @@ class ConsistentAttnProcessor:
                 context = attn.norm_encoder_hidden_states(context)
         if attention_mask is not None:
             phase = Phase.PLAIN  # a caller's mask does not cover the borrowed tokens
-            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
         query = attn.to_q(x)
         key = attn.to_k(context)
         value = attn.to_v(context)
 
-        if phase is not Phase.PLAIN:
-            n = state.n_images
-            if batch % n:
-                raise RuntimeError(f"batch of {batch} is not a multiple of {n} images")
-            halves = batch // n
-            if phase is Phase.WRITE:
-                key, value = self._write(attn, x, key, value, halves, n, tokens)
-            elif state.gate(self.layer):
-                bank = state.bank_tokens(self.layer, halves).to(x.dtype)
-                key, value = self._extend(attn, key, value, bank, halves, n, tokens)
-
-        out = self._attend(attn, query, key, value, batch, attention_mask)
+        if phase is Phase.WRITE:
+            out = self._write(attn, query, key, value)
+        elif phase is Phase.READ and self.state.active and self.slot.bank_k.shape[1] > 0:
+            out = self._read(attn, query, key, value)
+        else:
+            out = self._plain(attn, query, key, value, attention_mask)
+        out = attn.to_out[1](attn.to_out[0](out))
         if spatial:
             out = out.transpose(-1, -2).reshape(b, c, h, w)
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
 
-    def _write(self, attn, x, key, value, halves, n, tokens):
-        state = self.state
-        k = int(tokens * self.layer.rate)
-        channels = x.shape[-1]
-        idx = state.sample(tokens, k, x.device)  # (n, k)
-        gather = idx.view(1, n, k, 1)
-        sampled_x = x.view(halves, n, tokens, channels).gather(2, gather.expand(halves, n, k, channels))
-        state.put_bank(self.layer, sampled_x.reshape(halves, n * k, channels))
-        if n < 2 or k == 0 or not state.gate(self.layer):
-            return key, value
-        d = key.shape[-1]
-        # Image i borrows the sampled tokens of every other image j != i of its half.
-        others = state.others_index(n, x.device)
-        out = []
-        for t in (key, value):
-            th = t.view(halves, n, tokens, d)
-            sampled = th.gather(2, gather.expand(halves, n, k, d))
-            borrowed = sampled[:, others].reshape(halves, n, (n - 1) * k, d)
-            out.append(torch.cat([th, borrowed], dim=2).reshape(halves * n, tokens + (n - 1) * k, d))
-        state.calls["consistent"] += 1
-        return out[0], out[1]
+    # ---- the three paths ---------------------------------------------------------------
+    @staticmethod
+    def _heads(attn: Any, t: torch.Tensor, norm: Any = None) -> torch.Tensor:
+        batch, length, inner = t.shape
+        t = t.view(batch, length, attn.heads, inner // attn.heads).transpose(1, 2)
+        return norm(t) if norm is not None else t
 
-    def _extend(self, attn, key, value, bank, halves, n, tokens):
-        d = key.shape[-1]
-        extra = bank.shape[1]
-        out = []
-        for t, proj in ((key, attn.to_k), (value, attn.to_v)):
-            banked = proj(bank).view(halves, 1, extra, d).expand(halves, n, extra, d)
-            out.append(torch.cat([t.view(halves, n, tokens, d), banked], dim=2).reshape(halves * n, tokens + extra, d))
-        self.state.calls["consistent"] += 1
-        return out[0], out[1]
+    @staticmethod
+    def _tokens(t: torch.Tensor) -> torch.Tensor:
+        batch, heads, length, d = t.shape
+        return t.transpose(1, 2).reshape(batch, length, heads * d)
 
-    def _attend(self, attn, query, key, value, batch, mask=None):
-        if key.shape[1] == query.shape[1]:
-            self.state.calls["plain"] += 1
-        heads = attn.heads
-        head_dim = key.shape[-1] // heads
-        q = query.view(batch, -1, heads, head_dim).transpose(1, 2)
-        k = key.view(batch, -1, heads, head_dim).transpose(1, 2)
-        v = value.view(batch, -1, heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
+    def _plain(self, attn, query, key, value, mask=None):
+        batch = query.shape[0]
+        if mask is not None:
+            mask = attn.prepare_attention_mask(mask, key.shape[1], batch)
+            mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
+        q = self._heads(attn, query, attn.norm_q)
+        k = self._heads(attn, key, attn.norm_k)
+        v = self._heads(attn, value)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False, scale=attn.scale)
-        out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(query.dtype)
-        out = attn.to_out[0](out)
-        return attn.to_out[1](out)
+        return self._tokens(out).to(query.dtype)
+
+    def _write(self, attn, query, key, value):
+        slot, n = self.slot, self.state.n_images
+        batch, tokens, channels = key.shape
+        if batch % n:
+            raise RuntimeError(f"batch of {batch} is not a multiple of {n} images")
+        halves = batch // n
+        idx = slot.samples
+        k = idx.shape[1]
+        gather = idx.view(1, n, k, 1).expand(halves, n, k, channels)
+        sampled_k = key.view(halves, n, tokens, channels).gather(2, gather)
+        sampled_v = value.view(halves, n, tokens, channels).gather(2, gather)
+        slot.out_k, slot.out_v = sampled_k, sampled_v
+        if n < 2 or k == 0 or not self.state.active:
+            return self._plain(attn, query, key, value)
+        # Image i borrows the sampled tokens of every other image j != i of its half.
+        borrowed_k = sampled_k[:, slot.others].reshape(batch, (n - 1) * k, channels)
+        borrowed_v = sampled_v[:, slot.others].reshape(batch, (n - 1) * k, channels)
+        q = self._heads(attn, query, attn.norm_q)
+        own, own_lse = attend_with_lse(q, self._heads(attn, key, attn.norm_k), self._heads(attn, value), attn.scale,
+                                        self.state.kernel)
+        extra, extra_lse = attend_with_lse(q, self._heads(attn, borrowed_k, attn.norm_k),
+                                           self._heads(attn, borrowed_v), attn.scale, self.state.kernel)
+        return self._tokens(merge_attention(own, own_lse, extra, extra_lse, slot.gate)).to(query.dtype)
+
+    def _read(self, attn, query, key, value):
+        slot, n = self.slot, self.state.n_images
+        batch, tokens, channels = query.shape
+        if batch % n:
+            raise RuntimeError(f"batch of {batch} is not a multiple of {n} images")
+        halves = batch // n
+        bank_k, bank_v = slot.bank_k.to(query.dtype), slot.bank_v.to(query.dtype)
+        q = self._heads(attn, query, attn.norm_q)
+        own, own_lse = attend_with_lse(q, self._heads(attn, key, attn.norm_k), self._heads(attn, value), attn.scale,
+                                        self.state.kernel)
+        # Every panel of a half reads the same bank: one call with the half's panels side by side as queries.
+        q_half = self._heads(attn, query.reshape(halves, n * tokens, channels), attn.norm_q)
+        extra, extra_lse = attend_with_lse(q_half, self._heads(attn, bank_k, attn.norm_k),
+                                           self._heads(attn, bank_v), attn.scale, self.state.kernel)
+        heads, d = extra.shape[1], extra.shape[-1]
+        extra = extra.view(halves, heads, n, tokens, d).transpose(1, 2).reshape(batch, heads, tokens, d)
+        extra_lse = extra_lse.view(halves, heads, n, tokens).transpose(1, 2).reshape(batch, heads, tokens)
+        return self._tokens(merge_attention(own, own_lse, extra, extra_lse, slot.gate)).to(query.dtype)

@@ -1,18 +1,25 @@
-"""The StoryDiffusion image stage: write each character's references, then read every panel.
+"""The StoryDiffusion image stage: references and panels of a story, drawn with the same characters.
 
-1. **write**: for each character, its first ``id_length`` panels that show only
-   that character are generated together, with consistent attention among
-   them; the sampled tokens are kept as the character's bank.
-2. **read**: every other panel is generated with its own tokens plus the banks
-   of the characters it shows (plain attention when it shows nobody), alone or
-   in batches of panels that show the same characters at the same size.
+1. **Plan**: each character's reference images are its first ``id_length``
+   panels that show only that character (extra "sheet" pictures drawn from its
+   description when it never appears alone). Every other panel is batched with
+   panels that show the same characters at the same size (and the same prompt
+   length: one UNet call shares its text length).
+2. **Draw, in flight**: references and panels are denoised in one step loop
+   (:mod:`.sampler`). At each step a character's references are drawn together
+   with consistent attention among them, and the panels that show the
+   character read the sampled keys and values of that same step; then the
+   step's bank is dropped. Nothing grows with the number of steps, references
+   or characters.
+3. **Kept banks** (optional): a bank kept from an earlier run (``banks``, e.g.
+   ``render --banks``; or a :class:`~..attention.bank.BankCache`) stands in for
+   drawing that character's references again; the pictures are the same.
 
 A panel may have its own size (the shape of its comic frame). References are
-always drawn at the settings' size, so that a bank does not change when a frame
-does; a reference panel of another size is drawn a second time in the read
-phase, at its own size, and its write picture is kept as a reference only.
-Reading works at any size: a bank holds tokens, not a grid, and they are
-added to the keys and values of the panel's own tokens, however many those are.
+always drawn at the settings' size, so that a character's look does not
+change when a frame does; a reference panel of another size is drawn a second
+time, at its own size, as a reader, and its write picture is kept as a
+reference only. Reading works at any size: a bank holds tokens, not a grid.
 
 Each panel's noise comes from its own seed, derived from the story seed and
 the panel's key, so regenerating one panel reproduces it and a new variation
@@ -30,11 +37,14 @@ import torch
 from PIL import Image
 
 from ...project.story import Panel, Story
-from ..attention.bank import CharacterBank
-from ..attention.consistent import ConsistentAttention
+from ..attention.bank import BankCache, BankFeed, BankWriter, CharacterBank, recipe_key
+from ..attention.config import Phase
+from ..attention.consistent import ConsistentAttention, level_tokens
 from ..errors import GenerationCancelled, InputError
 from ..imaging import decode_latents, preview_image
 from ..models.loading import LoadedModel
+from .encoding import EncodedPrompt, PromptEncoder
+from .sampler import Group, StepReport, StorySampler, UnetTimer
 from .settings import (  # noqa: F401  (derive_seed and the checks are part of the pipeline's interface)
     FREEU_DEFAULT,
     SCHEDULERS,
@@ -46,15 +56,21 @@ from .settings import (  # noqa: F401  (derive_seed and the checks are part of t
 )
 from .styles import get_style
 
+MAX_AUTO_BATCH = 8  # pictures per UNet call chosen automatically: past this the GPU is busy anyway
+PREVIEW_SECONDS = 0.5  # at most this often a preview per group (each one waits for the GPU)
+
+
 @dataclass
 class Progress:
     phase: str  # "write", "read" or "plain"
     panel_keys: list[str]
-    step: int  # steps done in this batch (1..steps)
+    step: int  # steps done by these pictures (1..steps)
     steps: int
-    panels_done: int
+    panels_done: int  # pictures finished before this run's step loop (0 while it runs)
     panels_total: int
     preview: Image.Image | None = None
+    work_done: int = 0  # picture-steps done in the whole job, references included
+    work_total: int = 0
 
 
 @dataclass
@@ -75,7 +91,7 @@ class StoryResult:
     # panel (role "sheet"), and the references of solo panels whose own size differs from the
     # settings' (role "reference", key "reference-<panel key>"; the panel is drawn again at its size).
     sheets: list[PanelImage]
-    banks: dict[str, CharacterBank]
+    banks: dict[str, CharacterBank]  # kept banks (only when asked for: keep_banks)
     messages: list[str]
     unet_calls: dict[str, list[float]]  # seconds per UNet call by phase
 
@@ -86,7 +102,7 @@ class StoryResult:
 
 @dataclass
 class _Job:
-    """One pipeline call: prompts generated together."""
+    """Pictures drawn together: one character's references, or a batch of panels."""
 
     phase: str
     keys: list[str]
@@ -97,8 +113,9 @@ class _Job:
     role: str
     base_prompts: list[str] = field(default_factory=list)
     size: tuple[int, int] = (768, 768)  # (width, height) of every picture of the call
-    # Write jobs only: reference panels of another size, drawn again at their size in the read phase.
+    # Write jobs only: reference panels of another size, drawn again at their size as readers.
     redrawn: set[str] = field(default_factory=set)
+    chosen: list[int] | None = None  # write jobs: the references whose look panels take (all when None)
 
 
 class StoryPipeline:
@@ -107,25 +124,27 @@ class StoryPipeline:
     def __init__(self, model: LoadedModel):
         self.model = model
         self.pipe = model.pipe
+        self.encoder = PromptEncoder(self.pipe)
+
+    @property
+    def size_multiple(self) -> int:
+        """What width and height must be multiples of for this model's UNet."""
+        return self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
 
     # ---- planning -------------------------------------------------------------
-    def check_prompts(self, story: Story, settings: GenerationSettings) -> list[str]:
-        """Plain messages for prompts the text encoder will cut short."""
-        tok = self.pipe.tokenizer
-        limit = tok.model_max_length
-        style = get_style(settings.style)
-        messages = []
-        for number, panel in enumerate(story.panels, 1):
-            prompt, _ = style.apply(story.expand(panel))
-            ids = tok(prompt, truncation=False, add_special_tokens=True).input_ids
-            if len(ids) > limit:
-                dropped = tok.decode(ids[limit - 1 : -1]).strip()
-                messages.append(
-                    f"Panel {number}: the prompt is {len(ids)} tokens with the style and character descriptions; "
-                    f"the text encoder reads {limit}, so the end is cut off (\"{dropped[:80]}\" is ignored). "
-                    "Shorten it to keep every word."
-                )
-        return messages
+    def auto_batch(self, size: tuple[int, int], guided: bool) -> int:
+        """Pictures per UNet call: as many as the GPU's free memory holds at this size (1..MAX_AUTO_BATCH)."""
+        device = self.model.device
+        if device.type != "cuda":
+            return 2  # the CPU gains little from batching; two pictures amortise the Python per call
+        free, _total = torch.cuda.mem_get_info(device)
+        unet = self.pipe.unet
+        if next(unet.parameters()).device.type != "cuda":  # offloaded: the UNet comes to the GPU when it runs
+            free -= sum(p.numel() * p.element_size() for p in unet.parameters())
+        # Activations of one UNet sample per megapixel, measured on SDXL with flash attention (~0.24 GiB),
+        # with room for the decoder and the step's banks.
+        per_picture = 0.4 * 2**30 * (size[0] * size[1] / 2**20) * (2 if guided else 1)
+        return max(1, min(MAX_AUTO_BATCH, int(0.7 * free // per_picture)))
 
     def plan(self, story: Story, settings: GenerationSettings) -> tuple[list[_Job], list[_Job], list[str]]:
         """Write jobs (one per character), read jobs (batches) and messages for the user."""
@@ -137,6 +156,11 @@ class StoryPipeline:
         shown = {name for p in story.panels for name in p.characters}
         for character in story.characters:
             if character.name not in shown:
+                continue
+            if character.references is not None:
+                job = self._pinned(story, character, settings, default)
+                reference_keys.update(set(job.keys) - job.redrawn)
+                writes.append(job)
                 continue
             refs = story.reference_panels(character.name, settings.id_length)
             if refs:
@@ -172,31 +196,65 @@ class StoryPipeline:
                                default, redrawn))
 
         order = {c.name: i for i, c in enumerate(story.characters)}
-        # One pipeline call draws pictures of one size, so a batch shares its size as well as its cast.
-        groups: dict[tuple[tuple[str, ...], tuple[int, int]], list[Panel]] = {}
+        # One UNet call draws pictures of one size and one text length, so a batch shares both with its cast.
+        groups: dict[tuple, list[tuple[Panel, str, str, str]]] = {}
         for panel in story.panels:
             if panel.key in reference_keys:
                 continue
             cast = tuple(sorted(set(panel.characters), key=order.__getitem__))
-            groups.setdefault((cast, self.panel_size(panel, settings)), []).append(panel)
+            base = story.expand(panel)
+            prompt, negative = style.apply(base, settings.negative_prompt)
+            chunks = max(self.encoder.chunks(prompt), self.encoder.chunks(negative) if settings.guided else 1)
+            size = self.panel_size(panel, settings)
+            groups.setdefault((cast, size, chunks), []).append((panel, base, prompt, negative))
         reads = []
-        for (cast, size), panels in groups.items():
-            per_call = settings.batch_size or 1
-            for i in range(0, len(panels), per_call):
-                batch = panels[i : i + per_call]
-                base = [story.expand(p) for p in batch]
-                prompts, negatives = zip(*(style.apply(b, settings.negative_prompt) for b in base))
-                seeds = [derive_seed(settings.seed, p.key, p.variation) for p in batch]
-                reads.append(_Job("read" if cast else "plain", [p.key for p in batch], list(prompts), list(negatives),
-                                  seeds, list(cast), "panel", base, size))
+        for (cast, size, _), members in groups.items():
+            per_call = settings.batch_size or self.auto_batch(size, settings.guided)
+            for i in range(0, len(members), per_call):
+                batch = members[i : i + per_call]
+                reads.append(_Job("read" if cast else "plain", [p.key for p, *_ in batch], [m[2] for m in batch],
+                                  [m[3] for m in batch],
+                                  [derive_seed(settings.seed, p.key, p.variation) for p, *_ in batch],
+                                  list(cast), "panel", [m[1] for m in batch], size))
         position = {p.key: i for i, p in enumerate(story.panels)}
         reads.sort(key=lambda j: position[j.keys[0]])
         return writes, reads, messages
+
+    def _pinned(self, story: Story, character, settings: GenerationSettings, default: tuple[int, int]) -> _Job:
+        """The write job of a character whose references the user pinned: exactly those pictures again."""
+        pinned = character.references
+        panels = {p.key: p for p in story.panels}
+        redrawn = set()
+        for key, prompt, seed in zip(pinned.keys, pinned.prompts, pinned.seeds):
+            panel = panels.get(key)
+            same = (panel is not None and panel.characters == [character.name] and story.expand(panel) == prompt
+                    and derive_seed(settings.seed, key, panel.variation) == seed
+                    and self.panel_size(panel, settings) == default)
+            if not same:
+                redrawn.add(key)  # its pinned picture is a reference only; a panel of that key is drawn as a reader
+        style = get_style(settings.style)
+        prompts, negatives = zip(*(style.apply(b, settings.negative_prompt) for b in pinned.prompts))
+        chosen = list(pinned.chosen) if pinned.chosen is not None else None
+        if chosen is not None and not (chosen and all(0 <= i < len(pinned.keys) for i in chosen)):
+            raise InputError(f"The chosen references of [{character.name}] do not match its reference pictures; "
+                             "choose them again.")
+        return _Job("write", list(pinned.keys), list(prompts), list(negatives), list(pinned.seeds), [character.name],
+                    "reference", list(pinned.prompts), default, redrawn, chosen)
 
     @staticmethod
     def panel_size(panel: Panel, settings: GenerationSettings) -> tuple[int, int]:
         """(width, height) the panel is drawn at: its own size, or the settings' when it has none."""
         return (settings.width, settings.height) if panel.size is None else (int(panel.size[0]), int(panel.size[1]))
+
+    def check(self, story: Story, settings: GenerationSettings) -> None:
+        """InputError in plain words for anything that would stop the story, before any work."""
+        settings.validate(self.size_multiple)
+        check_panel_sizes(story, self.size_multiple)
+        for panel in story.panels:
+            try:
+                story.expand(panel)  # an unknown character fails here with its name
+            except KeyError as exc:
+                raise InputError(str(exc.args[0]) if exc.args else "A panel tags an unknown character.") from None
 
     # ---- running ----------------------------------------------------------------
     def render(
@@ -208,82 +266,157 @@ class StoryPipeline:
         banks: dict[str, CharacterBank] | None = None,
         only: list[str] | None = None,
         on_image: Callable[[PanelImage], None] | None = None,
+        keep_banks: bool = False,
+        bank_cache: BankCache | None = None,
+        previews: bool = True,
     ) -> StoryResult:
         """Generate the story (or only the panels whose keys are in ``only``).
 
-        Characters whose bank is given are not written again: a panel can be
-        regenerated later from saved banks alone.
+        Characters with a current kept bank (in ``banks`` or ``bank_cache``) are
+        not drawn again. ``keep_banks`` returns the banks of the characters drawn
+        in this run (every step, in host memory: large); with a ``bank_cache``
+        they are also kept there when they fit its budget.
         """
-        multiple = self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
-        settings.validate(multiple)
-        check_panel_sizes(story, multiple)
-        for panel in story.panels:
-            try:
-                story.expand(panel)  # an unknown character fails here with its name, before any work
-            except KeyError as exc:
-                raise InputError(str(exc.args[0]) if exc.args else "A panel tags an unknown character.") from None
+        self.check(story, settings)
         writes, reads, messages = self.plan(story, settings)
-        messages = self.check_prompts(story, settings) + messages
-        banks = dict(banks or {})
-        for w in writes:
-            name = w.characters[0]
-            if name in banks and not self.bank_is_current(banks[name], w, settings):
-                del banks[name]  # made from another description, seed or setting: write it again
         wanted = set(only) if only is not None else None
         if wanted is not None:
             unknown = wanted - {p.key for p in story.panels}
             if unknown:
-                raise ValueError(f"There is no panel {', '.join(sorted(unknown))} in this story.")
+                raise InputError(f"There is no panel {', '.join(sorted(unknown))} in this story.")
+        kept = self._kept_banks(writes, settings, banks or {}, bank_cache)
         needed_chars = {c for j in reads if wanted is None or wanted & set(j.keys) for c in j.characters}
-        # A character is written when a wanted panel needs its bank and none was given, or when one of
-        # its own reference panels is wanted: a reference panel is only reproduced by the write it came from
-        # (one of another size is then read again from that bank, and the caller gets its reference too).
+        # A character's references are drawn when a wanted panel reads it and no current bank is kept, or when
+        # one of its own reference panels is wanted: a reference panel is only reproduced by the write it came
+        # from (one of another size is then drawn again as a reader, and the caller gets its reference too).
         writes = [
             w for w in writes
             if (wanted is not None and wanted & set(w.keys))
-            or (w.characters[0] not in banks and (wanted is None or w.characters[0] in needed_chars))
+            or (w.characters[0] not in kept and (wanted is None or w.characters[0] in needed_chars))
         ]
         reads = [r for r in reads if wanted is None or wanted & set(r.keys)]
-        total = sum(len(j.keys) for j in writes + reads)
-        result = StoryResult({}, [], banks, messages, {"write": [], "read": [], "plain": []})
-        done = 0
+        drawn = {w.characters[0] for w in writes}
+        kept = {name: bank for name, bank in kept.items() if name in needed_chars and name not in drawn}
 
-        self._configure(settings)
+        encoded = {id(j): self._encode(j, settings, messages) for j in writes + reads}
         csa = ConsistentAttention(self.pipe.unet, settings.consistency, seed=settings.seed)
-        timer = _UnetTimer(self.pipe.unet, self.model.device)
+        result = StoryResult({}, [], {}, messages, {"write": [], "read": [], "plain": []})
+        self._configure(settings)
         try:
-            with csa, timer:
-                for job in writes + reads:
+            with csa:
+                layer_names = list(csa.layers)
+                groups = [self._group(j, encoded[id(j)], settings, keep_banks, bank_cache, csa)
+                          for j in writes + reads]
+                self._check_kept(kept, settings)
+                feed = BankFeed(kept, layer_names, self.model.device) if kept else None
+                sampler = StorySampler(self.pipe, csa, self.model.device, self.model.arch)
+                timer = UnetTimer(self.pipe.unet, self.model.device, lambda: sampler.call_phase)
+                started = time.perf_counter()
+                with timer:
+                    sampler.run(groups, settings.steps, settings.guidance, kept=feed,
+                                on_step=self._reporter(progress, previews, sum(len(j.keys) for j in writes + reads)),
+                                cancel=cancel.is_set if cancel is not None else None)
+                for phase, secs in timer.seconds.items():
+                    result.unet_calls.setdefault(phase, []).extend(secs)
+                seconds = (time.perf_counter() - started) / max(1, sum(g.n for g in groups))
+                for job, group in zip(writes + reads, groups):
                     if cancel is not None and cancel.is_set():
                         raise GenerationCancelled()
-                    timer.phase = job.phase
-                    images, seconds, bank = self._run(job, settings, csa, banks, progress, cancel, done, total)
-                    if bank is not None:
-                        banks[job.characters[0]] = bank
-                    for key, base, prompt, neg, seed, image in zip(job.keys, job.base_prompts, job.prompts,
-                                                                    job.negatives, job.seeds, images):
-                        out = PanelImage(key, image, job.role,
-                                         self._parameters(settings, job, base, prompt, neg, seed),
-                                         seconds / len(job.keys))
-                        if job.role == "sheet":
-                            result.sheets.append(out)
-                        elif wanted is not None and key not in wanted:
-                            continue  # drawn only to rebuild a bank; the caller did not ask for it
-                        elif key in job.redrawn:
-                            out.key = f"reference-{key}"  # the panel's own picture comes from the read phase
-                            result.sheets.append(out)
-                        else:
-                            result.images[key] = out
-                        if on_image is not None:
-                            on_image(out)
-                    done += len(job.keys)
+                    self._finish(job, group, settings, wanted, seconds, result, on_image)
+                    if group.record is not None:
+                        bank = group.record.finish(self._recipe(settings, job))
+                        group.record = None
+                        if keep_banks:
+                            result.banks[job.characters[0]] = bank
+                        if bank_cache is not None:
+                            bank_cache.put(recipe_key(bank.recipe), bank)
         finally:
             self.pipe.disable_freeu()
-            for phase, secs in timer.seconds.items():
-                result.unet_calls.setdefault(phase, []).extend(secs)
         order = [p.key for p in story.panels]
         result.images = {k: result.images[k] for k in order if k in result.images}
         return result
+
+    def _encode(self, job: _Job, settings: GenerationSettings, messages: list[str]) -> list[EncodedPrompt]:
+        out = []
+        for key, prompt, negative in zip(job.keys, job.prompts, job.negatives):
+            enc = self.encoder.encode(prompt, negative if settings.guided else None)
+            messages.extend(f"{key}: {note}" for note in enc.notes)
+            out.append(enc)
+        longest = max(e.chunks for e in out)
+        if any(e.chunks != longest for e in out):  # references are drawn together: one text length for all
+            empty = self.encoder.encode("", "" if settings.guided else None)
+            out = [self._pad(e, empty, longest) for e in out]
+        return out
+
+    @staticmethod
+    def _pad(enc: EncodedPrompt, empty: EncodedPrompt, chunks: int) -> EncodedPrompt:
+        """``enc`` lengthened to ``chunks`` text chunks with empty ones, as a longer prompt's shorter side is."""
+        extra = chunks - enc.chunks
+
+        def grow(t, e):
+            return None if t is None else torch.cat([t] + [e] * extra, dim=1)
+
+        return EncodedPrompt(grow(enc.cond, empty.cond), grow(enc.uncond, empty.uncond), enc.pooled,
+                             enc.negative_pooled, chunks, list(enc.notes))
+
+    def _group(self, job: _Job, prompts: list[EncodedPrompt], settings: GenerationSettings, keep_banks: bool,
+               cache: BankCache | None, csa: ConsistentAttention) -> Group:
+        if job.phase == "write":
+            character = job.characters[0]
+            record = None
+            if keep_banks or (cache is not None and cache.fits(self._bank_bytes(job, settings, csa))):
+                record = BankWriter(character, list(csa.layers), settings.steps)
+            return Group(Phase.WRITE, list(job.keys), job.size, list(job.seeds), prompts, character=character,
+                         sample_seed=derive_seed(settings.seed, f"write:{character}"), chosen=job.chosen,
+                         record=record)
+        phase = Phase.READ if job.phase == "read" else Phase.PLAIN
+        return Group(phase, list(job.keys), job.size, list(job.seeds), prompts, cast=tuple(job.characters))
+
+    def _bank_bytes(self, job: _Job, settings: GenerationSettings, csa: ConsistentAttention) -> int:
+        """What keeping this write's bank for every step costs (keys and values of every sampled token)."""
+        unet = self.pipe.unet
+        latent_hw = (job.size[1] // self.pipe.vae_scale_factor, job.size[0] // self.pipe.vae_scale_factor)
+        halves = 2 if settings.guided else 1
+        total = 0
+        for name, info in csa.layers.items():
+            channels = unet.get_submodule(name).to_k.out_features
+            images = len(job.chosen) if job.chosen is not None else len(job.keys)
+            total += 2 * halves * images * int(level_tokens(info.scale, latent_hw) * info.rate) * channels
+        return total * settings.steps * unet.dtype.itemsize
+
+    def _reporter(self, progress, previews: bool, pictures: int) -> Callable[[StepReport], None] | None:
+        if progress is None:
+            return None
+        last: dict[int, float] = {}
+
+        def report(r: StepReport) -> None:
+            preview = None
+            now = time.perf_counter()
+            if previews and (r.step == r.steps or now - last.get(id(r.group), 0.0) >= PREVIEW_SECONDS):
+                last[id(r.group)] = now
+                preview = preview_image(r.latents, self.model.arch)
+            progress(Progress(r.group.phase.value, list(r.group.keys), r.step, r.steps, 0, pictures, preview,
+                              r.work_done, r.work_total))
+
+        return report
+
+    def _finish(self, job: _Job, group: Group, settings, wanted, seconds: float, result: StoryResult,
+                on_image) -> None:
+        images = decode_latents(self.pipe.vae, group.latents, self.pipe.image_processor)
+        for key, base, prompt, neg, seed, image in zip(job.keys, job.base_prompts, job.prompts, job.negatives,
+                                                        job.seeds, images):
+            out = PanelImage(key, image, job.role, self._parameters(settings, job, base, prompt, neg, seed), seconds)
+            if job.role == "sheet":
+                result.sheets.append(out)
+            elif wanted is not None and key not in wanted:
+                continue  # drawn only for its character's bank; the caller did not ask for it
+            elif key in job.redrawn:
+                out.key = f"reference-{key}"  # the panel's own picture comes from its read at its own size
+                result.sheets.append(out)
+            else:
+                result.images[key] = out
+            if on_image is not None:
+                on_image(out)
 
     def _configure(self, settings: GenerationSettings) -> None:
         import diffusers
@@ -295,69 +428,43 @@ class StoryPipeline:
             self.pipe.enable_freeu(**FREEU_DEFAULT)
         else:
             self.pipe.disable_freeu()
+        if settings.compile:
+            from .compile import compile_unet
 
-    def _latents(self, seeds: list[int], size: tuple[int, int]) -> torch.Tensor:
-        # Noise is drawn on the CPU so that a seed gives the same picture on every device.
-        width, height = size
-        shape = (1, self.pipe.unet.config.in_channels,
-                 height // self.pipe.vae_scale_factor, width // self.pipe.vae_scale_factor)
-        noise = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
-        return torch.cat(noise).to(self.model.device, self.pipe.unet.dtype)
+            compile_unet(self.pipe.unet)
 
-    def _run(self, job, settings, csa, banks, progress, cancel, done, total):
-        n = len(job.keys)
-        start = time.perf_counter()
-        bank = None
-
-        def on_step(pipe, i, t, kwargs):
-            if cancel is not None and cancel.is_set():
-                raise GenerationCancelled()
-            if progress is not None:
-                preview = preview_image(kwargs["latents"], self.model.arch)
-                progress(Progress(job.phase, job.keys, i + 1, settings.steps, done, total, preview))
-            return kwargs
-
-        call = dict(
-            prompt=job.prompts, negative_prompt=job.negatives if settings.guidance > 1 else None,
-            num_inference_steps=settings.steps, guidance_scale=settings.guidance,
-            height=job.size[1], width=job.size[0],  # SDXL also conditions on this size
-            latents=self._latents(job.seeds, job.size),
-            generator=[torch.Generator().manual_seed(s + 1) for s in job.seeds],
-            output_type="latent", callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"],
-        )
-        if job.phase == "write":
-            sample_seed = derive_seed(settings.seed, f"write:{job.characters[0]}")
-            with csa.write(job.characters[0], n, sample_seed, steps=settings.steps) as out:
-                latents = self.pipe(**call).images
-            bank = out["bank"]
-            bank.recipe.update(self._recipe(settings, job))
-        elif job.phase == "read":
-            self._check_banks(job, banks, settings)
-            with csa.read([banks[c] for c in job.characters], n, self.model.device):
-                latents = self.pipe(**call).images
-        else:
-            with csa.plain(n):
-                latents = self.pipe(**call).images
-        images = decode_latents(self.pipe.vae, latents, self.pipe.image_processor)
-        return images, time.perf_counter() - start, bank
-
-    _RECIPE_KEYS = ("model", "prompts", "negative_prompts", "seeds", "steps", "width", "height", "guidance",
+    # ---- kept banks ---------------------------------------------------------------------
+    _RECIPE_KEYS = ("model", "prompts", "negative_prompts", "seeds", "chosen", "steps", "width", "height", "guidance",
                     "scheduler", "freeu", "story_seed", "consistency", "dtype")
 
     def bank_is_current(self, bank: CharacterBank, job: _Job, settings: GenerationSettings) -> bool:
-        """Whether a bank was written by exactly this write job (same model, prompts, seeds and settings)."""
+        """Whether a bank was kept from exactly this write job (same model, prompts, seeds and settings)."""
         want = self._recipe(settings, job)
         return all(bank.recipe.get(k) == want[k] for k in self._RECIPE_KEYS)
 
-    def _check_banks(self, job: _Job, banks: dict[str, CharacterBank], settings: GenerationSettings) -> None:
-        for name in job.characters:
-            if name not in banks:  # the plan writes every needed character first; this guards the plan
-                raise ValueError(f"[{name}] has no references yet; generate the character's references first.")
+    def _kept_banks(self, writes: list[_Job], settings: GenerationSettings, given: dict[str, CharacterBank],
+                    cache: BankCache | None) -> dict[str, CharacterBank]:
+        kept = {}
+        for job in writes:
+            name = job.characters[0]
+            if name in given and self.bank_is_current(given[name], job, settings):
+                kept[name] = given[name]  # made from another description, seed or setting: drawn again instead
+            elif cache is not None and (bank := cache.get(recipe_key(self._recipe(settings, job)))) is not None:
+                kept[name] = bank
+        return kept
+
+    def _check_kept(self, kept: dict[str, CharacterBank], settings: GenerationSettings) -> None:
+        for bank in kept.values():
+            if bank.num_steps < settings.steps:
+                raise InputError(f"The kept references of [{bank.character}] were made with {bank.num_steps} "
+                                 "steps; this picture needs more. Use the same number of steps or draw the "
+                                 "references again.")
 
     def _recipe(self, settings: GenerationSettings, job: _Job) -> dict[str, Any]:
         return dict(
             model=self.model.source, arch=self.model.arch, character=job.characters[0], keys=job.keys,
-            prompts=job.prompts, negative_prompts=job.negatives, seeds=job.seeds, steps=settings.steps,
+            prompts=job.prompts, negative_prompts=job.negatives, seeds=job.seeds, chosen=job.chosen,
+            steps=settings.steps,
             width=settings.width, height=settings.height, guidance=settings.guidance, scheduler=settings.scheduler,
             freeu=settings.freeu, story_seed=settings.seed, consistency=settings.consistency.to_dict(),
             dtype=str(self.model.dtype).removeprefix("torch."),
@@ -372,46 +479,3 @@ class StoryPipeline:
             phase=job.phase, role=job.role, characters=job.characters, batch=job.keys,
             story_seed=settings.seed, consistency=settings.consistency.to_dict(), id_length=settings.id_length,
         )
-
-
-class _UnetTimer:
-    """Seconds of every UNet call, by phase.
-
-    On CUDA it records events on the compute stream instead of synchronising,
-    so that the bank copies on the side stream still overlap the compute.
-    """
-
-    def __init__(self, unet: torch.nn.Module, device: torch.device):
-        self.unet = unet
-        self.cuda = device.type == "cuda"
-        self.phase = "plain"
-        self.seconds: dict[str, list[float]] = {}
-        self._open: Any = None
-        self._events: list[tuple[str, Any, Any]] = []
-        self._hooks: list[Any] = []
-
-    def _mark(self) -> Any:
-        if not self.cuda:
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    def _pre(self, *_: Any) -> None:
-        self._open = self._mark()
-
-    def _post(self, *_: Any) -> None:
-        self._events.append((self.phase, self._open, self._mark()))
-
-    def __enter__(self) -> _UnetTimer:
-        self._hooks = [self.unet.register_forward_pre_hook(self._pre), self.unet.register_forward_hook(self._post)]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self._hooks:
-            h.remove()
-        if self.cuda:
-            torch.cuda.synchronize()
-        for phase, a, b in self._events:
-            secs = a.elapsed_time(b) / 1000 if self.cuda else b - a
-            self.seconds.setdefault(phase, []).append(secs)
