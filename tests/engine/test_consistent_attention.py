@@ -422,7 +422,7 @@ def pairwise(t: torch.Tensor) -> float:
 def test_write_makes_references_alike(tiny_model):
     """Same prompt: with consistent attention the references' attention outputs converge over the steps."""
     from storystudio.engine.attention.config import Phase
-    from storystudio.engine.story.encoding import PromptEncoder
+    from storystudio.engine.story.prompts import PromptEncoder
     from storystudio.engine.story.sampler import Group, StorySampler
 
     pipe = tiny_model.pipe

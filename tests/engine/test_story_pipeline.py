@@ -52,7 +52,7 @@ def test_plan_writes_references_then_reads(rendered):
         ("plain", ["panel-5"], []),
         ("read", ["panel-6"], ["Ann", "Bo"]),
     ]
-    assert any("[Bo] appears alone in only 1 panel" in m for m in messages)
+    assert any("[Bo] appears alone in only 1 panel" in m.text and m.panels == ("panel-3",) for m in messages)
     assert list(result.images) == [p.key for p in story.panels]
     roles = {k: v.role for k, v in result.images.items()}
     assert roles["panel-1"] == roles["panel-3"] == "reference" and roles["panel-6"] == "panel"
@@ -383,7 +383,7 @@ def test_reference_panel_of_another_size_is_drawn_again_at_its_size(tiny_sd15):
     writes, reads, messages = engine.plan(story, fast(id_length=2))
     assert [(w.keys, w.size, w.redrawn) for w in writes] == [(["panel-1", "panel-2"], (64, 64), {"panel-2"})]
     assert [(r.keys, r.size) for r in reads] == [(["panel-2"], (96, 64)), (["panel-3"], (64, 64))]
-    assert any("drawn at 64x64 as references and again at their own size" in m for m in messages)
+    assert any("drawn at 64x64 as references and again at their own size" in m.text for m in messages)
     handed = []
     result = engine.render(story, fast(id_length=2), on_image=handed.append, keep_banks=True)
     assert [h.key for h in handed] == ["panel-1", "reference-panel-2", "panel-2", "panel-3"]
@@ -460,3 +460,26 @@ def test_pinned_references_are_drawn_exactly_whatever_the_story_becomes(tiny_sd1
     pinned.chosen = [5]
     with pytest.raises(ValueError, match="chosen references of \\[Ann\\] do not match"):
         engine.render(story, fast(id_length=2, batch_size=1))
+
+
+def test_long_prompts_are_read_whole_and_batched_by_length(tiny_sd15, monkeypatch):
+    long = ", ".join(f"detail {i} of the seaside village" for i in range(8))  # past 77 tokens
+    story = parse_script(f"[Ann] a girl\n\n[Ann] reads\n[Ann] {long}\n[Ann] sleeps\n[Ann] swims\n")
+    engine = StoryPipeline(tiny_sd15)
+    settings = fast(id_length=1, batch_size=4)
+    _, reads, notes = engine.plan(story, settings)
+    assert [r.keys for r in reads] == [["panel-2"], ["panel-3", "panel-4"]]  # one UNet call, one text length
+    chunks = engine.encoder.chunks(reads[0].prompts[0])  # the styled prompt with the description
+    assert 1 < chunks < engine.encoder.max_chunks
+    lengths = []
+    original = tiny_sd15.pipe.unet.forward
+    monkeypatch.setattr(tiny_sd15.pipe.unet, "forward",
+                        lambda *a, **k: lengths.append(k["encoder_hidden_states"].shape[1]) or original(*a, **k))
+    result = engine.render(story, settings)
+    assert sorted(set(lengths)) == [77, 77 * chunks]
+    assert not [n for n in result.notes if "Panel 2" in n.text]  # read whole: nothing to say
+    too_long = ", ".join(f"part {i} of an endless list of things in the room" for i in range(80))
+    story = parse_script(f"[Ann] a girl\n\n[Ann] {too_long}\n")
+    result = StoryPipeline(tiny_sd15).render(story, fast(steps=1))
+    cut = [n for n in result.notes if n.text.startswith("Panel 1:")]
+    assert len(cut) == 1 and cut[0].panels == ("panel-1",)

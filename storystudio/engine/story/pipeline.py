@@ -43,7 +43,7 @@ from ..attention.consistent import ConsistentAttention, level_tokens
 from ..errors import GenerationCancelled, InputError
 from ..imaging import decode_latents, preview_image
 from ..models.loading import LoadedModel
-from .encoding import EncodedPrompt, PromptEncoder
+from .prompts import EncodedPrompt, PromptEncoder
 from .sampler import Group, StepReport, StorySampler, UnetTimer
 from .settings import (  # noqa: F401  (derive_seed and the checks are part of the pipeline's interface)
     FREEU_DEFAULT,
@@ -73,6 +73,14 @@ class Progress:
     work_total: int = 0
 
 
+@dataclass(frozen=True)
+class Note:
+    """Something the user should know about the story, with the panels (keys) it concerns."""
+
+    text: str
+    panels: tuple[str, ...] = ()
+
+
 @dataclass
 class PanelImage:
     """One generated picture with everything needed to make it again."""
@@ -92,8 +100,12 @@ class StoryResult:
     # settings' (role "reference", key "reference-<panel key>"; the panel is drawn again at its size).
     sheets: list[PanelImage]
     banks: dict[str, CharacterBank]  # kept banks (only when asked for: keep_banks)
-    messages: list[str]
+    notes: list[Note]
     unet_calls: dict[str, list[float]]  # seconds per UNet call by phase
+
+    @property
+    def messages(self) -> list[str]:
+        return [n.text for n in self.notes]
 
     @property
     def bank_bytes(self) -> int:
@@ -146,11 +158,11 @@ class StoryPipeline:
         per_picture = 0.4 * 2**30 * (size[0] * size[1] / 2**20) * (2 if guided else 1)
         return max(1, min(MAX_AUTO_BATCH, int(0.7 * free // per_picture)))
 
-    def plan(self, story: Story, settings: GenerationSettings) -> tuple[list[_Job], list[_Job], list[str]]:
-        """Write jobs (one per character), read jobs (batches) and messages for the user."""
+    def plan(self, story: Story, settings: GenerationSettings) -> tuple[list[_Job], list[_Job], list[Note]]:
+        """Write jobs (one per character), read jobs (batches) and notes for the user."""
         style = get_style(settings.style)
         default = (settings.width, settings.height)
-        messages: list[str] = []
+        notes: list[Note] = []
         writes: list[_Job] = []
         reference_keys: set[str] = set()
         shown = {name for p in story.panels for name in p.characters}
@@ -165,10 +177,10 @@ class StoryPipeline:
             refs = story.reference_panels(character.name, settings.id_length)
             if refs:
                 if len(refs) < settings.id_length:
-                    messages.append(
+                    notes.append(Note(
                         f"[{character.name}] appears alone in only {len(refs)} panel(s), so {len(refs)} reference "
-                        f"image(s) are used instead of {settings.id_length}; more solo panels give a steadier likeness."
-                    )
+                        f"image(s) are used instead of {settings.id_length}; more solo panels give a steadier likeness.",
+                        tuple(p.key for p in refs)))
                 base = [story.expand(p) for p in refs]
                 keys = [p.key for p in refs]
                 seeds = [derive_seed(settings.seed, p.key, p.variation) for p in refs]
@@ -176,16 +188,16 @@ class StoryPipeline:
                 redrawn = {p.key for p in refs if self.panel_size(p, settings) != default}
                 reference_keys.update(set(keys) - redrawn)
                 if redrawn:
-                    messages.append(
+                    notes.append(Note(
                         f"[{character.name}]: {len(redrawn)} of its reference panel(s) have their own size; they are "
-                        f"drawn at {default[0]}x{default[1]} as references and again at their own size as panels."
-                    )
+                        f"drawn at {default[0]}x{default[1]} as references and again at their own size as panels.",
+                        tuple(sorted(redrawn))))
             else:
                 count = settings.id_length
-                messages.append(
+                notes.append(Note(
                     f"[{character.name}] never appears alone, so {count} extra reference image(s) are drawn from "
-                    "the description alone (they are not panels of the story)."
-                )
+                    "the description alone (they are not panels of the story).",
+                    tuple(p.key for p in story.panels if character.name in p.characters)))
                 base = [f"{character.description}, character reference, full figure"] * count
                 keys = [f"sheet-{character.name}-{i + 1}" for i in range(count)]
                 seeds = [derive_seed(settings.seed, k) for k in keys]
@@ -218,7 +230,7 @@ class StoryPipeline:
                                   list(cast), "panel", [m[1] for m in batch], size))
         position = {p.key: i for i, p in enumerate(story.panels)}
         reads.sort(key=lambda j: position[j.keys[0]])
-        return writes, reads, messages
+        return writes, reads, notes
 
     def _pinned(self, story: Story, character, settings: GenerationSettings, default: tuple[int, int]) -> _Job:
         """The write job of a character whose references the user pinned: exactly those pictures again."""
@@ -278,7 +290,7 @@ class StoryPipeline:
         they are also kept there when they fit its budget.
         """
         self.check(story, settings)
-        writes, reads, messages = self.plan(story, settings)
+        writes, reads, notes = self.plan(story, settings)
         wanted = set(only) if only is not None else None
         if wanted is not None:
             unknown = wanted - {p.key for p in story.panels}
@@ -298,9 +310,10 @@ class StoryPipeline:
         drawn = {w.characters[0] for w in writes}
         kept = {name: bank for name, bank in kept.items() if name in needed_chars and name not in drawn}
 
-        encoded = {id(j): self._encode(j, settings, messages) for j in writes + reads}
+        numbers = {p.key: i for i, p in enumerate(story.panels, 1)}
+        encoded = {id(j): self._encode(j, settings, notes, numbers) for j in writes + reads}
         csa = ConsistentAttention(self.pipe.unet, settings.consistency, seed=settings.seed)
-        result = StoryResult({}, [], {}, messages, {"write": [], "read": [], "plain": []})
+        result = StoryResult({}, [], {}, notes, {"write": [], "read": [], "plain": []})
         self._configure(settings)
         try:
             with csa:
@@ -336,11 +349,14 @@ class StoryPipeline:
         result.images = {k: result.images[k] for k in order if k in result.images}
         return result
 
-    def _encode(self, job: _Job, settings: GenerationSettings, messages: list[str]) -> list[EncodedPrompt]:
+    def _encode(self, job: _Job, settings: GenerationSettings, notes: list[Note],
+                numbers: dict[str, int]) -> list[EncodedPrompt]:
         out = []
-        for key, prompt, negative in zip(job.keys, job.prompts, job.negatives):
+        for i, (key, prompt, negative) in enumerate(zip(job.keys, job.prompts, job.negatives)):
             enc = self.encoder.encode(prompt, negative if settings.guided else None)
-            messages.extend(f"{key}: {note}" for note in enc.notes)
+            where = (f"Panel {numbers[key]}" if key in numbers
+                     else f"Reference {i + 1} of [{job.characters[0]}]")
+            notes.extend(Note(f"{where}: {note}", (key,) if key in numbers else ()) for note in enc.notes)
             out.append(enc)
         longest = max(e.chunks for e in out)
         if any(e.chunks != longest for e in out):  # references are drawn together: one text length for all

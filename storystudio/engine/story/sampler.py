@@ -28,7 +28,7 @@ from ..attention.bank import BankFeed, BankWriter
 from ..attention.config import Phase
 from ..attention.consistent import ConsistentAttention
 from ..errors import GenerationCancelled
-from .encoding import EncodedPrompt
+from .prompts import EncodedPrompt
 
 
 @dataclass
