@@ -47,6 +47,7 @@ class RenderJob:
     # Bytes of host memory and of disk for keeping character banks between jobs (0, 0: keep none, and draw
     # a character's references again beside the panels that need them; see docs/ENGINE.md).
     bank_budget: tuple[int, int] = (0, 0)
+    compile: bool = False  # run the UNet through torch.compile (Preferences; a one-time cost, cached on disk)
 
 
 @dataclass
@@ -161,7 +162,7 @@ class InferenceWorker(QObject):
         engine = StoryPipeline(model)
         settings = work.settings
         if not isinstance(settings, GenerationSettings):
-            settings = GenerationSettings.from_project(settings)
+            settings = GenerationSettings.from_project(settings, compile=work.compile or None)
 
         def on_progress(p) -> None:
             preview = _to_qimage(p.preview) if p.preview is not None else QImage()

@@ -56,7 +56,9 @@ class ConsistencyConfig:
         )
 
 
-class Phase(Enum):
+class Phase(str, Enum):
+    """What a UNet call draws: plain pictures, a character's references (write), panels reading them."""
+
     PLAIN = "plain"
     WRITE = "write"
     READ = "read"

@@ -116,7 +116,7 @@ class StoryResult:
 class _Job:
     """Pictures drawn together: one character's references, or a batch of panels."""
 
-    phase: str
+    phase: Phase
     keys: list[str]
     prompts: list[str]  # styled, characters expanded
     negatives: list[str]
@@ -204,7 +204,7 @@ class StoryPipeline:
                 role = "sheet"
                 redrawn = set()
             prompts, negatives = zip(*(style.apply(b, settings.negative_prompt) for b in base))
-            writes.append(_Job("write", keys, list(prompts), list(negatives), seeds, [character.name], role, base,
+            writes.append(_Job(Phase.WRITE, keys, list(prompts), list(negatives), seeds, [character.name], role, base,
                                default, redrawn))
 
         order = {c.name: i for i, c in enumerate(story.characters)}
@@ -224,7 +224,7 @@ class StoryPipeline:
             per_call = settings.batch_size or self.auto_batch(size, settings.guided)
             for i in range(0, len(members), per_call):
                 batch = members[i : i + per_call]
-                reads.append(_Job("read" if cast else "plain", [p.key for p, *_ in batch], [m[2] for m in batch],
+                reads.append(_Job(Phase.READ if cast else Phase.PLAIN, [p.key for p, *_ in batch], [m[2] for m in batch],
                                   [m[3] for m in batch],
                                   [derive_seed(settings.seed, p.key, p.variation) for p, *_ in batch],
                                   list(cast), "panel", [m[1] for m in batch], size))
@@ -250,7 +250,7 @@ class StoryPipeline:
         if chosen is not None and not (chosen and all(0 <= i < len(pinned.keys) for i in chosen)):
             raise InputError(f"The chosen references of [{character.name}] do not match its reference pictures; "
                              "choose them again.")
-        return _Job("write", list(pinned.keys), list(prompts), list(negatives), list(pinned.seeds), [character.name],
+        return _Job(Phase.WRITE, list(pinned.keys), list(prompts), list(negatives), list(pinned.seeds), [character.name],
                     "reference", list(pinned.prompts), default, redrawn, chosen)
 
     @staticmethod
@@ -377,7 +377,7 @@ class StoryPipeline:
 
     def _group(self, job: _Job, prompts: list[EncodedPrompt], settings: GenerationSettings, keep_banks: bool,
                cache: BankCache | None, csa: ConsistentAttention) -> Group:
-        if job.phase == "write":
+        if job.phase is Phase.WRITE:
             character = job.characters[0]
             record = None
             if keep_banks or (cache is not None and cache.fits(self._bank_bytes(job, settings, csa))):
@@ -385,8 +385,7 @@ class StoryPipeline:
             return Group(Phase.WRITE, list(job.keys), job.size, list(job.seeds), prompts, character=character,
                          sample_seed=derive_seed(settings.seed, f"write:{character}"), chosen=job.chosen,
                          record=record)
-        phase = Phase.READ if job.phase == "read" else Phase.PLAIN
-        return Group(phase, list(job.keys), job.size, list(job.seeds), prompts, cast=tuple(job.characters))
+        return Group(job.phase, list(job.keys), job.size, list(job.seeds), prompts, cast=tuple(job.characters))
 
     def _bank_bytes(self, job: _Job, settings: GenerationSettings, csa: ConsistentAttention) -> int:
         """What keeping this write's bank for every step costs (keys and values of every sampled token)."""
@@ -492,6 +491,6 @@ class StoryPipeline:
             steps=settings.steps, guidance=settings.guidance, width=job.size[0], height=job.size[1],
             scheduler=settings.scheduler, freeu=settings.freeu, style=get_style(settings.style).name,
             model=self.model.source, arch=self.model.arch, dtype=str(self.model.dtype).removeprefix("torch."),
-            phase=job.phase, role=job.role, characters=job.characters, batch=job.keys,
+            phase=job.phase.value, role=job.role, characters=job.characters, batch=job.keys,
             story_seed=settings.seed, consistency=settings.consistency.to_dict(), id_length=settings.id_length,
         )
