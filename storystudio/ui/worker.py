@@ -261,9 +261,12 @@ def warm_up() -> None:
     # them holds the lock for 200-400 ms; frozen, they are left out of every later pass.
     import gc
 
+    from ..engine.story import pipeline as story_pipeline  # noqa: F401
+    from ..engine.story.prompts import warm_up as warm_up_prompts
+
+    warm_up_prompts()  # compel and pyparsing, which the first prompt would otherwise import
     gc.freeze()
 
-    from ..engine.story import pipeline as story_pipeline  # noqa: F401
     from ..engine.models.loading import quiet_libraries
 
     quiet_libraries()

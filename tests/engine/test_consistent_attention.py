@@ -144,8 +144,9 @@ def test_merging_two_attention_calls_is_one_softmax():
     own, own_lse = attend_with_lse(q, k, v, 0.3, "cpu-flash")
     extra, extra_lse = attend_with_lse(q, ek, ev, 0.3, "cpu-flash")
     both = torch.nn.functional.scaled_dot_product_attention(q, torch.cat([k, ek], 2), torch.cat([v, ev], 2), scale=0.3)
-    torch.testing.assert_close(merge_attention(own, own_lse, extra, extra_lse, torch.tensor(1.0)), both)
-    assert torch.equal(merge_attention(own, own_lse, extra, extra_lse, torch.tensor(0.0)), own)  # off: exactly own
+    torch.testing.assert_close(merge_attention(own, own_lse, extra, extra_lse, torch.tensor(0.0)), both)
+    off = merge_attention(own, own_lse, extra, extra_lse, torch.tensor(float("-inf")))
+    assert torch.equal(off, own)  # a gate that is off (log -inf) gives exactly the own tokens' attention
     math_out, math_lse = attend_with_lse(q, k, v, 0.3, "math")
     torch.testing.assert_close(math_out, own)
     torch.testing.assert_close(math_lse, own_lse)
@@ -260,7 +261,7 @@ def test_gates_are_seeded_and_follow_the_probabilities(tiny_sdxl):
         c = csa.gate_table(400)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a[0].sum() == 0
-    assert 0.6 < a[1:20].mean() < 0.8 and 0.85 < a[20:].mean() < 0.95
+    assert 0.6 < a[1:20].float().mean() < 0.8 and 0.85 < a[20:].float().mean() < 0.95
 
 
 @torch.no_grad()
@@ -396,7 +397,7 @@ def test_each_image_borrows_only_from_the_others():
     ConsistentAttention.__init__(state, unet, ConsistencyConfig(schedule=ALWAYS))
     from storystudio.engine.attention.consistent import LayerSlot, Phase
 
-    slot = LayerSlot(gate=torch.tensor(1.0))
+    slot = LayerSlot(log_gate=torch.tensor(0.0))
     slot.samples = torch.stack([torch.arange(5) + i for i in range(3)])  # image i: tokens i..i+4
     slot.others = torch.tensor([[j for j in range(3) if j != i] for i in range(3)])
     state.phase, state.active, state.n_images, state.kernel = Phase.WRITE, True, 3, "cpu-flash"

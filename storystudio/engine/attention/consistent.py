@@ -100,13 +100,14 @@ def attend_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
 
 
 def merge_attention(own: torch.Tensor, own_lse: torch.Tensor, extra: torch.Tensor, extra_lse: torch.Tensor,
-                    gate: torch.Tensor) -> torch.Tensor:
-    """Attention over own and extra keys together, from the two halves; ``gate`` 0 keeps ``own`` exactly.
+                    log_gate: torch.Tensor) -> torch.Tensor:
+    """Attention over own and extra keys together, from the two; ``log_gate`` -inf keeps ``own`` exactly.
 
-    softmax over both = own * (1 - w) + extra * w, with w = e^lse_extra / (e^lse_own + e^lse_extra).
+    softmax over both = lerp(own, extra, w), w = e^lse_extra / (e^lse_own + e^lse_extra) = sigmoid(lse_e - lse_o);
+    with the gate's log added, an "off" gate (-inf) makes w exactly 0. Tensors (B, H, L, d) and (B, H, L).
     """
-    w = (torch.sigmoid(extra_lse - own_lse) * gate).unsqueeze(-1)
-    return (own.float() + w * (extra.float() - own.float())).to(own.dtype)
+    w = torch.sigmoid(extra_lse - own_lse + log_gate).unsqueeze(-1).to(own.dtype)
+    return torch.lerp(own, extra, w)
 
 
 @dataclass
@@ -121,7 +122,7 @@ class LayerInfo:
 class LayerSlot:
     """What one processor reads and leaves in one UNet call (set by :class:`ConsistentAttention`)."""
 
-    gate: torch.Tensor | None = None  # 0-d, 1.0 when consistent attention acts in this layer at this step
+    log_gate: torch.Tensor | None = None  # 0-d: 0.0 when consistent attention acts here at this step, else -inf
     samples: torch.Tensor | None = None  # write: (n, k) token indices per image
     others: torch.Tensor | None = None  # write: (n, n - 1) the other images of each image's half
     bank_k: torch.Tensor | None = None  # read: (halves, N, C) keys of the characters' references
@@ -172,7 +173,8 @@ class ConsistentAttention:
         self.layers: dict[str, LayerInfo] = {}
         self.slots: list[LayerSlot] = []
         self._saved: dict[str, Any] | None = None
-        self._gate_table: torch.Tensor | None = None  # (steps, layers) 0/1, drawn at start
+        self._gate_table: torch.Tensor | None = None  # (steps, layers) log-gates, 0 or -inf, drawn at start
+        self._pin = False  # host tensors bound for the device are pinned (CUDA), so copies never wait
         self._gates: torch.Tensor | None = None  # (layers,) on the device: this step's row
         self._steps = 0
         self.kernel = "math"  # attention_kernel() of the run's device and dtype
@@ -228,12 +230,12 @@ class ConsistentAttention:
 
     # ---- a run ----------------------------------------------------------------------
     def gate_table(self, steps: int) -> torch.Tensor:
-        """(steps, layers): 1.0 where a layer uses consistent attention at a step (seeded by the story seed)."""
+        """(steps, layers): True where a layer uses consistent attention at a step (seeded by the story seed)."""
         rows = []
         for step in range(steps):
             g = torch.Generator().manual_seed(_seed_of("gate", self.seed, step))
             rows.append(torch.rand(len(self.layers), generator=g) < self.config.probability(step))
-        return torch.stack(rows).float() if rows else torch.zeros(0, len(self.layers))
+        return torch.stack(rows) if rows else torch.zeros(0, len(self.layers), dtype=torch.bool)
 
     def start(self, steps: int, device: torch.device | str, dtype: torch.dtype = torch.float32) -> None:
         """Draw the gates of every step of a run; each processor gets its own view of the step's row."""
@@ -242,11 +244,13 @@ class ConsistentAttention:
         device = torch.device(device)
         self.kernel = attention_kernel(device, dtype)
         self._steps = int(steps)
-        table = self.gate_table(self._steps)
-        self._gate_table = table.pin_memory() if device.type == "cuda" else table
+        self._pin = device.type == "cuda"
+        on = self.gate_table(self._steps)
+        table = torch.zeros(on.shape).masked_fill_(~on, float("-inf"))
+        self._gate_table = table.pin_memory() if self._pin else table
         self._gates = torch.zeros(len(self.layers), device=device)
         for slot, gate in zip(self.slots, self._gates.unbind(0)):
-            slot.gate = gate
+            slot.log_gate = gate
         self.step = -1
 
     def begin_step(self, step: int) -> None:
@@ -280,7 +284,8 @@ class ConsistentAttention:
     def samples(self, sample_seed: int, n_images: int, tokens: int, k: int) -> torch.Tensor:
         """(n_images, k) distinct token indices per image for this step (CPU; seeded by the writer and step)."""
         g = torch.Generator().manual_seed(_seed_of("tokens", int(sample_seed), self.step, tokens))
-        return torch.rand(n_images, tokens, generator=g).argsort(dim=1)[:, :k]
+        idx = torch.rand(n_images, tokens, generator=g).argsort(dim=1)[:, :k]
+        return idx.pin_memory() if self._pin else idx
 
     @contextlib.contextmanager
     def write(self, character: str, n_images: int, sample_seed: int, latent_hw: tuple[int, int],
@@ -295,7 +300,8 @@ class ConsistentAttention:
         drawn: dict[int, torch.Tensor] = {}
         n = int(n_images)
         others = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
-        others = others.reshape(n, max(n - 1, 0)).to(device, non_blocking=True)
+        others = others.reshape(n, max(n - 1, 0))
+        others = (others.pin_memory() if self._pin else others).to(device, non_blocking=True)
         for info, slot in zip(self.layers.values(), self.slots):
             tokens = level_tokens(info.scale, latent_hw)
             if info.scale not in drawn:
@@ -436,7 +442,7 @@ class ConsistentAttnProcessor:
                                         self.state.kernel)
         extra, extra_lse = attend_with_lse(q, self._heads(attn, borrowed_k, attn.norm_k),
                                            self._heads(attn, borrowed_v), attn.scale, self.state.kernel)
-        return self._tokens(merge_attention(own, own_lse, extra, extra_lse, slot.gate)).to(query.dtype)
+        return self._tokens(merge_attention(own, own_lse, extra, extra_lse, slot.log_gate)).to(query.dtype)
 
     def _read(self, attn, query, key, value):
         slot, n = self.slot, self.state.n_images
@@ -453,6 +459,8 @@ class ConsistentAttnProcessor:
         extra, extra_lse = attend_with_lse(q_half, self._heads(attn, bank_k, attn.norm_k),
                                            self._heads(attn, bank_v), attn.scale, self.state.kernel)
         heads, d = extra.shape[1], extra.shape[-1]
-        extra = extra.view(halves, heads, n, tokens, d).transpose(1, 2).reshape(batch, heads, tokens, d)
+        # Merged in token order (batch, tokens, heads, d), where the side-by-side panels are already apart
+        # (no copy when the kernel writes its output token-major, as flash attention does).
+        extra = extra.transpose(1, 2).reshape(batch, tokens, heads, d).transpose(1, 2)
         extra_lse = extra_lse.view(halves, heads, n, tokens).transpose(1, 2).reshape(batch, heads, tokens)
-        return self._tokens(merge_attention(own, own_lse, extra, extra_lse, slot.gate)).to(query.dtype)
+        return self._tokens(merge_attention(own, own_lse, extra, extra_lse, slot.log_gate)).to(query.dtype)

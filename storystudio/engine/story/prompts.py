@@ -338,3 +338,8 @@ class PromptEncoder:
             return None if t is None else t.to(self.device, self.dtype)
 
         return EncodedPrompt(cond, uncond, place(pooled), place(neg_pooled), chunks, notes)
+
+
+def warm_up() -> None:
+    """Import what encoding needs (compel, pyparsing) ahead of the first prompt: imports hold Python's lock."""
+    import compel.embeddings_provider  # noqa: F401

@@ -142,6 +142,9 @@ class StorySampler:
         guided = guidance > 1
         halves = 2 if guided else 1
         timesteps = self.prepare(groups, steps, guided)
+        # The schedulers get the step's timestep on the CPU: indexing their tables with a GPU tensor would
+        # wait for the GPU at every call.
+        host_steps = timesteps.cpu()
         step_kwargs = {id(g): self._step_kwargs(g.scheduler, g) for g in groups}
         work_total = sum(g.n for g in groups) * len(timesteps)
         work_done = 0
@@ -164,7 +167,7 @@ class StorySampler:
                 if guided:
                     uncond, cond = noise.chunk(2)
                     noise = uncond + guidance * (cond - uncond)
-                group.latents = group.scheduler.step(noise, t, latents, **step_kwargs[id(group)],
+                group.latents = group.scheduler.step(noise, host_steps[i], latents, **step_kwargs[id(group)],
                                                      return_dict=False)[0]
                 work_done += group.n
                 if on_step is not None:
