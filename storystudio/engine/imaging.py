@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -34,39 +35,59 @@ def preview_image(latents: torch.Tensor, arch: str) -> Image.Image:
     return Image.fromarray(rgb, "RGB")
 
 
+def wide_dtype(device: torch.device) -> torch.dtype:
+    """The precision a VAE that overflows in float16 decodes in: bfloat16 where the GPU computes it natively
+    (float32's range, so no overflow, at half the memory traffic and on tensor cores), else float32."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
 def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, image_processor: Any) -> list[Image.Image]:
-    """Decode latents one image at a time, in float32 where half precision would overflow.
+    """Decode latents one image at a time, in a wider precision where half precision would overflow.
 
     The SDXL VAE produces infinities in float16 (black or NaN images). Its
-    config asks for upcasting (``force_upcast``); a VAE that claims to be safe
-    but still overflows is decoded again in float32.
+    config asks for upcasting (``force_upcast``): it decodes in ``wide_dtype``.
+    A VAE that claims to be safe but still overflows decodes again in float32.
     """
     cfg = vae.config
     images = []
-    for lat in latents.split(1):
-        lat = lat / cfg.scaling_factor
-        if getattr(cfg, "shift_factor", None):
-            lat = lat + cfg.shift_factor
-        upcast = vae.dtype == torch.float16 and getattr(cfg, "force_upcast", False)
-        out = _decode(vae, lat, torch.float32 if upcast else vae.dtype)
-        if not torch.isfinite(out).all() and not upcast and vae.dtype != torch.float32:
-            out = _decode(vae, lat, torch.float32)
-        if not torch.isfinite(out).all():
-            raise FloatingPointError("the image decoder produced invalid values (NaN); try full precision (--dtype fp32)")
-        images.extend(image_processor.postprocess(out.float(), output_type="pil"))
+    wanted = vae.dtype
+    if vae.dtype == torch.float16 and getattr(cfg, "force_upcast", False):
+        wanted = wide_dtype(latents.device)
+    with _vae_in(vae, wanted):
+        for lat in latents.split(1):
+            lat = lat / cfg.scaling_factor
+            if getattr(cfg, "shift_factor", None):
+                lat = lat + cfg.shift_factor
+            out = _decode(vae, lat)
+            if not torch.isfinite(out).all() and wanted != torch.float32:
+                with _vae_in(vae, torch.float32):
+                    out = _decode(vae, lat)
+            if not torch.isfinite(out).all():
+                raise FloatingPointError("the image decoder produced invalid values (NaN); try full precision "
+                                         "(--dtype fp32)")
+            images.extend(image_processor.postprocess(out.float(), output_type="pil"))
     return images
 
 
-@torch.no_grad()
-def _decode(vae: torch.nn.Module, lat: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+@contextlib.contextmanager
+def _vae_in(vae: torch.nn.Module, dtype: torch.dtype):
+    """The VAE's weights in ``dtype`` for the block (once for all pictures), then as they were."""
     original = vae.dtype
     if dtype != original:
         vae.to(dtype)
     try:
-        return vae.decode(lat.to(dtype), return_dict=False)[0]
+        yield
     finally:
         if dtype != original:
             vae.to(original)
+
+
+@torch.no_grad()
+def _decode(vae: torch.nn.Module, lat: torch.Tensor) -> torch.Tensor:
+    return vae.decode(lat.to(vae.dtype), return_dict=False)[0]
 
 
 PNG_KEY = "storystudio"

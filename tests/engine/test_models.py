@@ -171,3 +171,23 @@ def test_memory_modes_are_checked_and_cpu_ignores_offload(tiny_model_dirs):
         load_model(str(tiny_model_dirs["sd15"]), device="cpu", memory="half")
     model = load_model(str(tiny_model_dirs["sd15"]), device="cpu", memory="model-offload")
     assert model.device.type == "cpu" and next(model.pipe.unet.parameters()).device.type == "cpu"
+
+
+def test_a_vae_that_overflows_in_half_precision_decodes_in_bfloat16_on_gpus_that_have_it(monkeypatch):
+    from storystudio.engine.imaging import wide_dtype
+
+    assert wide_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert wide_dtype(torch.device("cuda")) == torch.bfloat16  # float32's range: no overflow
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert wide_dtype(torch.device("cuda")) == torch.float32
+
+
+def test_an_upcast_vae_is_converted_once_for_all_pictures(tiny_sdxl, monkeypatch):
+    vae = _overflowing_vae(tiny_sdxl).to(torch.float16)
+    conversions = []
+    original = type(vae).to
+    monkeypatch.setattr(type(vae), "to", lambda self, *a, **k: conversions.append(a) or original(self, *a, **k))
+    latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0)).half()
+    images = decode_latents(vae, latents, tiny_sdxl.pipe.image_processor)
+    assert len(images) == 3 and conversions == [(torch.float32,), (torch.float16,)]
