@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
+from . import limits
 from .animatic import Animatic, AnimaticError
 from .layout import SOURCE_PATTERN, Layout, LayoutError, Words, one_line
 from .model import PNG_SIGNATURE, Project, now_iso
@@ -39,10 +40,6 @@ SCHEMA_VERSION = 4
 FILE_SUFFIX = ".storystudio"
 PROJECT_MEMBER = "project.json"
 IMAGE_FOLDER = "images/"
-
-#: Zip-bomb guards: the most one archive member, and all of them together, may unpack to.
-MAX_MEMBER_BYTES = 200 * 1024**2
-MAX_TOTAL_BYTES = 4 * 1024**3
 
 #: Environment variable naming the data folder (autosaves, recent files) instead of the usual one.
 DATA_DIR_ENV = "STORYSTUDIO_DATA_DIR"
@@ -478,15 +475,15 @@ class _Reader:
                 raise self.error(f'is not a StoryStudio project: it contains an unexpected file "{name[:80]}".')
             if name in members:
                 raise self.damaged(f"it contains the file {name} twice")
-            if info.file_size > MAX_MEMBER_BYTES:
+            if info.file_size > limits.MAX_MEMBER_BYTES:
                 raise self.error(
                     f"was refused: the file {name} inside it would unpack to {_megabytes(info.file_size)}, "
-                    f"more than the {_megabytes(MAX_MEMBER_BYTES)} limit."
+                    f"more than the {_megabytes(limits.MAX_MEMBER_BYTES)} limit."
                 )
             total += info.file_size
-            if total > MAX_TOTAL_BYTES:
+            if total > limits.MAX_TOTAL_BYTES:
                 raise self.error(
-                    f"was refused: its contents would unpack to more than {_megabytes(MAX_TOTAL_BYTES)}."
+                    f"was refused: its contents would unpack to more than {_megabytes(limits.MAX_TOTAL_BYTES)}."
                 )
             members[name] = info
         return members
@@ -496,10 +493,10 @@ class _Reader:
             raise self.error(f"cannot be opened: the file {info.filename} inside it is password-protected.")
         try:
             with archive.open(info) as handle:
-                data = handle.read(MAX_MEMBER_BYTES + 1)
+                data = handle.read(limits.MAX_MEMBER_BYTES + 1)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError):
             raise self.damaged(f"the file {info.filename} inside it cannot be read") from None
-        if len(data) > MAX_MEMBER_BYTES:
+        if len(data) > limits.MAX_MEMBER_BYTES:
             raise self.error(f"was refused: the file {info.filename} inside it is larger than it claims.")
         return data
 

@@ -23,12 +23,12 @@ from storystudio.project import (
     RecentFiles,
     autosave_dir,
     discard_autosave,
-    fileio,
     load_project,
     pending_autosaves,
     save_project,
     write_autosave,
 )
+from storystudio.project import limits
 from storystudio.project.layout import auto_layout
 
 OLD_TIME = "2001-02-03T04:05:06+00:00"
@@ -461,7 +461,7 @@ def test_empty_file_is_not_a_zip(tmp_path):
 def test_oversized_member_is_refused(project, tmp_path, monkeypatch):
     path = tmp_path / "story.storystudio"
     save_project(project, path)
-    monkeypatch.setattr(fileio, "MAX_MEMBER_BYTES", 1000)
+    monkeypatch.setattr(limits, "MAX_MEMBER_BYTES", 1000)
     with pytest.raises(ProjectFileError, match=r"was refused: the file project\.json inside it would unpack to"):
         load_project(path)
 
@@ -470,10 +470,10 @@ def test_oversized_total_is_refused(project, tmp_path, monkeypatch):
     path = tmp_path / "story.storystudio"
     save_project(project, path)
     size = sum(info.file_size for info in zipfile.ZipFile(path).infolist())
-    monkeypatch.setattr(fileio, "MAX_TOTAL_BYTES", size - 1)
+    monkeypatch.setattr(limits, "MAX_TOTAL_BYTES", size - 1)
     with pytest.raises(ProjectFileError, match=r"was refused: its contents would unpack to more than"):
         load_project(path)
-    monkeypatch.setattr(fileio, "MAX_TOTAL_BYTES", size)
+    monkeypatch.setattr(limits, "MAX_TOTAL_BYTES", size)
     assert load_project(path).title == project.title
 
 
