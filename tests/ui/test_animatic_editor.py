@@ -9,7 +9,7 @@ from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from conftest import COLOURS, flat_png
+from helpers import COLOURS, flat_png
 from storystudio.export.animatic import read_back
 from storystudio.project.animatic import CameraMove, auto_duration
 from storystudio.project.model import Project

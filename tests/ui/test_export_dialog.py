@@ -10,7 +10,7 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QDialog, QMessageBox
 from pypdf import PdfReader
 
-from conftest import COLOURS, flat_png
+from helpers import COLOURS, flat_png
 from storystudio.project.model import Project
 from storystudio.ui import export_dialog
 from storystudio.ui.export_dialog import ExportJob, ExportOptionsDialog
