@@ -14,23 +14,65 @@ checks its own options before any work. User mistakes end with one plain
 sentence on stderr and exit code 2, never a traceback; Ctrl+C at any moment
 ends with exit code 130 and one line.
 
-Only the standard library is imported here at first: ``main`` takes over
-Ctrl+C before anything else is imported, so that even a Ctrl+C during the
-first imports ends with one line.
+Only the standard library is imported here at first, and the program takes
+Ctrl+C over as soon as this module is imported: a Ctrl+C during the first
+imports, or while the interpreter shuts down, ends with one line too. (Only
+the interpreter's own start, before any StoryStudio code runs, is Python's.)
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
+
+try:  # the C module: importing ``signal`` itself takes milliseconds, too long to wait with Ctrl+C untaken
+    import _signal as _csignal
+except ImportError:  # pragma: no cover - not CPython
+    import signal as _csignal
 
 __all__ = ["EXIT_CANCELLED", "EXIT_USER", "build_parser", "main"]
 
 EXIT_USER = 2
 EXIT_CANCELLED = 130
 SUBCOMMANDS = ("render", "export", "models")
+
+_main_running = False
+
+
+def _on_interrupt(signum, frame) -> None:
+    """Ctrl+C: before ``main`` runs (the program is still importing) stop at once with one line; then the
+    running command's handling once it is set up, else stop where it is."""
+    if not _main_running:
+        _stop_at_once()
+    base = sys.modules.get(f"{__name__}.base")
+    interrupts = getattr(base, "interrupts", None)  # None while base itself is still being imported
+    if interrupts is None:
+        raise KeyboardInterrupt
+    interrupts.handler(signum, frame)
+
+
+def _stop_at_once() -> None:
+    """Stop the program now with one line (nothing is being written: it is starting, or shutting down)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "storystudio: stopped.\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(EXIT_CANCELLED)
+
+
+# Imported by the storystudio program itself (its console script or bundle, or ``python -m storystudio.cli``),
+# this module takes Ctrl+C over at once, so that even the first imports end with one line. Imported by
+# other programs (the tests), it leaves their Ctrl+C alone until main() is called.
+if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "").split(".")[0] in (
+        "storystudio", "storystudio-cli"):
+    try:
+        _csignal.signal(_csignal.SIGINT, _on_interrupt)
+    except ValueError:  # imported on another thread than the main one: signals are not ours to take
+        pass
+
+import signal  # noqa: E402  (after the takeover: every import before it is time without it)
+import threading  # noqa: E402
 
 
 def build_parser():
@@ -52,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``storystudio`` with ``argv`` (the process's own arguments when None) and return its exit code.
 
     Called without ``argv`` (as the console script is), it owns the process: a Ctrl+C during the last
-    moments of exiting ends it at once with code 130 instead of a traceback from the interpreter's
-    shutdown. Called with ``argv`` (tests, other programs), it puts the previous Ctrl+C handler back.
+    moments of exiting (once main has returned) ends it at once with code 130 and one line instead of
+    a traceback from the interpreter's shutdown. Called with ``argv`` (tests, other programs), it puts
+    the previous Ctrl+C handler back.
     """
+    global _main_running
     own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     on_main = threading.current_thread() is threading.main_thread()
+    _main_running = True
     previous = signal.signal(signal.SIGINT, _on_interrupt) if on_main else None
     try:
         try:
@@ -65,17 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             code = _say_last("storystudio: stopped.", EXIT_CANCELLED)
     finally:
+        _main_running = False
         if on_main:
-            signal.signal(signal.SIGINT, _stop_while_exiting if own_process else previous)
+            signal.signal(signal.SIGINT, _on_interrupt if own_process else previous)
     return code
-
-
-def _on_interrupt(signum, frame) -> None:
-    """Ctrl+C: the running command's handling once it is set up, else stop where it is."""
-    base = sys.modules.get(f"{__name__}.base")
-    if base is None:
-        raise KeyboardInterrupt
-    base.interrupts.handler(signum, frame)
 
 
 def _run(argv: list[str]) -> int:
@@ -102,16 +140,6 @@ def _say_last(line: str, code: int) -> int:
         if ignored:
             signal.signal(signal.SIGINT, before)
     return code
-
-
-def _stop_while_exiting(signum, frame) -> None:
-    """Ctrl+C while the interpreter shuts down (everything is written by then): stop now, quietly."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "storystudio: stopped.\n")
-        sys.stderr.flush()
-    finally:
-        os._exit(EXIT_CANCELLED)
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -627,7 +627,7 @@ class MainWindow(QMainWindow):
         if self.session.dirty:
             try:
                 self._autosave_path = write_autosave(self.session.project, self.session.path)
-            except OSError:
+            except (OSError, ProjectFileError):
                 pass  # a full disk must not interrupt the work; the next save will say so
 
     # ---- generation ---------------------------------------------------------------------------
