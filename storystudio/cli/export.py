@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..project import limits
-from .base import Command, UserError, number, path, say, text, whole
+from .base import Command, UserError, interrupts, number, path, say, text, whole
 
 
 # ---- options shared with render ---------------------------------------------------------------------------
@@ -114,8 +114,9 @@ def check_export_target(target: str, made: Path | None = None) -> None:
 
 
 def check_audio(file: str) -> None:
-    from ..export.animatic import VideoExportError
-    from ..export.animatic import check_audio as check
+    with interrupts.held():  # see export_comic
+        from ..export.animatic import VideoExportError
+        from ..export.animatic import check_audio as check
 
     try:
         check(file)
@@ -134,7 +135,8 @@ def export_progress(label: str = ""):
 
 
 def export_comic(project, args, pdf: str | None, cbz: str | None, png: str | None) -> None:
-    from ..export.comic import ExportError, export_cbz, export_pdf, export_png_pages
+    with interrupts.held():  # Ctrl+C waits until Qt is imported: PySide6 aborts the process if cut short
+        from ..export.comic import ExportError, export_cbz, export_pdf, export_png_pages
 
     progress = export_progress()
     jobs = [(pdf, "PDF", lambda p: export_pdf(project, p, bleed=args.bleed, dpi=args.dpi, author=args.author,
@@ -159,7 +161,8 @@ def export_comic(project, args, pdf: str | None, cbz: str | None, png: str | Non
 
 
 def export_video(project, args) -> None:
-    from ..export.animatic import VideoExportError, export_mp4
+    with interrupts.held():  # see export_comic
+        from ..export.animatic import VideoExportError, export_mp4
 
     apply_video_options(project, args)
     try:

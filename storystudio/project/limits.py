@@ -108,8 +108,8 @@ MAX_FONT_POINTS = 288.0
 MIN_DPI = 36
 MAX_DPI = 1200
 
-#: The longest side, in pixels, of a page drawn as a picture (Qt cannot paint larger ones); a page at
-#: a resolution that would pass it is drawn at the resolution that fits.
+#: The longest side, in pixels, of a page drawn as a picture (Qt cannot paint much larger ones): a
+#: resolution that would pass it for the tallest page is refused, naming the resolution that fits.
 MAX_RASTER_SIDE = 32_000
 
 # ---- the animatic ------------------------------------------------------------------------------------------
