@@ -160,10 +160,8 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def _start_app(argv: list[str]) -> int:
-    from .base import UserError
-
     if len(argv) > 1:
-        raise UserError("give at most one project to open. See storystudio --help.")
+        return _say_last("storystudio: give at most one project to open. See storystudio --help.", EXIT_USER)
     from ..ui.app import run_app
 
     return run_app(argv[0] if argv else None)
