@@ -16,7 +16,6 @@ from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -33,6 +32,8 @@ from PySide6.QtWidgets import (
 
 from ..project.story import NO_CHARACTER
 from .commands import AddCharacter, DeleteCharacter, SetCharacterField, rename_character
+from .files import ask_open_file
+from .preferences import Preferences
 from .session import ProjectSession
 
 LOCK = "\N{LOCK}"
@@ -100,9 +101,11 @@ class CharacterSheet(QWidget):
     #: The user double-clicked a panel that shows the character (the panel's id).
     panel_activated = Signal(str)
 
-    def __init__(self, session: ProjectSession, parent: QWidget | None = None):
+    def __init__(self, session: ProjectSession, preferences: Preferences | None = None,
+                 parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
+        self.preferences = preferences
         self._updating = False
         self._shown_id: str | None = None  # the character whose details the editor shows
         self._loaded_name = ""  # the name / description as last loaded from the project, to
@@ -321,7 +324,7 @@ class CharacterSheet(QWidget):
         """Ask for a picture file and make it the selected character's reference photo."""
         if self._shown() is None:
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a reference photo", "", IMAGE_FILTER)
+        path = ask_open_file(self, self.preferences, "Choose a reference photo", IMAGE_FILTER)
         if path:
             self.set_photo_from_file(path)
 

@@ -122,7 +122,7 @@ def test_first_generation_without_a_model_opens_the_dialog_and_goes_on(qtbot, hu
     job = window.generate_all()
     assert opened and "needs a picture model" in opened[0]
     assert job is not None and window.session.project.settings.model == str(tiny_model_dirs["sd15"])
-    qtbot.waitUntil(lambda: not window.job_panels and not window.service.busy, timeout=120000)
+    qtbot.waitUntil(lambda: not window.jobs.busy and not window.service.busy, timeout=120000)
     assert all(p.chosen_version for p in window.session.project.panels)
     window.session.undo.setClean()
     window.close()

@@ -56,7 +56,7 @@ def test_generate_all_through_the_worker(qtbot, service, tiny_model_dirs):
     assert {role for _, _, role, _, _ in rec.images} == {"reference", "panel"}
     assert rec.progress and all(width == 8 for *_, width in rec.progress)  # previews arrive
     assert loaded and "SD15" in loaded[0] and "CPU" in loaded[0]
-    assert service.worker.thread() is service.thread and service.thread is not QThread.currentThread()
+    assert service.worker.thread() is service.thread.thread and service.thread.thread is not QThread.currentThread()
     qtbot.waitUntil(lambda: not service.busy, timeout=5000)  # the GUI side forgets finished jobs
 
 
