@@ -64,7 +64,7 @@ from .worker import GenerationService, ModelChoice, RenderJob, TransitionJob
 FILE_FILTER = "StoryStudio projects (*.storystudio)"
 SCRIPT_FILTER = "Story scripts (*.txt *.story);;All files (*)"
 AUTOSAVE_MS = 60_000
-DOCK_MIN_WIDTH = 280  # a side dock narrower than this would hide its controls
+DOCK_MIN_WIDTH = 300  # a side dock narrower than this would hide its controls
 
 
 class ImageLabel(QLabel):
@@ -1258,7 +1258,7 @@ class MainWindow(QMainWindow):
             screen = self.screen().availableGeometry() if self.screen() else None
             w, h = (1280, 800) if screen is None else (min(1280, screen.width()), min(800, screen.height()))
             self.resize(w, h)
-            self.resizeDocks([self.docks["characters"], self.docks["settings"]], [320, 320], Qt.Horizontal)
+            self.resizeDocks([self.docks["characters"], self.docks["settings"]], [330, 330], Qt.Horizontal)
             self.resizeDocks([self.docks["timeline"], self.docks["script"]], [760, 500], Qt.Horizontal)
         if isinstance(state, QByteArray):
             self.restoreState(state)

@@ -202,7 +202,7 @@ class SettingsPanel(QWidget):
             "FreeU re-balances the model's inner layers for richer detail and colour, at no extra time. "
             "Turn it off if pictures look over-processed."
         )
-        form.addRow("", self.freeu_check)
+        form.addRow(self.freeu_check)
         self.negative_edit = QLineEdit()
         self.negative_edit.setPlaceholderText("e.g. blurry, extra fingers, text")
         self.negative_edit.setToolTip(
