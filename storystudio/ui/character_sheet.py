@@ -147,7 +147,7 @@ class CharacterSheet(QWidget):
         )
         self.description_edit.setToolTip("This description is added to every panel that shows the character.")
         self.description_edit.setTabChangesFocus(True)
-        self.description_edit.setMinimumHeight(60)
+        self.description_edit.setFixedHeight(5 * self.description_edit.fontMetrics().lineSpacing() + 12)
         self._description_focus = _FocusOut(self.commit_description, self)
         self.description_edit.installEventFilter(self._description_focus)
         self.locked_check = QCheckBox("Locked")

@@ -27,6 +27,10 @@ from .timing import StepClock, remaining_picture_steps
 HISTORY = 50  # finished jobs kept
 
 
+def _now() -> float:
+    return time.monotonic()
+
+
 class JobKind(Enum):
     WARM_UP = "warm-up"  # import the heavy libraries ahead of the first picture
     LOAD = "load"  # load a model
@@ -80,7 +84,7 @@ class Job:
     estimate_s: float | None = None  # the estimate given before it started
     stored_rate: float | None = None  # seconds per picture-step known before it started
     clock: StepClock = field(default_factory=StepClock)
-    queued_at: float = field(default_factory=time.monotonic)
+    queued_at: float = field(default_factory=lambda: _now())
     started_at: float | None = None
     ended_at: float | None = None
 
@@ -96,7 +100,7 @@ class Job:
     def seconds(self) -> float | None:
         if self.started_at is None:
             return None
-        return (self.ended_at or time.monotonic()) - self.started_at
+        return (self.ended_at or _now()) - self.started_at
 
     def seconds_left(self) -> float | None:
         """From this job's own speed once measured, else from the speed known before it started."""
@@ -214,7 +218,7 @@ class JobQueue(QObject):
     def _start(self, job: Job) -> None:
         if job.state is JobState.QUEUED:
             job.state = JobState.RUNNING
-            job.started_at = time.monotonic()
+            job.started_at = _now()
 
     def _progress(self, job_id, phase, keys, step, steps, done, total, preview) -> None:
         job = self.find(job_id)
@@ -223,7 +227,7 @@ class JobQueue(QObject):
         self._start(job)
         before = set(job.progress.keys) if job.progress else set()
         job.progress = JobProgress(phase, tuple(keys), step, steps, done, total)
-        job.clock.tick(keys, step, time.monotonic())
+        job.clock.tick(keys, step, _now())
         self.changed.emit(job)
         touched = (before | set(keys)) & set(job.targets)
         if touched:
@@ -288,8 +292,8 @@ class JobQueue(QObject):
         if job.state is JobState.FAILED and job.error is None:
             job.error = JobError(ErrorKind.INTERNAL, "The job failed.")
         if job.started_at is None:
-            job.started_at = time.monotonic()
-        job.ended_at = time.monotonic()
+            job.started_at = _now()
+        job.ended_at = _now()
         if job.error is not None and job.state is JobState.FAILED:
             self.failed.emit(job)
         self.changed.emit(job)

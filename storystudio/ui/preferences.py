@@ -70,6 +70,7 @@ class Preference:
     maximum: float | None = None
     #: which choices fit this computer (None: every one); the value in use is always offered
     offered: Callable[[Machine | None], list[str]] | None = field(default=None, compare=False)
+    only_choice: str = ""  # the words for the one value left when this computer leaves no choice
 
     def read(self, raw: Any) -> Any:
         """A stored value as this preference's type; the default where it is missing or unreadable."""
@@ -109,7 +110,7 @@ DECLARED: list[Preference] = [
                "is faster and needs about half the memory on a graphics card.", DTYPE_LABELS),
     Preference("memory", "models/memory", "full", "GPU memory", "On a graphics card with little memory, offloading "
                "keeps parts of the model in the computer's memory until they are needed.", MEMORY_MODES,
-               offered=_memory_offered),
+               offered=_memory_offered, only_choice="Not needed: this computer has no graphics card"),
     Preference("default_model", "models/default", "", "Model for new projects", "New projects start with this "
                "model (Models… ▸ Make Default sets it)."),
     # ---- the app's memory --------------------------------------------------------------------
@@ -223,7 +224,8 @@ class PreferencesDialog(QDialog):
             if value not in offered:
                 offered.append(value)  # what is set stays visible, even where this computer cannot do it
             for key in offered:
-                box.addItem(pref.choices.get(key, str(key)), key)
+                words = pref.only_choice if len(offered) == 1 and pref.only_choice else pref.choices.get(key, str(key))
+                box.addItem(words, key)
             box.setCurrentIndex(max(0, box.findData(value)))
             box.setEnabled(box.count() > 1)
             return box

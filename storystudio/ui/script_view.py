@@ -19,6 +19,7 @@ from .commands import ApplyScript
 from .session import ProjectSession
 
 CHECK_MS = 400
+FOLLOW_MS = 100
 
 
 class _LeaveWatcher(QObject):
@@ -73,9 +74,14 @@ class ScriptView(QWidget):
         QShortcut(QKeySequence("Ctrl+Return"), self.editor, self.apply, context=Qt.ShortcutContext.WidgetShortcut)
         self._leave = _LeaveWatcher(self._left, self)
         self.editor.installEventFilter(self._leave)
+        # changes come in bursts (a job applies picture after picture): the text follows once per burst
+        self.follow_timer = QTimer(self)
+        self.follow_timer.setSingleShot(True)
+        self.follow_timer.setInterval(FOLLOW_MS)
+        self.follow_timer.timeout.connect(self.follow)
         for signal in (session.panels_changed, session.characters_changed, session.project_replaced):
-            signal.connect(self.follow)
-        session.panel_changed.connect(lambda _id: self.follow())
+            signal.connect(self.follow_timer.start)
+        session.panel_changed.connect(lambda _id: self.follow_timer.start())
         self.follow()
 
     # ---- state ---------------------------------------------------------------------------------
@@ -134,6 +140,7 @@ class ScriptView(QWidget):
     def apply(self) -> bool:
         """Make the cast and panels what the text says (one undo step); False when it has mistakes."""
         self.check_timer.stop()
+        self.follow_timer.stop()
         if not self.edited:
             return True
         if not self.check():
@@ -146,6 +153,7 @@ class ScriptView(QWidget):
         self.synced = text  # no longer an edit: follow() shows the project's own wording of it
         if not command.changes_nothing:
             self.session.undo.push(command)
+        self.follow_timer.stop()
         self.follow()
         self.state.setText("Applied." if not command.changes_nothing else "Nothing to change.")
         return True
