@@ -15,13 +15,10 @@ import tempfile  # noqa: E402
 
 # autosaves and recent files of the tests never land in the user's own data folder
 os.environ["STORYSTUDIO_DATA_DIR"] = tempfile.mkdtemp(prefix="storystudio-test-data-")
-# nor does anything the app keeps in QSettings (window geometry, preferences, measured speeds)
-SETTINGS_DIR = tempfile.mkdtemp(prefix="storystudio-test-settings-")
-os.environ["XDG_CONFIG_HOME"] = SETTINGS_DIR
-from PySide6.QtCore import QSettings  # noqa: E402
-
-for _format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-    QSettings.setPath(_format, QSettings.Scope.UserScope, SETTINGS_DIR)
+# nor does anything the app keeps in QSettings (window geometry, preferences, measured speeds): Qt finds its
+# settings under XDG_CONFIG_HOME, and qt_fixtures.py points QSettings there too
+os.environ["XDG_CONFIG_HOME"] = os.environ["STORYSTUDIO_TEST_SETTINGS"] = tempfile.mkdtemp(
+    prefix="storystudio-test-settings-")
 
 import pytest  # noqa: E402
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from PySide6.QtCore import QSettings
 
 from helpers import COLOURS, flat_png
 from storystudio.export.page_render import ensure_gui_app
 from storystudio.project.layout import auto_layout
 from storystudio.project.model import Project
+
+SETTINGS_DIR = os.environ["STORYSTUDIO_TEST_SETTINGS"]  # made by tests/conftest.py
+for _format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+    QSettings.setPath(_format, QSettings.Scope.UserScope, SETTINGS_DIR)
 
 
 @pytest.fixture

@@ -497,7 +497,7 @@ class MainWindow(QMainWindow):
         tools.setObjectName("main-toolbar")
         for key in ("new", "open", "save", None, "undo", "redo", None, "generate", "stop"):
             tools.addSeparator() if key is None else tools.addAction(a[key])
-        self.toolbars = [tools] + [bar for bar in self.findChildren(QToolBar) if bar is not tools]
+        self.toolbars = [bar for bar in self.findChildren(QToolBar) if bar.parentWidget() is self]
         # every dock and toolbar can be shown and hidden here (a closed one comes back the same way)
         for name in ("characters", "settings", "timeline", "script", "messages"):
             action = self.docks[name].toggleViewAction()
@@ -613,8 +613,10 @@ class MainWindow(QMainWindow):
         st.model = st.model or self.prefs.get("default_model")
         if not full:
             return
-        st.device = self.prefs.get("device")
-        st.dtype = self.prefs.get("dtype")
+        if st.device == "auto":  # a device the project names itself stays
+            st.device = self.prefs.get("device")
+        if st.dtype == "auto":
+            st.dtype = self.prefs.get("dtype")
         if not any(p.versions for p in project.panels) and at_defaults(st, self.machine):
             apply_fitting(st, self.machine, self._family(st.model))
 
@@ -718,13 +720,12 @@ class MainWindow(QMainWindow):
         dialog = PanelTextDialog(panel, self.session.project.panel_index(panel_id) + 1, self)
         if dialog.exec() != QDialog.Accepted:
             return False
-        changes = [(f, v) for f, v in dialog.values().items() if getattr(panel, f) != v]
+        # a panel always shows something: an emptied prompt keeps the old one
+        changes = [(f, v) for f, v in dialog.values().items() if getattr(panel, f) != v and (v or f != "prompt")]
         if not changes:
             return False
         self.session.undo.beginMacro("Edit panel")
         for field, value in changes:
-            if field == "prompt" and not value:
-                continue  # a panel always shows something; an empty prompt keeps the old one
             self.session.undo.push(cmd.SetPanelText(self.session, panel_id, field, value))
         self.session.undo.endMacro()
         return True

@@ -140,7 +140,7 @@ def test_the_character_dock_keeps_its_layout(qtbot, window):
     sheet.select(window.session.project.characters[1].id)  # another character
     settle(qtbot)
     assert geometry() == before
-    from conftest import flat_png
+    from helpers import flat_png
 
     from storystudio.ui.commands import ApplyReferences
 

@@ -299,13 +299,16 @@ def test_window_state_is_remembered(qtbot, tmp_path):
     first = MainWindow(settings=QSettings(path, QSettings.IniFormat))
     qtbot.addWidget(first)
     first.show()
-    first.resize(796, 760)
-    qtbot.waitUntil(lambda: (first.width(), first.height()) == (796, 760))
+    first.resize(first.minimumSizeHint().width(), 700)  # the offscreen screen is 800x800
+    qtbot.waitUntil(lambda: first.height() == 700)
+    size = (first.width(), first.height())
+    first.docks["script"].hide()
     first.close()
     second = MainWindow(settings=QSettings(path, QSettings.IniFormat))
     qtbot.addWidget(second)
     second.show()
-    assert (second.width(), second.height()) == (796, 760)
+    assert (second.width(), second.height()) == size
+    assert not second.docks["script"].isVisible() and second.docks["timeline"].isVisible()
     second.close()
 
 

@@ -6,7 +6,7 @@ import pytest
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
-from conftest import COLOURS, flat_png
+from helpers import COLOURS, flat_png
 from storystudio.project.layout import auto_layout
 from storystudio.project.model import Project
 from storystudio.ui.jobs import JobKind

@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFormLayout, QLabel
 
-import conftest
+import qt_fixtures
 from storystudio.ui import preferences as prefs_module
 from storystudio.ui.machine import Machine
 from storystudio.ui.preferences import DEVICE_LABELS, RUN_ON, Preference, Preferences, PreferencesDialog
@@ -78,10 +78,10 @@ def test_the_tests_never_touch_the_users_settings_file(qtbot):
     from storystudio.ui.main_window import MainWindow
 
     default = QSettings("StoryStudio", "StoryStudio")
-    assert Path(default.fileName()).is_relative_to(conftest.SETTINGS_DIR)
+    assert Path(default.fileName()).is_relative_to(qt_fixtures.SETTINGS_DIR)
     window = MainWindow()  # no settings given: the app's own place, which the tests moved
     qtbot.addWidget(window)
-    assert Path(window.qsettings.fileName()).is_relative_to(conftest.SETTINGS_DIR)
+    assert Path(window.qsettings.fileName()).is_relative_to(qt_fixtures.SETTINGS_DIR)
     window.session.undo.setClean()
     window.close()
     assert QSettings("StoryStudio", "StoryStudio").value("window/geometry") is not None
