@@ -291,6 +291,9 @@ def part_compiled(args, out: dict, prefix: str) -> None:
     story = one_character(args.refs, args.panels)
     s = settings(args)
     s.batch_size = s.batch_size or engine.auto_batch((args.size, args.size), True)
+    if prefix == "":  # plain SDXL in the same process, side by side with the compiled story
+        plain = plain_diffusers(model, args, [story.expand(p) for p in story.panels], s.batch_size)
+        out.update({f"compiled_run_{k}": v for k, v in plain.items()})
     compile_unet(model.pipe.unet, backend="eager" if args.tiny else "inductor")
     first = story_row(engine, story, s, "first", cuda)
     second = story_row(engine, story, s, "compiled_story", cuda)
@@ -298,6 +301,7 @@ def part_compiled(args, out: dict, prefix: str) -> None:
     if prefix == "":
         out.update(second)
         out["compile_s"] = round(first["first_s"] - second["compiled_story_s"], 2)
+        out["compiled_story_vs_plain"] = round(second["compiled_story_s"] / out["compiled_run_plain_s"], 3)
     else:
         out[f"{prefix}compile_s"] = round(first["first_s"] - second["compiled_story_s"], 2)
         out[f"{prefix}story_s"] = second["compiled_story_s"]

@@ -19,7 +19,6 @@ It uses the standard library only, because it runs before anything is installed.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import re
 import shlex

@@ -110,8 +110,12 @@ def save_png(image: Image.Image, path: str | Path, parameters: dict[str, Any]) -
     )
     info.add_itxt("parameters", summary)
     tmp = path.with_name(path.name + ".part")
-    image.save(tmp, format="PNG", pnginfo=info)
-    tmp.replace(path)
+    try:
+        image.save(tmp, format="PNG", pnginfo=info)
+        tmp.replace(path)
+    except BaseException:  # a full disk, or Ctrl+C while the picture is written: no .part is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -240,14 +240,14 @@ def export_png_pages(project: Project, folder: str | os.PathLike[str], *, dpi: i
                                           images=images):
             target = out / f"page-{number:03d}.png"
             part = _part(target)
+            written.append(part)  # before writing: an interrupted write leaves no .part behind either
             part.write_bytes(_png_bytes(image))
-            written.append(part)
+        for part in written:
+            _finish(part, part.with_name(part.name.removesuffix(".part")))
     except BaseException:
         for part in written:
             part.unlink(missing_ok=True)
         raise
-    for part in written:
-        _finish(part, part.with_name(part.name.removesuffix(".part")))
     return ExportResult(out, len(written), _notes(project, project.layout, images))
 
 

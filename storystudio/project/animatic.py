@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import limits
+
 Box = tuple[float, float, float, float]
 
 FULL: Box = (0.0, 0.0, 1.0, 1.0)
@@ -42,8 +44,6 @@ CAMERA_PRESETS: dict[str, tuple[Box, Box]] = {
     "pan-down": ((0.1, 0.0, 0.8, 0.8), (0.1, 0.2, 0.8, 0.8)),
     "pan-up": ((0.1, 0.2, 0.8, 0.8), (0.1, 0.0, 0.8, 0.8)),
 }
-MIN_HOLD = 0.5  # seconds; shorter holds are refused in plain words
-MAX_SECONDS = 600.0
 
 
 class AnimaticError(ValueError):
@@ -290,18 +290,18 @@ def timeline(animatic: Animatic, panels: Sequence[Any]) -> list[Segment]:
     spans: list[tuple[str, str, float, str | None, Cut | None]] = []
     for i, panel in enumerate(panels):
         seconds = shot_duration(panel)
-        if seconds < MIN_HOLD:
+        if seconds < limits.MIN_HOLD_SECONDS:
             raise AnimaticError(f"panel {i + 1} lasts {seconds:g} s; a panel must hold for at least "
-                                f"{MIN_HOLD:g} s")
+                                f"{limits.MIN_HOLD_SECONDS:g} s")
         spans.append(("hold", panel.id, seconds, None, None))
         if i + 1 < len(panels):
             cut = animatic.cut(panel.id)
             if cut.kind != "cut" and cut.duration > 0:
                 spans.append(("transition", panel.id, cut.duration, panels[i + 1].id, cut))
     total = sum(s[2] for s in spans)
-    if total > MAX_SECONDS:
+    if total > limits.MAX_ANIMATIC_SECONDS:
         raise AnimaticError(f"the animatic would last {total:.0f} s; StoryStudio makes animatics of up to "
-                            f"{MAX_SECONDS / 60:.0f} minutes")
+                            f"{limits.MAX_ANIMATIC_SECONDS / 60:.0f} minutes")
     segments = []
     clock = 0.0
     for kind, panel_id, seconds, next_id, cut in spans:

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
+from . import limits
 from .animatic import Animatic, AnimaticError
 from .layout import SOURCE_PATTERN, Layout, LayoutError, Words, one_line
 from .model import PNG_SIGNATURE, Project, now_iso
@@ -39,10 +40,6 @@ SCHEMA_VERSION = 4
 FILE_SUFFIX = ".storystudio"
 PROJECT_MEMBER = "project.json"
 IMAGE_FOLDER = "images/"
-
-#: Zip-bomb guards: the most one archive member, and all of them together, may unpack to.
-MAX_MEMBER_BYTES = 200 * 1024**2
-MAX_TOTAL_BYTES = 4 * 1024**3
 
 #: Environment variable naming the data folder (autosaves, recent files) instead of the usual one.
 DATA_DIR_ENV = "STORYSTUDIO_DATA_DIR"
@@ -353,15 +350,37 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``<path>.part`` + fsync + rename; on failure the old file stays as it was."""
-    part = path.with_name(path.name + ".part")
+def _open_part(part: Path) -> BinaryIO:
+    """``part`` opened for writing and locked (POSIX), so that tidying up never takes a file being written."""
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o666)
     try:
-        with open(part, "wb") as handle:
+        if os.name == "posix":
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError: another process writes this very file
+        os.ftruncate(fd, 0)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``<path>.part`` + fsync + rename; on failure the old file stays as it was.
+
+    The ``.part`` file is locked while it is written (POSIX), so that a ``.part`` nobody holds is known
+    to be left over from a crash."""
+    part = path.with_name(path.name + ".part")
+    handle = _open_part(part)  # an OSError here (another process writes it) leaves that process's file alone
+    try:
+        with handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(part, path)
+            if os.name == "posix":
+                os.replace(part, path)  # still holding the lock: nobody tidies the file away meanwhile
+        if os.name != "posix":
+            os.replace(part, path)  # Windows renames no open file
     except BaseException:
         with contextlib.suppress(OSError):
             part.unlink()
@@ -369,7 +388,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     _fsync_dir(path.parent)
 
 
-def _write_project_file(project: Project, path: Path, modified: str) -> None:
+def _write_project_file(project: Project, path: Path, modified: str, comment: bytes = b"") -> None:
     doc = {"format": FORMAT_NAME, "schema": SCHEMA_VERSION, **project.to_dict(), "modified": modified}
     try:
         _check_document(doc)
@@ -393,6 +412,7 @@ def _write_project_file(project: Project, path: Path, modified: str) -> None:
 
     def write(handle: BinaryIO) -> None:
         with zipfile.ZipFile(handle, "w") as archive:
+            archive.comment = comment
             archive.writestr(PROJECT_MEMBER, text.encode("utf-8"), compress_type=zipfile.ZIP_DEFLATED)
             for name in sorted(users):
                 # PNG data is already compressed: storing it is as small and much faster
@@ -478,15 +498,15 @@ class _Reader:
                 raise self.error(f'is not a StoryStudio project: it contains an unexpected file "{name[:80]}".')
             if name in members:
                 raise self.damaged(f"it contains the file {name} twice")
-            if info.file_size > MAX_MEMBER_BYTES:
+            if info.file_size > limits.MAX_MEMBER_BYTES:
                 raise self.error(
                     f"was refused: the file {name} inside it would unpack to {_megabytes(info.file_size)}, "
-                    f"more than the {_megabytes(MAX_MEMBER_BYTES)} limit."
+                    f"more than the {_megabytes(limits.MAX_MEMBER_BYTES)} limit."
                 )
             total += info.file_size
-            if total > MAX_TOTAL_BYTES:
+            if total > limits.MAX_TOTAL_BYTES:
                 raise self.error(
-                    f"was refused: its contents would unpack to more than {_megabytes(MAX_TOTAL_BYTES)}."
+                    f"was refused: its contents would unpack to more than {_megabytes(limits.MAX_TOTAL_BYTES)}."
                 )
             members[name] = info
         return members
@@ -496,10 +516,10 @@ class _Reader:
             raise self.error(f"cannot be opened: the file {info.filename} inside it is password-protected.")
         try:
             with archive.open(info) as handle:
-                data = handle.read(MAX_MEMBER_BYTES + 1)
+                data = handle.read(limits.MAX_MEMBER_BYTES + 1)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError):
             raise self.damaged(f"the file {info.filename} inside it cannot be read") from None
-        if len(data) > MAX_MEMBER_BYTES:
+        if len(data) > limits.MAX_MEMBER_BYTES:
             raise self.error(f"was refused: the file {info.filename} inside it is larger than it claims.")
         return data
 
@@ -610,9 +630,8 @@ class AutosaveInfo:
     saved_at: str  # ISO time
 
 
-def _slug(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
-    return slug or "untitled"
+#: Says that a project file's zip comment is an autosave's note (who it belongs to, when it was saved).
+AUTOSAVE_NOTE = "storystudio-autosave/1"
 
 
 def _autosave_key(project: Project, source_path: str | None) -> str:
@@ -626,57 +645,116 @@ def _autosave_key(project: Project, source_path: str | None) -> str:
 def write_autosave(project: Project, source_path: str | os.PathLike[str] | None) -> Path:
     """Save a recovery copy of ``project`` in the autosave folder and return its path.
 
-    A project keeps one autosave: named after the file it belongs to, or after
-    the project's id while it has never been saved. ``project.modified`` is
-    left as it is.
+    A project keeps one autosave, ``<key>.storystudio``: the key names the file the project belongs to,
+    or the project's id while it has never been saved. The note the recovery offer shows (the source,
+    the title, the time) is the archive's zip comment, so the autosave is one file, replaced atomically:
+    a crash at any moment leaves the previous autosave or the new one, never half of one or two.
+    ``project.modified`` is left as it is.
     """
     source = os.fspath(source_path) if source_path is not None else None
     folder = autosave_dir()
     folder.mkdir(parents=True, exist_ok=True)
     key = _autosave_key(project, source)
-    base = folder / f"{_slug(project.title or (Path(source).stem if source else ''))}-{key}"
-    archive = base.with_name(base.name + FILE_SUFFIX)
-    sidecar = base.with_name(base.name + ".json")
-    _write_project_file(project, archive, project.modified)
-    info = {"source_path": source, "title": project.title, "saved_at": now_iso(), "project_id": project.id}
-    payload = json.dumps(info, ensure_ascii=False, indent=1).encode("utf-8")
-    _atomic_write(sidecar, lambda handle: handle.write(payload))
-    # the title (and so the slug) may have changed since the last autosave of this project
-    for old in folder.glob(f"*-{key}{FILE_SUFFIX}"):
-        if old != archive:
-            discard_autosave(old)
+    archive = folder / f"{key}{FILE_SUFFIX}"
+    note = {"note": AUTOSAVE_NOTE, "source_path": source, "title": project.title[:200], "saved_at": now_iso(),
+            "project_id": project.id}
+    _write_project_file(project, archive, project.modified, comment=json.dumps(note, ensure_ascii=False).encode())
+    for old in folder.glob(f"*-{key}{FILE_SUFFIX}"):  # named after the title by earlier versions
+        discard_autosave(old)
     return archive
 
 
+def _note(archive: Path) -> dict[str, Any] | None:
+    """An autosave's note: its zip comment, or the ``.json`` beside it that earlier versions wrote."""
+    try:
+        with zipfile.ZipFile(archive) as handle:
+            comment = handle.comment
+        info = json.loads(comment.decode("utf-8")) if comment else None
+        if info is None and archive.with_suffix(".json").is_file():
+            info = json.loads(archive.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    source, title, saved_at = info.get("source_path"), info.get("title"), info.get("saved_at")
+    if not (source is None or isinstance(source, str)) or not isinstance(title, str) or not isinstance(saved_at, str):
+        return None
+    return info
+
+
+def _autosave_key_of(path: Path) -> str:
+    """The key in an autosave's name (``<key>.storystudio``, or ``<title>-<key>.storystudio`` of old)."""
+    return path.name.split(".")[0].rsplit("-", 1)[-1]
+
+
 def pending_autosaves() -> list[AutosaveInfo]:
-    """Autosaves still on disk (the app discards them after a save or a clean exit), newest first."""
+    """Autosaves still on disk (the app discards them after a save or a clean exit), newest first, one per
+    project. What a crash left unfinished is removed first (see :func:`tidy_autosaves`)."""
     folder = autosave_dir()
     if not folder.is_dir():
         return []
-    found: list[tuple[int, AutosaveInfo]] = []
-    for sidecar in folder.glob("*.json"):
-        archive = sidecar.with_suffix(FILE_SUFFIX)
+    tidy_autosaves()
+    found: dict[str, tuple[int, AutosaveInfo]] = {}
+    for archive in folder.glob(f"*{FILE_SUFFIX}"):
+        info = _note(archive)
         try:
-            info = json.loads(sidecar.read_text(encoding="utf-8"))
             stamp = archive.stat().st_mtime_ns
-        except (OSError, ValueError):
-            continue  # half-written or foreign: nothing to offer
-        if not isinstance(info, dict):
+        except OSError:
             continue
-        source = info.get("source_path")
-        title = info.get("title")
-        saved_at = info.get("saved_at")
-        if not (source is None or isinstance(source, str)) or not isinstance(title, str):
+        if info is None:
             continue
-        if not isinstance(saved_at, str):
+        entry = AutosaveInfo(path=archive, source_path=info.get("source_path"), title=info["title"],
+                             saved_at=info["saved_at"])
+        key = _autosave_key_of(archive)
+        if key in found and found[key][0] >= stamp:
+            discard_autosave(archive)  # an older copy of the same project
             continue
-        found.append((stamp, AutosaveInfo(path=archive, source_path=source, title=title, saved_at=saved_at)))
-    found.sort(key=lambda item: item[0], reverse=True)
-    return [info for _, info in found]
+        if key in found:
+            discard_autosave(found[key][1].path)
+        found[key] = (stamp, entry)
+    return [entry for _, entry in sorted(found.values(), key=lambda item: item[0], reverse=True)]
+
+
+def tidy_autosaves() -> None:
+    """Remove what a crash can leave in the autosave folder: ``.part`` files no StoryStudio is writing any
+    more, archives without their note and notes without their archive (from earlier versions)."""
+    folder = autosave_dir()
+    if not folder.is_dir():
+        return
+    for part in folder.glob("*.part"):
+        if _abandoned(part):
+            with contextlib.suppress(OSError):
+                part.unlink()
+    for archive in folder.glob(f"*{FILE_SUFFIX}"):
+        if _note(archive) is None:
+            discard_autosave(archive)
+    for sidecar in folder.glob("*.json"):
+        if not sidecar.with_suffix(FILE_SUFFIX).exists():
+            with contextlib.suppress(OSError):
+                sidecar.unlink()
+
+
+def _abandoned(part: Path) -> bool:
+    """Whether no process is writing ``part`` (writers hold a lock on it while they write)."""
+    if os.name != "posix":
+        return True  # Windows does not let an open file be removed: the unlink fails while it is written
+    import fcntl
+
+    try:
+        fd = os.open(part, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # another StoryStudio is writing it right now
+    finally:
+        os.close(fd)  # also lets go of the lock
+    return True
 
 
 def discard_autosave(path: str | os.PathLike[str]) -> None:
-    """Remove an autosave (its ``.storystudio`` file, its ``.json`` sidecar and any leftover ``.part``)."""
+    """Remove an autosave (its ``.storystudio`` file, any leftover ``.part``, and an old-style ``.json`` note)."""
     path = Path(path)
     base = path.with_suffix("") if path.suffix in (FILE_SUFFIX, ".json") else path
     for suffix in (FILE_SUFFIX, ".json", FILE_SUFFIX + ".part", ".json.part"):

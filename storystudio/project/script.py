@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import limits
 from .story import NO_CHARACTER, TAG_PATTERN, Character, Panel, Story
 
 _SNIPPET_LENGTH = 24
@@ -52,20 +53,36 @@ def parse_script(text: str, title: str = "") -> Story:
 
 
 def load_script(path: str | os.PathLike[str]) -> Story:
-    """Read and parse a UTF-8 script file; the title is the file name without extension."""
+    """Read and parse a UTF-8 script file; the title is the file name without extension.
+
+    A file over ``limits.MAX_SCRIPT_BYTES`` is refused before it is read.
+    """
     path = Path(path)
+
+    def refuse(what: str) -> ScriptError:
+        return ScriptError([ScriptProblem(0, f'The story script "{path}" {what}')])
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limits.MAX_SCRIPT_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise refuse("does not exist.") from exc
+    except IsADirectoryError as exc:
+        raise refuse("is a folder, not a text file.") from exc
+    except OSError as exc:
+        raise refuse(f"could not be read ({exc.strerror or exc}).") from exc
+    if len(data) > limits.MAX_SCRIPT_BYTES:
+        raise refuse(f"is larger than {limits.MAX_SCRIPT_BYTES // 1_000_000} MB; a story script holds at most "
+                     f"{limits.MAX_PANELS} panels and is much smaller.")
+    not_utf8 = "is not UTF-8 text; save it as UTF-8 and try again."
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
+        # UTF-16 (with or without its byte order mark) decodes as "UTF-8" full of NUL characters
+        raise refuse("is UTF-16 text, not UTF-8; save it as UTF-8 and try again.")
     try:
         # utf-8-sig so that files saved by Windows editors with a BOM still parse
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise ScriptError([ScriptProblem(0, f'The story script "{path}" does not exist.')]) from exc
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ScriptError(
-            [ScriptProblem(0, f'The story script "{path}" is not UTF-8 text; save it as UTF-8 and try again.')]
-        ) from exc
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ScriptError([ScriptProblem(0, f'The story script "{path}" could not be read ({reason}).')]) from exc
+        raise refuse(not_utf8) from exc
     return parse_script(text, title=_title_from_path(path))
 
 
@@ -121,6 +138,10 @@ def _snippet(text: str) -> str:
     return text if len(text) <= _SNIPPET_LENGTH else text[:_SNIPPET_LENGTH].rstrip() + "..."
 
 
+#: Bracket mistakes reported for one line: a line of a thousand "[" needs one message, not a thousand.
+_BRACKET_PROBLEMS_PER_LINE = 2
+
+
 def _scan_tags(text: str, example: str) -> tuple[list[tuple[str, int, int]], list[str]]:
     """Find ``[Name]`` tags as (name, start, end) and describe any bracket mistakes."""
     tags: list[tuple[str, int, int]] = []
@@ -128,7 +149,8 @@ def _scan_tags(text: str, example: str) -> tuple[list[tuple[str, int, int]], lis
     open_at: int | None = None
 
     def unclosed(start: int) -> str:
-        return f'a "[" is never closed (near "{_snippet(text[start:])}"); tags look like [{example}].'
+        near = _snippet(text[start : start + 4 * _SNIPPET_LENGTH])
+        return f'a "[" is never closed (near "{near}"); tags look like [{example}].'
 
     for index, char in enumerate(text):
         if char == "[":
@@ -151,6 +173,9 @@ def _scan_tags(text: str, example: str) -> tuple[list[tuple[str, int, int]], lis
             open_at = None
     if open_at is not None:
         problems.append(unclosed(open_at))
+    if len(problems) > _BRACKET_PROBLEMS_PER_LINE:
+        more = len(problems) - _BRACKET_PROBLEMS_PER_LINE
+        problems = problems[:_BRACKET_PROBLEMS_PER_LINE] + [f"and {more} more bracket mistake(s) on this line"]
     return tags, problems
 
 
@@ -166,6 +191,9 @@ class _Parser:
         self.cast_started = False
         self.panel_count = 0
         self.first_panel_line: int | None = None
+        # the line that ended the cast by repeating a cast name, while no blank line had ended it yet
+        self.cast_ended_by_repeat: tuple[int, str] | None = None
+        self.blank_after_repeat = False
 
     @property
     def example_name(self) -> str:
@@ -176,6 +204,14 @@ class _Parser:
 
     def parse(self, text: str, title: str) -> Story:
         text = text.removeprefix("\ufeff")
+        if len(text) > limits.MAX_SCRIPT_BYTES:
+            self.report(0, f"The story script is longer than {limits.MAX_SCRIPT_BYTES:,} characters; a story "
+                           f"holds at most {limits.MAX_PANELS} panels and is much shorter.")
+            raise ScriptError(self.problems)
+        if "\x00" in text:
+            self.report(0, "The story script holds NUL characters: it is not UTF-8 text (UTF-16, or not text at "
+                           "all); save it as UTF-8 and try again.")
+            raise ScriptError(self.problems)
         # normalise newlines ourselves: str.splitlines also splits on form feeds and
         # other separators, which would make our line numbers disagree with editors
         lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -184,8 +220,15 @@ class _Parser:
             if not line:
                 if self.cast_started:
                     self.in_cast = False
+                if self.cast_ended_by_repeat is not None and self.panel_count == 1:
+                    self.blank_after_repeat = True  # right after the line that repeated a cast name
                 continue
             if line.startswith("//"):
+                continue
+            if len(line) > limits.MAX_LINE_CHARS:
+                self.report(number, f"the line is {len(line):,} characters long; a line may hold at most "
+                                    f"{limits.MAX_LINE_CHARS:,}.")
+                self.panel_count += 0 if self.in_cast else 1
                 continue
             if self.in_cast:
                 match = TAG_PATTERN.match(line)
@@ -193,19 +236,42 @@ class _Parser:
                 if name and name != NO_CHARACTER and name not in self.characters:
                     self.cast_line(number, name, line[match.end() :].strip())
                     continue
+                if name in self.characters:
+                    self.cast_ended_by_repeat = (number, name)
                 self.in_cast = False
+            elif self.blank_after_repeat and self.cast_ended_by_repeat is not None:
+                # "[Ann] ...\n[Ann] ...\n\npanels": the blank line was meant to end the cast, so the
+                # second [Ann] line is a second description, not the first panel.
+                line_number, name = self.cast_ended_by_repeat
+                self.report(line_number, f"[{name}] is already in the cast (line {self.defined_on[name]}); a "
+                                         "character is described once. If this line is the first panel, leave a "
+                                         "blank line after the cast.")
+                self.cast_ended_by_repeat = None
             self.panel_line(number, line)
+        if self.panel_count > limits.MAX_PANELS:
+            self.problems.insert(0, ScriptProblem(0, f"The story has {self.panel_count} panels; a story may have "
+                                                     f"at most {limits.MAX_PANELS}. Split it into parts."))
+        if len(self.characters) > limits.MAX_CHARACTERS:
+            self.problems.insert(0, ScriptProblem(0, f"The cast has {len(self.characters)} characters; a cast may "
+                                                     f"have at most {limits.MAX_CHARACTERS}."))
         if self.panel_count == 0:
             example = f"[{self.example_name}] walks along the beach # A quiet morning."
             if not self.characters:
                 example = f"[{NO_CHARACTER}] waves roll onto an empty beach # A quiet morning."
             self.report(0, f'The story has no panels; after the cast, write one panel per line, e.g. "{example}"')
+        if len(self.problems) > limits.MAX_SCRIPT_PROBLEMS:
+            more = len(self.problems) - limits.MAX_SCRIPT_PROBLEMS
+            self.problems = self.problems[: limits.MAX_SCRIPT_PROBLEMS] + [
+                ScriptProblem(0, f"... and {more} more problem(s); fix these first.")]
         if self.problems:
             raise ScriptError(self.problems)
         return Story(characters=list(self.characters.values()), panels=self.panels, title=title)
 
     def cast_line(self, number: int, name: str, description: str) -> None:
         self.cast_started = True
+        if len(name) > limits.MAX_NAME_CHARS:
+            self.report(number, f"the character name {limits.quote(name)} is {len(name)} characters long; a name "
+                                f"may have at most {limits.MAX_NAME_CHARS}.")
         twin = next((known for known in self.characters if known.casefold() == name.casefold()), None)
         if twin is not None:
             self.report(

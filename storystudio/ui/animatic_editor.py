@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import threading
 
-from PySide6.QtCore import QObject, QPointF, QRectF, QSignalBlocker, QSize, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, QPointF, QRectF, QSignalBlocker, QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -59,6 +59,7 @@ from ..project.animatic import (
 from .commands import EditAnimatic, SetPanelDuration
 from .flow_layout import FlowRow
 from .session import ProjectSession
+from .threads import WorkerThread
 
 PREVIEW_WIDTH = 640
 START_COLOUR = QColor(40, 170, 90)
@@ -143,13 +144,10 @@ class PreviewPlayer(QWidget):
         self.last_image: QImage | None = None
         self.timer = QTimer(self)
         self.timer.timeout.connect(self._tick)
-        self.thread = QThread()
-        self.thread.setObjectName("StoryStudio preview")
         self.worker = FrameWorker()
-        self.worker.moveToThread(self.thread)
+        self.thread = WorkerThread(self.worker, "StoryStudio preview")
         self.request.connect(self.worker.draw)
         self.worker.frame_ready.connect(self._show)
-        self.thread.start()
 
     def set_renderer(self, renderer: AnimaticRenderer | None) -> None:
         self.generation += 1
@@ -224,8 +222,7 @@ class PreviewPlayer(QWidget):
 
     def shutdown(self) -> None:
         self.timer.stop()
-        self.thread.quit()
-        self.thread.wait(5000)
+        self.thread.stop(5000)
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -26,13 +25,15 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPlainTextEdit,
     QPushButton,
-    QSplitter,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from ..project.story import NO_CHARACTER
 from .commands import AddCharacter, DeleteCharacter, SetCharacterField, rename_character
+from .files import ask_open_file
+from .preferences import Preferences
 from .session import ProjectSession
 
 LOCK = "\N{LOCK}"
@@ -100,9 +101,11 @@ class CharacterSheet(QWidget):
     #: The user double-clicked a panel that shows the character (the panel's id).
     panel_activated = Signal(str)
 
-    def __init__(self, session: ProjectSession, parent: QWidget | None = None):
+    def __init__(self, session: ProjectSession, preferences: Preferences | None = None,
+                 parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
+        self.preferences = preferences
         self._updating = False
         self._shown_id: str | None = None  # the character whose details the editor shows
         self._loaded_name = ""  # the name / description as last loaded from the project, to
@@ -128,6 +131,7 @@ class CharacterSheet(QWidget):
         cast_layout.addWidget(QLabel("<b>Characters</b>"))
         cast_layout.addWidget(self.list, 1)
         cast_layout.addLayout(cast_buttons)
+        self.list.setFixedHeight(4 * self.list.fontMetrics().height() + 16)  # a few names; more scroll
 
         # ---- the editor -------------------------------------------------------------------
         self.name_edit = QLineEdit()
@@ -143,7 +147,7 @@ class CharacterSheet(QWidget):
         )
         self.description_edit.setToolTip("This description is added to every panel that shows the character.")
         self.description_edit.setTabChangesFocus(True)
-        self.description_edit.setMinimumHeight(60)
+        self.description_edit.setFixedHeight(5 * self.description_edit.fontMetrics().lineSpacing() + 12)
         self._description_focus = _FocusOut(self.commit_description, self)
         self.description_edit.installEventFilter(self._description_focus)
         self.locked_check = QCheckBox("Locked")
@@ -166,8 +170,7 @@ class CharacterSheet(QWidget):
         photo_buttons.addStretch(1)
         photo_row = QHBoxLayout()
         photo_row.addWidget(self.photo_label)
-        photo_row.addLayout(photo_buttons)
-        photo_row.addStretch(1)
+        photo_row.addLayout(photo_buttons, 1)
 
         self.generate_button = QPushButton("Generate references")
         self.generate_button.setToolTip(
@@ -182,20 +185,29 @@ class CharacterSheet(QWidget):
         self.references.setFlow(QListView.Flow.LeftToRight)
         self.references.setWrapping(True)
         self.references.setSpacing(4)
-        self.references.setMinimumHeight(THUMB + 48)
         self.references.setToolTip("Tick the reference pictures that look right; only ticked ones are used.")
         self.references_hint = QLabel("No reference pictures yet: press Generate references.")
         self.references_hint.setStyleSheet("color: #777;")
+        self.references_hint.setWordWrap(True)
+        self.references_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        # the hint and the pictures take turns in one place of one size: nothing moves when pictures arrive
+        self.references_area = QStackedWidget()
+        self.references_area.addWidget(self.references_hint)
+        self.references_area.addWidget(self.references)
+        self.references_area.setFixedHeight(THUMB + 40)
 
         self.panels_label = QLabel()
         self.panels_label.setWordWrap(True)
+        self.panels_label.setFixedHeight(2 * self.panels_label.fontMetrics().lineSpacing() + 4)
         self.panel_list = QListWidget()
         self.panel_list.setFlow(QListView.Flow.LeftToRight)
         self.panel_list.setWrapping(True)
-        self.panel_list.setMaximumHeight(64)
+        self.panel_list.setFixedHeight(56)
         self.panel_list.setToolTip("Double-click a panel to go to it.")
 
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
         form.addRow("Name", self.name_edit)
         form.addRow("", self.problem_label)
         form.addRow("Looks", self.description_edit)
@@ -206,24 +218,20 @@ class CharacterSheet(QWidget):
         editor_layout.setContentsMargins(0, 0, 0, 0)
         editor_layout.addLayout(form)
         references_header = QHBoxLayout()
-        references_header.addWidget(QLabel("<b>Reference pictures</b>"))
-        references_header.addStretch(1)
+        references_header.addWidget(QLabel("<b>Reference pictures</b>"), 1)
         references_header.addWidget(self.generate_button)
         editor_layout.addLayout(references_header)
-        editor_layout.addWidget(self.references_hint)
-        editor_layout.addWidget(self.references, 1)
+        editor_layout.addWidget(self.references_area)
         editor_layout.addWidget(QLabel("<b>Panels showing this character</b>"))
         editor_layout.addWidget(self.panels_label)
         editor_layout.addWidget(self.panel_list)
+        editor_layout.addStretch(1)
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(cast_box)
-        split.addWidget(self.editor)
-        split.setStretchFactor(1, 1)
-        split.setSizes([200, 480])
+        # one column: in a dock beside the pages there is room for height, not for width
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(split)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(cast_box)
+        layout.addWidget(self.editor, 1)
 
         # ---- wiring -----------------------------------------------------------------------
         self.list.currentRowChanged.connect(self._on_row_changed)
@@ -321,7 +329,7 @@ class CharacterSheet(QWidget):
         """Ask for a picture file and make it the selected character's reference photo."""
         if self._shown() is None:
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a reference photo", "", IMAGE_FILTER)
+        path = ask_open_file(self, self.preferences, "Choose a reference photo", IMAGE_FILTER)
         if path:
             self.set_photo_from_file(path)
 
@@ -489,7 +497,9 @@ class CharacterSheet(QWidget):
                 + ("used to keep the character consistent." if index in chosen else "not used.")
                 + (" Unlock the character to change this." if locked else " Untick it if it looks wrong.")
             )
-        self.references_hint.setVisible(character is not None and not references)
+        self.references_area.setCurrentWidget(self.references if references else self.references_hint)
+        self.references_hint.setText("No reference pictures yet: press Generate references." if character
+                                     else "Select a character.")
 
     def _refresh_panels(self) -> None:
         character = self._shown()

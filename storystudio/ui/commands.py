@@ -11,7 +11,7 @@ from PySide6.QtGui import QUndoCommand
 
 from ..project.animatic import Animatic
 from ..project.layout import Layout, Words, follow_words, remove_panel_everywhere, resolve_words
-from ..project.model import ImageVersion, ProjectCharacter, ProjectPanel, new_id, now_iso
+from ..project.model import ImageVersion, Project, ProjectCharacter, ProjectPanel, new_id, now_iso
 from .session import ProjectSession
 
 MOVE_ID = 1001
@@ -476,6 +476,42 @@ class ApplyReferences(QUndoCommand):
     def undo(self) -> None:
         self.session.set_character_field(self.character_id, "references", list(self.old[0]))
         self.session.set_character_field(self.character_id, "chosen_references", list(self.old[1]))
+
+
+class ApplyScript(QUndoCommand):
+    """The whole story from script text, as one step (``Project.import_script``'s rules: a character of the
+    same name and a panel with an unchanged prompt keep their id and pictures).
+
+    Raises ``ScriptError`` before anything changes when the text has mistakes.
+    """
+
+    def __init__(self, session: ProjectSession, text: str):
+        super().__init__("Edit script")
+        project = session.project
+        self.session = session
+        self.before = (copy.deepcopy(project.characters), copy.deepcopy(project.panels), project.layout.copy())
+        scratch = Project(title=project.title, characters=copy.deepcopy(project.characters),
+                          panels=copy.deepcopy(project.panels), layout=project.layout.copy())
+        scratch.import_script(text)  # a ScriptError leaves the project as it was
+        self.after = (scratch.characters, scratch.panels, scratch.layout)
+
+    @property
+    def changes_nothing(self) -> bool:
+        def plain(state):
+            characters, panels, layout = state
+            return [c.to_dict() for c in characters], [p.to_dict() for p in panels], layout.to_dict()
+
+        return plain(self.before) == plain(self.after)
+
+    def _install(self, state) -> None:
+        characters, panels, layout = copy.deepcopy(state[:2]) + (state[2].copy(),)
+        self.session.set_story(characters, panels, layout)
+
+    def redo(self) -> None:
+        self._install(self.after)
+
+    def undo(self) -> None:
+        self._install(self.before)
 
 
 class SetSetting(QUndoCommand):

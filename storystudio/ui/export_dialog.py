@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import copy
-import threading
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
@@ -22,8 +19,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..export.comic import ExportCancelled, ExportError, ExportResult, export_cbz, export_pdf, export_png_pages
+from ..export.comic import ExportError, export_cbz, export_pdf, export_png_pages
 from ..project.model import Project
+from .files import ask_folder, ask_save_file
+from .preferences import Preferences
+from .threads import ThreadWorker, run_in_thread
 
 FORMATS = {
     "pdf": ("PDF comic for print (.pdf)", ".pdf"),
@@ -35,8 +35,10 @@ FORMATS = {
 class ExportOptionsDialog(QDialog):
     """What to export and where."""
 
-    def __init__(self, project: Project, suggested: Path, parent: QWidget | None = None, fmt: str = "pdf"):
+    def __init__(self, project: Project, suggested: Path, parent: QWidget | None = None, fmt: str = "pdf",
+                 preferences: Preferences | None = None):
         super().__init__(parent)
+        self.preferences = preferences
         self.setWindowTitle("Export Comic")
         self.project = project
         self.suggested = suggested
@@ -89,10 +91,10 @@ class ExportOptionsDialog(QDialog):
 
     def _browse(self) -> None:
         if self.fmt == "png":
-            path = QFileDialog.getExistingDirectory(self, "Folder for the PNG pages", str(Path(self.path_edit.text()).parent))
+            path = ask_folder(self, self.preferences, "Folder for the PNG pages", str(Path(self.path_edit.text()).parent))
         else:
             label, suffix = FORMATS[self.fmt]
-            path, _ = QFileDialog.getSaveFileName(self, "Export Comic", self.path_edit.text(), f"{label} (*{suffix})")
+            path = ask_save_file(self, self.preferences, "Export Comic", f"{label} (*{suffix})", self.path_edit.text())
         if path:
             self.path_edit.setText(path)
 
@@ -101,100 +103,61 @@ class ExportOptionsDialog(QDialog):
                 "bleed": self.bleed_box.isChecked() and self.fmt != "cbz", "author": self.author_edit.text().strip()}
 
 
-class ExportJob(QObject):
-    """Runs one export in its own thread; the project is a copy taken when the export starts."""
+def export(project: Project, options: dict, report=None, cancelled=None):
+    """Write one export of ``project`` (a copy the GUI no longer touches) as ``options`` say."""
+    from ..export.animatic import export_mp4
 
-    progress = Signal(int, int, str)
-    finished = Signal(object)  # ExportResult
-    failed = Signal(str)
-    cancelled = Signal()
-
-    def __init__(self, project: Project, options: dict):
-        super().__init__()
-        self.project = copy.deepcopy(project)
-        self.options = options
-        self.stop = threading.Event()
-        self.thread = QThread()
-        self.thread.setObjectName("storystudio-export")
-        self.moveToThread(self.thread)
-        self.thread.started.connect(self.run)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def cancel(self) -> None:
-        self.stop.set()
-
-    def run(self) -> None:
-        o = self.options
-        from ..export.animatic import VideoExportCancelled, VideoExportError, export_mp4
-
-        kwargs = {"dpi": o.get("dpi"), "progress": lambda d, t, w: self.progress.emit(d, t, w),
-                  "cancel": self.stop.is_set}
-        try:
-            if o["format"] == "mp4":
-                result = export_mp4(self.project, o["path"], progress=kwargs["progress"], cancel=self.stop.is_set)
-            elif o["format"] == "pdf":
-                result = export_pdf(self.project, o["path"], bleed=o["bleed"], author=o["author"], **kwargs)
-            elif o["format"] == "cbz":
-                result = export_cbz(self.project, o["path"], author=o["author"], **kwargs)
-            else:
-                result = export_png_pages(self.project, o["path"], bleed=o["bleed"], **kwargs)
-        except (ExportCancelled, VideoExportCancelled):
-            self.cancelled.emit()
-        except (ExportError, VideoExportError) as exc:
-            self.failed.emit(str(exc)[0].upper() + str(exc)[1:])
-        except OSError as exc:
-            self.failed.emit(f"The export could not be written ({exc.strerror or exc}).")
-        else:
-            self.finished.emit(result)
-        finally:
-            self.thread.quit()
+    o = options
+    progress = (lambda done, total, what: report((done, total, what))) if report else None
+    if o["format"] == "mp4":
+        return export_mp4(project, o["path"], progress=progress, cancel=cancelled)
+    kwargs = {"dpi": o.get("dpi"), "progress": progress, "cancel": cancelled}
+    if o["format"] == "pdf":
+        return export_pdf(project, o["path"], bleed=o["bleed"], author=o["author"], **kwargs)
+    if o["format"] == "cbz":
+        return export_cbz(project, o["path"], author=o["author"], **kwargs)
+    return export_png_pages(project, o["path"], bleed=o["bleed"], **kwargs)
 
 
-def run_export(parent: QWidget, project: Project, options: dict, on_done) -> ExportJob:
-    """Start an export with a progress dialog (Cancel stops it); ``on_done(result | None, message)``."""
-    job = ExportJob(project, options)
+def failure_message(exc: BaseException) -> str:
+    """What went wrong with an export, in one sentence for the user."""
+    from ..export.animatic import VideoExportError
+
+    if isinstance(exc, (ExportError, VideoExportError)):
+        text = str(exc)
+        return text[:1].upper() + text[1:]
+    if isinstance(exc, OSError):
+        return f"The export could not be written ({exc.strerror or exc})."
+    return f"The export failed: {exc or type(exc).__name__}"
+
+
+def run_export(parent: QWidget, project: Project, options: dict, on_done) -> ThreadWorker:
+    """Start an export with a progress dialog (Cancel stops it); ``on_done(result | None, message)``.
+
+    The export works on a copy of the project taken now, on its own thread.
+    """
+    video = options["format"] == "mp4"
     dialog = QProgressDialog("Exporting…", "Cancel", 0, 0, parent)
-    dialog.setWindowTitle("Export Comic")
+    dialog.setWindowTitle("Export Animatic" if video else "Export Comic")
     dialog.setMinimumDuration(300)
     dialog.setAutoClose(False)
     dialog.setAutoReset(False)
-    dialog.canceled.connect(job.cancel)
-    receiver = _Receiver(dialog, on_done, job)
-    job.progress.connect(receiver.progress)
-    job.finished.connect(receiver.finished)
-    job.failed.connect(receiver.failed)
-    job.cancelled.connect(receiver.cancelled)
-    job.receiver = receiver  # keep it alive with the job
-    job.start()
-    return job
 
+    def progress(value) -> None:
+        done, total, what = value
+        dialog.setMaximum(total)
+        dialog.setValue(done)
+        dialog.setLabelText(f"Exporting {what}…")
 
-class _Receiver(QObject):
-    """Lives in the GUI thread, so the job's signals update the dialog there (queued)."""
+    def end(result, message: str) -> None:
+        dialog.close()
+        on_done(result, message)
 
-    def __init__(self, dialog: QProgressDialog, on_done, job: ExportJob):
-        super().__init__(dialog)
-        self.dialog, self.on_done, self.job = dialog, on_done, job
-
-    def progress(self, done: int, total: int, what: str) -> None:
-        self.dialog.setMaximum(total)
-        self.dialog.setValue(done)
-        self.dialog.setLabelText(f"Exporting {what}…")
-
-    def _close(self) -> None:
-        self.job.thread.wait(5000)
-        self.dialog.close()
-
-    def finished(self, result: ExportResult) -> None:
-        self._close()
-        self.on_done(result, "")
-
-    def failed(self, message: str) -> None:
-        self._close()
-        self.on_done(None, message)
-
-    def cancelled(self) -> None:
-        self._close()
-        self.on_done(None, "The export was cancelled; nothing was written.")
+    worker = run_in_thread(
+        export, copy.deepcopy(project), dict(options), name="StoryStudio export", start=False,
+        on_progress=progress, on_result=lambda result: end(result, ""),
+        on_error=lambda exc: end(None, failure_message(exc)),
+        on_cancel=lambda: end(None, "The export was cancelled; nothing was written."))
+    dialog.canceled.connect(worker.cancel)
+    worker.dialog = dialog
+    return worker.start()

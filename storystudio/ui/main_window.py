@@ -6,49 +6,65 @@ import dataclasses
 import io
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QDialog,
+    QDialogButtonBox,
     QDockWidget,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListView,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QScrollArea,
     QSizePolicy,
     QTabWidget,
+    QTextBrowser,
+    QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
 from .. import __version__
 from ..engine.errors import ErrorKind
+from ..export.preflight import animatic_problems, comic_problems
 from ..project.fileio import ProjectFileError, RecentFiles, discard_autosave, pending_autosaves, write_autosave
 from ..project.model import Project
 from ..project.script import ScriptError
+from ..resources_path import resource
 from . import commands as cmd
-from .character_sheet import CharacterSheet
 from .animatic_editor import AnimaticEditor
+from .character_sheet import CharacterSheet
+from .defaults import apply_fitting, at_defaults, fitting
 from .export_dialog import ExportOptionsDialog, run_export
+from .files import ask_open_file, ask_save_file, start_folder
+from .jobs import Job, JobKind, JobQueue, JobState
 from .layout_canvas import LayoutCanvas
+from .machine import Machine
+from .messages import Message, MessageList, Severity, note_subject
 from .models_dialog import ModelsDialog
-from .preferences import PreferencesDialog, preference
+from .preferences import Preferences, PreferencesDialog
+from .recipes import would_repeat
+from .script_view import ScriptView
 from .session import ProjectSession
 from .settings_panel import SettingsPanel
+from .texts import readable_time, window_title
 from .timeline import PanelTimeline
+from .timing import Speed, SpeedTable, estimate_text, human_duration
 from .worker import GenerationService, ModelChoice, RenderJob, TransitionJob
 
 FILE_FILTER = "StoryStudio projects (*.storystudio)"
 SCRIPT_FILTER = "Story scripts (*.txt *.story);;All files (*)"
 AUTOSAVE_MS = 60_000
+DOCK_MIN_WIDTH = 300  # a side dock narrower than this would hide its controls
 
 
 class ImageLabel(QLabel):
@@ -76,6 +92,69 @@ class ImageLabel(QLabel):
         self.setPixmap(self._source.scaled(w, h, Qt.KeepAspectRatio, Qt.SmoothTransformation))
 
 
+class PromptEdit(QPlainTextEdit):
+    """What a panel shows: one line of text that wraps to the box's width (Enter finishes, as in a line edit)."""
+
+    editing_finished = Signal()
+
+    def __init__(self, lines: int = 3):
+        super().__init__()
+        self.setTabChangesFocus(True)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarAsNeeded)
+        height = self.fontMetrics().lineSpacing() * lines + 2 * (self.frameWidth() + 4)
+        self.setFixedHeight(height)
+
+    def text(self) -> str:
+        return " ".join(self.toPlainText().split())  # a prompt is one line: pasted line breaks become spaces
+
+    def setText(self, text: str) -> None:
+        if self.toPlainText() != text:
+            self.setPlainText(text)
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() in (Qt.Key_Return, Qt.Key_Enter):
+            self.editing_finished.emit()
+            return
+        super().keyPressEvent(event)
+
+    def focusOutEvent(self, event) -> None:
+        super().focusOutEvent(event)
+        self.editing_finished.emit()
+
+
+class PanelTextDialog(QDialog):
+    """Edit prompt and caption…: what the panel shows, its caption and its dialogue, in boxes that wrap."""
+
+    def __init__(self, panel, number: int, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle(f"Panel {number}")
+        self.resize(520, 360)
+        self.prompt = QPlainTextEdit(panel.prompt)
+        self.prompt.setTabChangesFocus(True)
+        self.prompt.setToolTip("What the panel shows; [Name] puts a character in it.")
+        self.caption = QLineEdit(panel.caption)
+        self.dialogue = QPlainTextEdit(panel.dialogue)
+        self.dialogue.setTabChangesFocus(True)
+        self.dialogue.setToolTip("One speech balloon per line; \"Name: words\" says who speaks.")
+        form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
+        form.addRow("Shows", self.prompt)
+        form.addRow("Caption", self.caption)
+        form.addRow("Dialogue (one balloon per line)", self.dialogue)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(buttons)
+
+    def values(self) -> dict[str, str]:
+        lines = [line.rstrip() for line in self.dialogue.toPlainText().splitlines()]
+        return {"prompt": " ".join(self.prompt.toPlainText().split()), "caption": self.caption.text().strip(),
+                "dialogue": "\n".join(line for line in lines if line.strip())}
+
+
 class PanelView(QWidget):
     """The chosen panel large, its words, its picture size and its versions."""
 
@@ -88,16 +167,19 @@ class PanelView(QWidget):
         self.image.setMinimumSize(160, 120)
         self.image.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.image.setStyleSheet("background:#202124; color:#bdc1c6;")
-        self.prompt = QLineEdit()
+        self.image.setWordWrap(True)
+        self.prompt = PromptEdit(2)
+        self.prompt.setToolTip("What the panel shows; [Name] puts a character in it.")
         self.caption = QLineEdit()
         self.dialogue = QLineEdit()
         self.versions = QListWidget()
         self.versions.setViewMode(QListWidget.IconMode)
         self.versions.setFlow(QListWidget.LeftToRight)
         self.versions.setWrapping(False)
-        self.versions.setFixedHeight(96)
-        self.versions.setIconSize(QPixmap(64, 64).size())
+        self.versions.setFixedHeight(84)
+        self.versions.setIconSize(QPixmap(56, 56).size())
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
         form.addRow("Shows", self.prompt)
         form.addRow("Caption", self.caption)
         form.addRow("Dialogue", self.dialogue)
@@ -114,7 +196,8 @@ class PanelView(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.image, 1)
         layout.addLayout(form)
-        for field, edit in (("prompt", self.prompt), ("caption", self.caption), ("dialogue", self.dialogue)):
+        self.prompt.editing_finished.connect(lambda: self._commit("prompt", self.prompt.text()))
+        for field, edit in (("caption", self.caption), ("dialogue", self.dialogue)):
             edit.editingFinished.connect(lambda f=field, e=edit: self._commit(f, e.text()))
         self.versions.itemClicked.connect(self._choose)
         session.panel_changed.connect(self._maybe_refresh)
@@ -132,6 +215,16 @@ class PanelView(QWidget):
         if panel_id == self.panel_id and not preview.isNull():
             self._preview = preview
             self._set_pixmap(QPixmap.fromImage(preview))
+
+    def drop_preview(self) -> None:
+        """A stopped or failed job leaves no half-drawn picture behind."""
+        if self._preview is not None:
+            self._preview = None
+            self.refresh()
+
+    @property
+    def showing_preview(self) -> bool:
+        return self._preview is not None
 
     def _maybe_refresh(self, panel_id: str) -> None:
         if panel_id == self.panel_id:
@@ -165,16 +258,18 @@ class PanelView(QWidget):
         for i, version in enumerate(panel.versions):
             pix = QPixmap()
             pix.loadFromData(self.session.project.images.get(version.image, b""))
-            item = QListWidgetItem(pix.scaled(64, 64, Qt.KeepAspectRatio), f"{i + 1}")
+            item = QListWidgetItem(pix.scaled(56, 56, Qt.KeepAspectRatio), f"{i + 1}")
             item.setData(Qt.UserRole, i)
             item.setToolTip(f"seed {version.parameters.get('seed')}")
             self.versions.addItem(item)
             if i == panel.chosen:
                 item.setSelected(True)
+        if self._preview is not None:
+            return
         version = panel.chosen_version
         if version is None:
             self.image.set_picture(QPixmap())
-            self.image.setText("No picture yet: Generate ▸ Generate all, or right-click the panel ▸ Regenerate.")
+            self.image.setText("No picture yet: Generate ▸ Generate All, or right-click the panel ▸ Regenerate.")
             return
         pix = QPixmap()
         pix.loadFromData(self.session.project.images.get(version.image, b""))
@@ -198,44 +293,91 @@ class PanelView(QWidget):
             self.session.undo.push(cmd.ChooseVersion(self.session, self.panel_id, index))
 
 
+class MessagesView(QWidget):
+    """The Messages dock: the list, and Clear."""
+
+    def __init__(self, messages, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.messages = messages
+        self.list = QListView()
+        self.list.setModel(messages)
+        self.list.setWordWrap(True)
+        self.list.setUniformItemSizes(False)
+        self.list.setResizeMode(QListView.Adjust)
+        self.list.setToolTip("Notes and problems of generation and export. Click one about a panel to go there.")
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(lambda: messages.clear())
+        self.empty = QLabel("No messages.")
+        self.empty.setStyleSheet("color: #777;")
+        row = QHBoxLayout()
+        row.addWidget(self.empty, 1)
+        row.addWidget(self.clear_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.list, 1)
+        layout.addLayout(row)
+        for signal in (messages.rowsInserted, messages.modelReset):
+            signal.connect(self._update)
+        self._update()
+
+    def _update(self, *args) -> None:
+        count = self.messages.rowCount()
+        self.empty.setText("No messages." if not count else f"{count} message(s)")
+        self.clear_button.setEnabled(bool(count))
+        if count:
+            self.list.scrollToBottom()
+
+
 class MainWindow(QMainWindow):
     def __init__(self, project: Project | None = None, path: str | None = None,
-                 service: GenerationService | None = None, settings: QSettings | None = None,
+                 service: GenerationService | None = None, settings: QSettings | Preferences | None = None,
                  recovered_from: Path | None = None):
         """``recovered_from``: the autosave this (unsaved) project was recovered from."""
         super().__init__()
+        self.prefs = settings if isinstance(settings, Preferences) else Preferences(settings, self)
+        self.qsettings = self.prefs.qsettings
+        self.machine: Machine | None = Machine.from_dict(self.prefs.get("machine"))
         self.session = ProjectSession(project or Project.example(), path, self)
+        # a project made here and now (the example, a script, New) gets this computer's defaults
+        self._fresh = path is None and recovered_from is None
+        self.apply_defaults(self.session.project, full=self._fresh)
         self.service = service or GenerationService(self)
-        self.qsettings = settings or QSettings("StoryStudio", "StoryStudio")
-        if not self.session.project.settings.model:  # e.g. the example story: use the preferred model
-            self.session.project.settings.model = preference(self.qsettings, "models/default", "")
+        self.jobs = JobQueue(self.service, self)
+        self.messages = MessageList(self)
+        self.messages.panel_label = self._panel_label
         self.recent = RecentFiles()
-        self.job_panels: dict[int, list[str]] = {}
-        self.job_references: dict[int, dict[str, list[tuple[bytes, dict]]]] = {}
-        self.job_apply: dict[int, str] = {}  # job -> "panels" | "references"
         self._autosave_path: Path | None = recovered_from
 
-        self.timeline = PanelTimeline(self.session)
+        self.timeline = PanelTimeline(self.session, self.jobs, self.messages)
         self.panel_view = PanelView(self.session)
-        self.characters = CharacterSheet(self.session)
-        self.settings_panel = SettingsPanel(self.session)
+        self.characters = CharacterSheet(self.session, self.prefs)
+        self.settings_panel = SettingsPanel(self.session, self.prefs)
         self.canvas = LayoutCanvas(self.session)
+        self.script_view = ScriptView(self.session)
+        self.messages_view = MessagesView(self.messages)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.panel_view, "Panel")
         self.tabs.addTab(self.canvas, "Pages")
         self.animatic = AnimaticEditor(self.session)
         self.tabs.addTab(self.animatic, "Animatic")
-        self.job_transitions: dict[int, str] = {}  # job -> the panel before the cut
         self.setCentralWidget(self.tabs)
         self.export_job = None
         self.active_models_dialog: ModelsDialog | None = None
+        self.docks: dict[str, QDockWidget] = {}
         self._dock("Panels", self.timeline, Qt.BottomDockWidgetArea, "timeline")
+        self._dock("Script", self.script_view, Qt.BottomDockWidgetArea, "script")
+        self._dock("Messages", self.messages_view, Qt.BottomDockWidgetArea, "messages")
         self._dock("Characters", self.characters, Qt.LeftDockWidgetArea, "characters", scroll=True)
         self._dock("Generation", self.settings_panel, Qt.RightDockWidgetArea, "settings", scroll=True)
+        self.splitDockWidget(self.docks["timeline"], self.docks["script"], Qt.Horizontal)
+        self.tabifyDockWidget(self.docks["script"], self.docks["messages"])
+        self.docks["script"].raise_()
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(240)
+        self.progress.setMaximumWidth(200)
         self.progress.setVisible(False)
+        self.time_left = QLabel()
+        self.statusBar().addPermanentWidget(self.time_left)
         self.statusBar().addPermanentWidget(self.progress)
         self.model_label = QLabel("No model loaded")
         self.statusBar().addPermanentWidget(self.model_label)
@@ -252,20 +394,26 @@ class MainWindow(QMainWindow):
         self.autosave_timer.start()
         if self.session.project.panels:
             self.timeline.select_id(self.session.project.panels[0].id)
-        self.warm_up_job = self.service.warm_up()
+        if self.machine is not None:
+            self.settings_panel.set_machine(self.machine)
+        self._update_estimate()
+        self.warm_up_job = self.jobs.submit(JobKind.WARM_UP, None, label="Warm-up").id
 
     # ---- construction ------------------------------------------------------------------
     def _dock(self, title: str, widget: QWidget, area, name: str, scroll: bool = False) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
-        if scroll:  # long forms scroll instead of forcing a window larger than a laptop screen
+        if scroll:  # long forms scroll up and down (never sideways) instead of forcing a taller window
             area_widget = QScrollArea()
             area_widget.setWidgetResizable(True)
+            area_widget.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+            area_widget.setFrameShape(QScrollArea.NoFrame)
             area_widget.setWidget(widget)
-            area_widget.setMinimumWidth(260)
             widget = area_widget
+        dock.setMinimumWidth(DOCK_MIN_WIDTH if area in (Qt.LeftDockWidgetArea, Qt.RightDockWidgetArea) else 0)
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
+        self.docks[name] = dock
         return dock
 
     def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
@@ -274,6 +422,7 @@ class MainWindow(QMainWindow):
             action.setShortcut(QKeySequence(shortcut))
         if tip:
             action.setStatusTip(tip)
+            action.setToolTip(tip)
         action.triggered.connect(slot)
         return action
 
@@ -287,6 +436,8 @@ class MainWindow(QMainWindow):
         a["export_script"] = self._action("&Export Story Script…", self.export_script_dialog)
         a["export_comic"] = self._action("Export &Comic (PDF, CBZ, PNG)…", lambda: self.export_comic_dialog(), "Ctrl+E",
                                          "Export the laid-out pages for print or for comic readers")
+        a["export_animatic"] = self._action("Export &Animatic (MP4)…", self.export_animatic_dialog, "Ctrl+Shift+E",
+                                            "Export the animatic as an MP4 video")
         a["shape"] = self._action("Shape Panels to Their &Frames", self.shape_panels,
                                   tip="Draw each placed panel at its frame's shape the next time it is generated")
         a["layout"] = self._action("&Lay Out Story on Pages", self.lay_out_pages, "Ctrl+L",
@@ -302,11 +453,14 @@ class MainWindow(QMainWindow):
         a["generate"] = self._action("&Generate All", self.generate_all, "Ctrl+G",
                                      "Draw every panel: references first, then the rest")
         a["regenerate"] = self._action("&Regenerate Panel", lambda: self.regenerate(self.timeline.selected_ids()),
-                                       "Ctrl+R")
+                                       "Ctrl+R", "Draw the selected panels again with the same seed")
         a["variation"] = self._action("New &Variation", lambda: self.new_variation(self.timeline.selected_ids()),
-                                      "Ctrl+Shift+R")
-        a["stop"] = self._action("&Stop", self.stop, "Esc")
+                                      "Ctrl+Shift+R", "Draw the selected panels with a new seed, keeping the old "
+                                      "picture as a version")
+        a["stop"] = self._action("&Stop", self.stop, "Esc", "Stop drawing after the current step")
         a["stop"].setEnabled(False)
+        a["getting_started"] = self._action("&Getting Started", self.getting_started, QKeySequence.HelpContents)
+        a["shortcuts"] = self._action("&Keyboard Shortcuts", self.keyboard_shortcuts)
         a["about"] = self._action("&About StoryStudio", self.about)
         a["insert"] = self._action("&Insert Panel", lambda: self.insert_panel(None), "Ctrl+Shift+N")
         a["delete"] = self._action("&Delete Panels", lambda: self.delete_panels(self.timeline.selected_ids()),
@@ -321,11 +475,13 @@ class MainWindow(QMainWindow):
             file_menu.addAction(a[key])
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
-        for key in ("save", "save_as", None, "import", "export_script", "export_comic", None, "quit"):
+        for key in ("save", "save_as", None, "import", "export_script", "export_comic", "export_animatic", None,
+                    "quit"):
             file_menu.addSeparator() if key is None else file_menu.addAction(a[key])
         edit_menu = bar.addMenu("&Edit")
         for key in ("undo", "redo", None, "insert", "delete", None, "prefs"):
             edit_menu.addSeparator() if key is None else edit_menu.addAction(a[key])
+        self.view_menu = bar.addMenu("&View")
         gen_menu = bar.addMenu("&Generate")
         for key in ("generate", "regenerate", "variation", None, "stop", None, "models"):
             gen_menu.addSeparator() if key is None else gen_menu.addAction(a[key])
@@ -334,16 +490,31 @@ class MainWindow(QMainWindow):
         pages_menu.addAction("Show Pages", lambda: self.tabs.setCurrentWidget(self.canvas))
         pages_menu.addAction(a["shape"])
         pages_menu.addAction(a["export_comic"])
-        bar.addMenu("&Help").addAction(a["about"])
+        help_menu = bar.addMenu("&Help")
+        for key in ("getting_started", "shortcuts", None, "about"):
+            help_menu.addSeparator() if key is None else help_menu.addAction(a[key])
         tools = self.addToolBar("Main")
         tools.setObjectName("main-toolbar")
         for key in ("new", "open", "save", None, "undo", "redo", None, "generate", "stop"):
             tools.addSeparator() if key is None else tools.addAction(a[key])
+        self.toolbars = [bar for bar in self.findChildren(QToolBar) if bar.parentWidget() is self]
+        # every dock and toolbar can be shown and hidden here (a closed one comes back the same way)
+        for name in ("characters", "settings", "timeline", "script", "messages"):
+            action = self.docks[name].toggleViewAction()
+            action.setStatusTip(f"Show or hide the {self.docks[name].windowTitle()} dock")
+            self.view_menu.addAction(action)
+        self.view_menu.addSeparator()
+        for toolbar in self.toolbars:
+            action = toolbar.toggleViewAction()
+            action.setText(f"{toolbar.windowTitle() or 'Toolbar'} Toolbar")
+            self.view_menu.addAction(action)
 
     def _connect(self) -> None:
         s = self.session
         s.undo.cleanChanged.connect(self._update_title)
-        s.project_replaced.connect(self._update_title)
+        s.project_replaced.connect(self._project_replaced)
+        s.settings_changed.connect(self._update_estimate)
+        s.panels_changed.connect(self._update_estimate)
         self.timeline.selectionModel().currentChanged.connect(lambda cur, prev: self._panel_selected())
         self.timeline.panel_model.modelReset.connect(self._reselect)
         self.timeline.regenerate_requested.connect(self.regenerate)
@@ -351,7 +522,7 @@ class MainWindow(QMainWindow):
         self.timeline.duplicate_requested.connect(lambda pid: s.undo.push(cmd.duplicate_panel(s, pid)))
         self.timeline.delete_requested.connect(self.delete_panels)
         self.timeline.insert_requested.connect(self.insert_panel)
-        self.timeline.edit_requested.connect(lambda pid: (self.timeline.select_id(pid), self.panel_view.prompt.setFocus()))
+        self.timeline.edit_requested.connect(self.edit_panel_text)
         self.characters.generate_references_requested.connect(self.generate_references)
         self.characters.panel_activated.connect(self.timeline.select_id)
         self.canvas.panel_activated.connect(self._show_panel)
@@ -359,16 +530,20 @@ class MainWindow(QMainWindow):
         self.settings_panel.models_requested.connect(lambda: self.models_dialog())
         self.animatic.generate_transition_requested.connect(self.generate_transition)
         self.animatic.export_requested.connect(self.export_animatic_dialog)
-        w = self.service.worker
-        w.progress.connect(self._on_progress)
-        w.image_ready.connect(self._on_image)
-        w.failed.connect(self._on_failed)
-        w.finished.connect(self._on_finished)
-        w.clip_ready.connect(self._on_clip)
-        w.model_loaded.connect(self._on_model_loaded)
-        w.model_loading.connect(self._on_model_loading)
-        w.device_found.connect(self.settings_panel.set_device_info)
-        w.message.connect(self._on_message)
+        self.messages_view.list.clicked.connect(self._message_clicked)
+        self.messages.rowsInserted.connect(self._count_messages)
+        self.messages.modelReset.connect(self._count_messages)
+        j = self.jobs
+        j.changed.connect(self._job_changed)
+        j.preview.connect(self._on_preview)
+        j.image.connect(self._on_image)
+        j.clip.connect(self._on_clip)
+        j.note.connect(self._on_note)
+        j.failed.connect(self._on_failed)
+        j.ended.connect(self._on_ended)
+        j.model_loading.connect(self._on_model_loading)
+        j.model_ready.connect(self._on_model_ready)
+        self.service.worker.machine_found.connect(self._on_machine)
 
     # ---- selection -------------------------------------------------------------------------
     def _panel_selected(self) -> None:
@@ -383,10 +558,35 @@ class MainWindow(QMainWindow):
         else:
             self.panel_view.show_panel(None)
 
+    def _panel_label(self, panel_id: str | None) -> str:
+        try:
+            return f"Panel {self.session.project.panel_index(panel_id) + 1}" if panel_id else ""
+        except KeyError:
+            return "A deleted panel"
+
+    def _message_clicked(self, index) -> None:
+        panel_id = index.data(MessageList.PanelRole)
+        if panel_id and self.session.project.panel_by_id(panel_id):
+            self._show_panel(panel_id)
+
+    def _count_messages(self, *args) -> None:
+        count = self.messages.rowCount()
+        self.docks["messages"].setWindowTitle(f"Messages ({count})" if count else "Messages")
+
+    def _show_panel(self, panel_id: str) -> None:
+        self.timeline.select_id(panel_id)
+        self.tabs.setCurrentWidget(self.panel_view)
+
     # ---- files -----------------------------------------------------------------------------
     def _update_title(self) -> None:
-        star = "*" if self.session.dirty else ""
-        self.setWindowTitle(f"{self.session.display_name}{star} - StoryStudio")
+        self.setWindowTitle(window_title(self.session.project.title, self.session.path, self.session.dirty))
+
+    def _project_replaced(self) -> None:
+        self.jobs.cancel()  # work for the project that was open belongs to it
+        self.jobs.forget_panels()
+        self.messages.clear()
+        self._update_title()
+        self._update_estimate()
 
     def maybe_save(self) -> bool:
         """True when it is fine to drop the current project (saved, discarded, or unchanged)."""
@@ -404,16 +604,33 @@ class MainWindow(QMainWindow):
             project = Project(title="Untitled")
             self.apply_defaults(project)
             self.session.replace(project, None)
+            self._fresh = True
 
-    def apply_defaults(self, project: Project) -> None:
-        """A new project starts with the preferred model, device and precision."""
+    def apply_defaults(self, project: Project, full: bool = True) -> None:
+        """A project without a model gets the preferred one; a new project (``full``) also the preferred
+        device and precision, and the size and steps that suit this computer."""
         st = project.settings
-        st.model = st.model or preference(self.qsettings, "models/default", "")
-        st.device = preference(self.qsettings, "defaults/device", st.device)
-        st.dtype = preference(self.qsettings, "defaults/dtype", st.dtype)
+        st.model = st.model or self.prefs.get("default_model")
+        if not full:
+            return
+        if st.device == "auto":  # a device the project names itself stays
+            st.device = self.prefs.get("device")
+        if st.dtype == "auto":
+            st.dtype = self.prefs.get("dtype")
+        if not any(p.versions for p in project.panels) and at_defaults(st, self.machine):
+            apply_fitting(st, self.machine, self._family(st.model))
+
+    def _family(self, model: str) -> str | None:
+        return self.prefs.get("model_families").get(model) if model else None
+
+    def _ask_open(self, title: str, filters: str, suggested: str = "") -> str:
+        return ask_open_file(self, self.prefs, title, filters, suggested)
+
+    def _ask_save(self, title: str, filters: str, suggested: str = "") -> str:
+        return ask_save_file(self, self.prefs, title, filters, suggested)
 
     def open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open project", "", FILE_FILTER)
+        path = self._ask_open("Open project", FILE_FILTER)
         if path:
             self.open_path(path)
 
@@ -425,6 +642,8 @@ class MainWindow(QMainWindow):
         except (ProjectFileError, OSError) as exc:
             QMessageBox.warning(self, "StoryStudio", f"The project cannot be opened.\n\n{exc}")
             return False
+        self._fresh = False
+        self.apply_defaults(self.session.project, full=False)
         self.recent.add(path)
         self._reselect()
         return True
@@ -435,7 +654,8 @@ class MainWindow(QMainWindow):
         return self._save_to(self.session.path)
 
     def save_as(self) -> bool:
-        path, _ = QFileDialog.getSaveFileName(self, "Save project", self.session.display_name, FILE_FILTER)
+        suggested = self.session.path or (self.session.project.title or "story").replace("/", "-") + ".storystudio"
+        path = self._ask_save("Save project", FILE_FILTER, suggested)
         if not path:
             return False
         if not path.endswith(".storystudio"):
@@ -450,6 +670,7 @@ class MainWindow(QMainWindow):
                                 "Nothing was lost: the project is still open. Try another folder.")
             return False
         self.recent.add(path)
+        self._fresh = False
         if self._autosave_path is not None:
             discard_autosave(self._autosave_path)
             self._autosave_path = None
@@ -458,7 +679,7 @@ class MainWindow(QMainWindow):
         return True
 
     def import_script_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import story script", "", SCRIPT_FILTER)
+        path = self._ask_open("Import story script", SCRIPT_FILTER)
         if path:
             self.import_script(path)
 
@@ -476,21 +697,38 @@ class MainWindow(QMainWindow):
         except ScriptError as exc:
             QMessageBox.warning(self, "StoryStudio", f"The story script has problems:\n\n{exc}")
             return False
+        self.apply_defaults(project)
         self.session.replace(project, None)
+        self._fresh = True
         self._reselect()
         return True
 
     def export_script_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export story script", "story.txt", SCRIPT_FILTER)
+        path = self._ask_save("Export story script", SCRIPT_FILTER, "story.txt")
         if path:
             try:
                 Path(path).write_text(self.session.project.export_script(), encoding="utf-8")
             except (OSError, ValueError) as exc:
                 QMessageBox.warning(self, "StoryStudio", f"The story could not be exported: {exc}")
 
-    def _show_panel(self, panel_id: str) -> None:
+    def edit_panel_text(self, panel_id: str) -> bool:
+        """Edit prompt and caption…: a dialog with the panel's words; OK changes them as one undo step."""
+        panel = self.session.project.panel_by_id(panel_id)
+        if panel is None:
+            return False
         self.timeline.select_id(panel_id)
-        self.tabs.setCurrentWidget(self.panel_view)
+        dialog = PanelTextDialog(panel, self.session.project.panel_index(panel_id) + 1, self)
+        if dialog.exec() != QDialog.Accepted:
+            return False
+        # a panel always shows something: an emptied prompt keeps the old one
+        changes = [(f, v) for f, v in dialog.values().items() if getattr(panel, f) != v and (v or f != "prompt")]
+        if not changes:
+            return False
+        self.session.undo.beginMacro("Edit panel")
+        for field, value in changes:
+            self.session.undo.push(cmd.SetPanelText(self.session, panel_id, field, value))
+        self.session.undo.endMacro()
+        return True
 
     # ---- the animatic -------------------------------------------------------------------------
     def generate_transition(self, before: str, backend: str = "blend") -> int | None:
@@ -524,28 +762,24 @@ class MainWindow(QMainWindow):
             return buffer.getvalue()
 
         # where the video models are (Hub ids in the cache by default; folders once set), on the story's device
-        models = dict(self.qsettings.value("video/models", {}) or {})
+        models = self.prefs.get("video_models")
         models.setdefault("device", project.settings.device)
         models.setdefault("dtype", project.settings.dtype)
         work = TransitionJob(before, after, png(start), png(end), max(2, frames), size, prompts.get(before, ""),
                              prompts.get(after, ""), seed=project.settings.seed, backend=backend,
                              video_models=models, options=self._transition_options(backend))
-        job = self.service.transition(work)
-        self.job_transitions[job] = before
-        self.actions_by_name["stop"].setEnabled(True)
-        self.progress.setVisible(True)
+        job = self.jobs.submit(JobKind.TRANSITION, work, [before], label="Transition")
         self.statusBar().showMessage("Making the transition…")
-        return job
+        return job.id
 
     def _transition_options(self, backend: str) -> dict:
         """Backend settings kept in the preferences (e.g. fewer steps for a quick look)."""
         if backend != "diffusion":
             return {}
-        options = dict(self.qsettings.value("video/options", {}) or {})
+        options = self.prefs.get("video_options")
         return {k: options[k] for k in ("steps", "native_frames", "width", "height", "guidance") if k in options}
 
-    @Slot(int, str, str, list, dict)
-    def _on_clip(self, job, before, after, frames, parameters) -> None:
+    def _on_clip(self, job: Job, before, after, frames, parameters) -> None:
         if self.session.project.panel_by_id(before) is None:
             return
         self.session.undo.push(cmd.apply_clip(self.session, before, after, list(frames), parameters))
@@ -555,9 +789,11 @@ class MainWindow(QMainWindow):
         if self.export_job is not None:
             QMessageBox.information(self, "StoryStudio", "An export is already running.")
             return
-        base = Path(self.session.path).with_suffix("") if self.session.path else Path.home() / (
-            self.session.project.title or "animatic").replace("/", "-")
-        path, _ = QFileDialog.getSaveFileName(self, "Export Animatic", str(base) + ".mp4", "MP4 video (*.mp4)")
+        if not self._check_before_export("animatic"):
+            return
+        base = Path(self.session.path).with_suffix("") if self.session.path else Path(
+            (self.session.project.title or "animatic").replace("/", "-"))
+        path = self._ask_save("Export Animatic", "MP4 video (*.mp4)", str(base) + ".mp4")
         if path:
             self.start_export({"format": "mp4", "path": path})
 
@@ -588,12 +824,45 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.Yes:
                 return
             self.lay_out_pages()
-        base = Path(self.session.path).with_suffix("") if self.session.path else Path.home() / (
-            project.title or "comic").replace("/", "-")
-        dialog = ExportOptionsDialog(project, base, self, fmt)
+        if not self._check_before_export("comic"):
+            return
+        base = Path(self.session.path).with_suffix("") if self.session.path else Path(
+            start_folder(self.prefs)) / (project.title or "comic").replace("/", "-")
+        dialog = ExportOptionsDialog(project, base, self, fmt, self.prefs)
         if dialog.exec() != QDialog.Accepted:
             return
         self.start_export(dialog.options())
+
+    def export_problems(self, what: str) -> list:
+        """What the export would lack (``preflight``), also listed in Messages."""
+        problems = comic_problems(self.session.project) if what == "comic" else animatic_problems(
+            self.session.project)
+        self.messages.clear(source="export")
+        for problem in problems:
+            severity = Severity.WARNING
+            self.messages.add(Message(severity, problem.text, problem.panel, source="export"))
+        return problems
+
+    def _check_before_export(self, what: str) -> bool:
+        """A short summary of what the export would lack; True to go on."""
+        problems = self.export_problems(what)
+        if not problems:
+            return True
+        missing = sum(1 for p in problems if p.kind == "no-picture")
+        overflow = sum(1 for p in problems if p.kind == "overflow")
+        parts = []
+        if missing:
+            parts.append(f"{missing} panel(s) have no picture yet")
+        if overflow:
+            parts.append(f"the text of {overflow} balloon(s) does not fit")
+        summary = " and ".join(parts)
+        self.statusBar().showMessage(f"Before the export: {summary} (see Messages).", 10000)
+        answer = QMessageBox.question(
+            self, "Export Animatic" if what == "animatic" else "Export Comic",
+            f"Before you export: {summary}.\n\n" + "\n".join(f"• {p.text}" for p in problems[:8])
+            + ("\n• …" if len(problems) > 8 else "") + "\n\nThe list is in Messages. Export anyway?",
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
+        return answer == QMessageBox.Yes
 
     def start_export(self, options: dict):
         self.statusBar().showMessage("Exporting…")
@@ -605,13 +874,15 @@ class MainWindow(QMainWindow):
         if result is None:
             self.statusBar().showMessage(message, 8000)
             if "cancelled" not in message:
-                QMessageBox.warning(self, "Export Comic", message)
+                self.messages.add(Message(Severity.ERROR, message, source="export"))
+                QMessageBox.warning(self, "Export", message)
             return
         if hasattr(result, "pages"):
             text = f"Exported {result.pages} page(s) to {result.path}."
         else:
             text = f"Exported the animatic ({result.seconds:.1f} s, {result.frames} frames) to {result.path}."
         self.statusBar().showMessage(text, 10000)
+        self.messages.add(Message(Severity.INFO, text, source="export-done"))
         if result.warnings:
             QMessageBox.information(self, "Export", text + "\n\nPlease check:\n• " + "\n• ".join(result.warnings))
 
@@ -627,24 +898,47 @@ class MainWindow(QMainWindow):
         if self.session.dirty:
             try:
                 self._autosave_path = write_autosave(self.session.project, self.session.path)
-            except OSError:
+            except (OSError, ProjectFileError):
                 pass  # a full disk must not interrupt the work; the next save will say so
 
     # ---- generation ---------------------------------------------------------------------------
     def _model_choice(self) -> ModelChoice | None:
         st = self.session.project.settings
         if not st.model:
-            # first generation: pick (and if needed download) a model, then carry on with it
+            # first generation: pick (and if needed download) a model; Use for This Project carries on with it
             self.models_dialog("To draw pictures StoryStudio needs a picture model. Pick one that is on this "
                                "computer and press <b>Use for This Project</b>, or download the one recommended "
-                               "below (or import a .safetensors file or a model folder you have).")
+                               "below (or import a .safetensors file or a model folder you have).", waiting=True)
             if not st.model:
                 self.statusBar().showMessage("No model chosen: nothing was generated.", 6000)
                 return None
-        return ModelChoice(st.model, device=st.device, dtype=st.dtype,
-                           memory=preference(self.qsettings, "models/memory", "full"))
+        return ModelChoice(st.model, device=st.device, dtype=st.dtype, memory=self.prefs.get("memory"))
 
-    def _start(self, panel_ids: list[str] | None, apply: str = "panels") -> int | None:
+    def speed_table(self) -> SpeedTable:
+        return SpeedTable(self.prefs.get("speeds"))
+
+    def _speed(self, settings) -> tuple[Speed | None, str]:
+        """The measured speed for this project's model, device and size, and the device in words."""
+        machine = self.machine or Machine()
+        device = machine.device_summary(settings.device)
+        family = self._family(settings.model)
+        if family is None:
+            return None, device
+        return self.speed_table().lookup(device, family, settings.width, settings.height), device
+
+    def estimate(self, pictures: int) -> tuple[float | None, str]:
+        """Seconds for ``pictures`` pictures with the project's settings (None before any measurement), and
+        the sentence the app shows."""
+        st = self.session.project.settings
+        speed, device = self._speed(st)
+        seconds = pictures * st.steps * speed.seconds_per_step if speed else None
+        return seconds, estimate_text(pictures, st.steps, speed, device)
+
+    def _update_estimate(self) -> None:
+        _seconds, text = self.estimate(len(self.session.project.panels))
+        self.settings_panel.set_estimate(f"All panels: {text}" if text else "")
+
+    def _start(self, panel_ids: list[str] | None, kind: JobKind = JobKind.PANELS) -> int | None:
         choice = self._model_choice()
         if choice is None:
             return None
@@ -655,31 +949,67 @@ class MainWindow(QMainWindow):
             return None
         only = list(panel_ids) if panel_ids is not None else None
         settings = dataclasses.replace(self.session.project.settings)  # a snapshot: later edits don't reach it
-        job = self.service.render(RenderJob(story, settings, choice, only=only))
         targets = only if only is not None else [p.id for p in self.session.project.panels]
-        self.job_panels[job] = targets
-        self.job_apply[job] = apply
-        self.job_references[job] = {}
-        for pid in targets:
-            self.session.set_status(pid, "queued")
-        self.actions_by_name["stop"].setEnabled(True)
-        self.progress.setVisible(True)
-        self.progress.setValue(0)
-        return job
+        seconds, text = self.estimate(len(targets))
+        speed, _device = self._speed(settings)
+        budget = tuple(int(self.prefs.get(name) * 2**30) for name in ("bank_ram_gib", "bank_disk_gib"))
+        work = RenderJob(story, settings, choice, only=only, bank_budget=budget, compile=self.prefs.get("compile"))
+        job = self.jobs.submit(kind, work, targets,
+                               label="References" if kind is JobKind.REFERENCES else "Generate",
+                               estimate_s=seconds, stored_rate=speed.seconds_per_step if speed else None)
+        self.statusBar().showMessage(f"Drawing: {text}" if text else "Drawing…", 15000)
+        return job.id
 
     def generate_all(self) -> int | None:
         return self._start(None)
 
     def regenerate(self, ids: list[str]) -> int | None:
-        return self._start(ids) if ids else None
-
-    def new_variation(self, ids: list[str]) -> int | None:
+        """Draw panels again with their seed; a panel that would come out as a picture it already has is
+        offered a new variation instead (nothing identical is added silently)."""
         if not ids:
             return None
+        repeats = self.repeating(ids)
+        if repeats:
+            answer = self.ask_repeat([self.session.project.panel_index(pid) + 1 for pid in repeats])
+            if answer == "variation":
+                self._bump_variation(repeats)
+            elif answer != "anyway":
+                return None
+        return self._start(ids)
+
+    def ask_repeat(self, numbers: list[int]) -> str | None:
+        """"variation", "anyway" or None (cancel), when panels would come out as pictures they have."""
+        box = QMessageBox(QMessageBox.Question, "Regenerate",
+                          f"Panel(s) {', '.join(map(str, numbers))} would come out exactly as a picture they already "
+                          "have: the same words, seed and settings draw the same picture. Draw a new variation "
+                          "(a new seed) instead?", parent=self)
+        variation = box.addButton("New Variation", QMessageBox.AcceptRole)
+        anyway = box.addButton("Regenerate Anyway", QMessageBox.DestructiveRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(variation)
+        box.exec()
+        return {variation: "variation", anyway: "anyway"}.get(box.clickedButton())
+
+    def repeating(self, ids: list[str]) -> list[str]:
+        """The panels among ``ids`` that the same seed would draw exactly as one of their versions."""
+        project = self.session.project
+        try:
+            story = project.to_story()
+        except (KeyError, ValueError):
+            return []
+        panels = [project.panel_by_id(pid) for pid in ids]
+        return [p.id for p in panels if p is not None and would_repeat(p, story, project.settings)]
+
+    def _bump_variation(self, ids: list[str]) -> None:
         self.session.undo.beginMacro("New variation")
         for pid in ids:
             self.session.undo.push(cmd.NewVariation(self.session, pid))
         self.session.undo.endMacro()
+
+    def new_variation(self, ids: list[str]) -> int | None:
+        if not ids:
+            return None
+        self._bump_variation(ids)
         return self._start(ids)
 
     def generate_references(self, character_id: str) -> int | None:
@@ -695,103 +1025,144 @@ class MainWindow(QMainWindow):
                                         f"[{character.name}] is in no panel yet; tag it in a panel first.")
                 return None
             keys = [showing[0].id]
-        return self._start(keys, apply="references")
+        return self._start(keys, kind=JobKind.REFERENCES)
 
     def stop(self) -> None:
-        self.service.cancel()
+        self.jobs.cancel()
         self.statusBar().showMessage("Stopping after the current step…", 3000)
 
-    @Slot(int, str, list, int, int, int, int, QImage)
-    def _on_progress(self, job, phase, keys, step, steps, done, total, preview) -> None:
-        wanted = self.job_panels.get(job, [])
-        for key in keys:
-            # a batch may draw panels only to rebuild a character's references: those keep their status
-            if key in wanted and self.session.project.panel_by_id(key):
-                self.timeline.panel_model.progress[key] = f"{step}/{steps}"
-                self.session.set_status(key, "generating")
-                self.panel_view.show_preview(key, preview)
-        self.progress.setMaximum(max(1, total))  # picture-steps of the whole job
-        self.progress.setValue(done)
+    # ---- what the jobs say -----------------------------------------------------------------------
+    def _job_changed(self, job: Job) -> None:
+        busy = self.jobs.busy
+        self.actions_by_name["stop"].setEnabled(busy)
+        self.progress.setVisible(busy)
+        self.time_left.setVisible(busy)
+        running = next((j for j in self.jobs.active() if j.state is JobState.RUNNING and j.progress), None)
+        if running is None:
+            if not busy:
+                self.time_left.setText("")
+            return
+        p = running.progress
+        self.progress.setRange(0, 100)
+        self.progress.setValue(round(100 * p.fraction))
+        left = running.seconds_left()
+        pictures = len(running.targets)
+        what = (f"{pictures} picture{'s' if pictures != 1 else ''}, step {p.step} of {p.steps}"
+                if running.draws_pictures else "transition")
+        self.time_left.setText(f"Drawing {what} · {human_duration(left)} left" if left is not None
+                               else f"Drawing {what} · measuring this computer's speed…")
 
-    @Slot(int, str, str, bytes, dict)
-    def _on_image(self, job, key, role, png, params) -> None:
-        name = params.get("characters", [None])[0] if role in ("reference", "sheet") else None
-        if name and self.job_apply.get(job) == "references":
-            self.job_references.setdefault(job, {}).setdefault(name, []).append((png, params))
+    def _on_preview(self, job: Job, keys: list, preview: QImage) -> None:
+        for key in keys:
+            if key in job.targets:
+                self.panel_view.show_preview(key, preview)
+
+    def _on_image(self, job: Job, key: str, role: str, png: bytes, params: dict) -> None:
         if self.session.project.panel_by_id(key) is not None:
             self.session.undo.push(cmd.ApplyPanelImage(self.session, key, png, params))
-            self.session.set_status(key, "done")
 
-    @Slot(int, str, str)
-    def _on_failed(self, job, kind, message) -> None:
-        for pid in self.job_panels.get(job, []):
-            if self.session.status.get(pid) in ("queued", "generating"):
-                self.session.set_status(pid, "failed")
-        if job in self.job_transitions and kind == ErrorKind.MISSING_MODEL.value:
+    def _on_note(self, job: Job, text: str) -> None:
+        panel, character = note_subject(text, job.panel_key_at)
+        self.messages.add(Message(Severity.NOTE, text, panel, character, source="generation"))
+
+    def _on_failed(self, job: Job) -> None:
+        error = job.error
+        panel = job.targets[0] if len(job.targets) == 1 else None
+        self.messages.add(Message(Severity.ERROR, error.message, panel, source="generation"))
+        if job.kind is JobKind.TRANSITION and error.kind is ErrorKind.MISSING_MODEL:
             # the same way as for pictures: the Models dialog gets what is missing
-            answer = QMessageBox.question(self, "Video models", message + "\n\nOpen Models to download them? "
-                                          "(Stable Diffusion 1.5, the AnimateDiff motion module, SparseCtrl RGB, "
-                                          "the IP-Adapter for SD1.5 and its image encoder.)")
+            answer = QMessageBox.question(self, "Video models", error.message + "\n\nOpen Models to download "
+                                          "them? (Stable Diffusion 1.5, the AnimateDiff motion module, SparseCtrl "
+                                          "RGB, the IP-Adapter for SD1.5 and its image encoder.)")
             if answer == QMessageBox.Yes:
                 self.models_dialog("The generated transitions need the video models: download Stable Diffusion "
                                    "1.5, the AnimateDiff motion module, SparseCtrl RGB, the IP-Adapter for SD1.5 "
                                    "and its image encoder, then generate the transition again.")
             return
-        if kind == ErrorKind.MISSING_MODEL.value and job in self.job_panels:
-            answer = QMessageBox.question(self, "Picture model", message + "\n\nOpen Models to choose or download "
-                                          "a picture model?")
+        if error.kind is ErrorKind.MISSING_MODEL and job.draws_pictures:
+            answer = QMessageBox.question(self, "Picture model", error.message + "\n\nOpen Models to choose or "
+                                          "download a picture model?")
             if answer == QMessageBox.Yes:
                 self.models_dialog("The project's picture model cannot be used. Pick one that is on this computer "
                                    "and press <b>Use for This Project</b>, or download one.")
             return
-        if kind == ErrorKind.OUT_OF_MEMORY.value and job in self.job_panels:
+        if error.kind is ErrorKind.OUT_OF_MEMORY and job.draws_pictures:
             lower = {"full": "model-offload", "model-offload": "sequential-offload"}
-            memory = preference(self.qsettings, "models/memory", "full")
+            memory = self.prefs.get("memory")
             if memory in lower:
                 answer = QMessageBox.question(
-                    self, "StoryStudio", message + f"\n\nSwitch to the lower-memory setting ({lower[memory]}) and "
-                    "generate these pictures again?")
+                    self, "StoryStudio", error.message + f"\n\nSwitch to the lower-memory setting ({lower[memory]}) "
+                    "and generate these pictures again?")
                 if answer == QMessageBox.Yes:
-                    self.qsettings.setValue("models/memory", lower[memory])
-                    targets, apply = list(self.job_panels.get(job, [])), self.job_apply.get(job, "panels")
-                    QTimer.singleShot(0, lambda: self._start(targets, apply))
+                    self.prefs.set("memory", lower[memory])
+                    targets, kind = list(job.targets), job.kind
+                    QTimer.singleShot(0, lambda: self._start(targets, kind))
                 return
-        QMessageBox.warning(self, "StoryStudio", message)
+        QMessageBox.warning(self, "StoryStudio", error.message)
 
-    @Slot(int, str)
-    def _on_finished(self, job, status) -> None:
-        for name, images in self.job_references.pop(job, {}).items():
-            character = self.session.project.character_by_name(name)
-            if character is not None and images:
-                self.session.undo.push(cmd.ApplyReferences(self.session, character.id, images))
-        for pid in self.job_panels.pop(job, []):
-            if self.session.status.get(pid) in ("queued", "generating"):
-                self.session.status.pop(pid, None)
-                self.session.status_changed.emit(pid)
-        self.job_apply.pop(job, None)
-        self.job_transitions.pop(job, None)
-        busy = bool(self.job_panels or self.job_transitions)
-        self.actions_by_name["stop"].setEnabled(busy)
-        self.progress.setVisible(busy)
-        if status == "cancelled":
-            self.statusBar().showMessage("Stopped.", 4000)
+    def _on_ended(self, job: Job) -> None:
+        if job.kind is JobKind.REFERENCES:
+            for name, images in job.references.items():
+                character = self.session.project.character_by_name(name)
+                if character is not None and images:
+                    self.session.undo.push(cmd.ApplyReferences(self.session, character.id, images))
+        if job.state is not JobState.DONE:
+            self.panel_view.drop_preview()  # the half-drawn picture of a stopped job is no picture
+        self._learn_speed(job)
+        self._job_changed(job)
+        if job.kind is JobKind.WARM_UP:
+            return
+        summary = job_summary(job)
+        if summary:
+            self.messages.add(Message(Severity.INFO, summary, source="generation"))
+            self.statusBar().showMessage(summary + (" See Messages." if job.notes or job.error else ""), 12000)
 
-    @Slot(int, str)
-    def _on_message(self, job, text) -> None:
-        self.statusBar().showMessage(text, 8000)
+    def _learn_speed(self, job: Job) -> None:
+        """Keep this job's measured seconds per picture-step for the next estimates."""
+        rate = job.clock.rate(minimum_steps=4)
+        arch, device = job.model.get("arch"), job.model.get("device")
+        settings = getattr(job.params, "settings", None)
+        if rate is None or not arch or not device or settings is None or job.state is JobState.FAILED:
+            return
+        table = self.speed_table()
+        table.record(device, arch, settings.width, settings.height, rate)
+        self.prefs.set("speeds", table.data)
+        self._update_estimate()
 
-    @Slot(int, str)
-    def _on_model_loading(self, job, source) -> None:
+    def _on_model_loading(self, job: Job, source: str) -> None:
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)  # busy: loading has no steps to count
         self.statusBar().showMessage(f"Loading the model {source}…")
 
-    @Slot(int, str)
-    def _on_model_loaded(self, job, text) -> None:
+    def _on_model_ready(self, job: Job, info: dict) -> None:
         self.progress.setRange(0, 100)
+        text = f"{info.get('name')} ({str(info.get('arch', '')).upper()}) on {info.get('device')}"
         self.statusBar().showMessage(f"Model ready: {text}", 4000)
         self.model_label.setText(text)
-        self.settings_panel.set_device_info(text.split(" on ", 1)[-1])
+        self.settings_panel.set_device_info(str(info.get("device", "")))
+        families = self.prefs.get("model_families")
+        if info.get("source") and info.get("arch") and families.get(info["source"]) != info["arch"]:
+            families[info["source"]] = info["arch"]
+            self.prefs.set("model_families", families)
+            self._update_estimate()
+
+    def _on_machine(self, info: dict) -> None:
+        machine = Machine.from_dict(info)
+        if machine is None:
+            return
+        first = self.machine is None
+        self.machine = machine
+        self.prefs.set("machine", machine.to_dict())
+        self.settings_panel.set_machine(machine)
+        self.settings_panel.set_device_info(machine.summary)
+        project = self.session.project
+        # the first start learns what this computer has only now: a project nobody touched yet follows it
+        if first and self._fresh and self.session.undo.count() == 0 and not any(p.versions for p in project.panels) \
+                and at_defaults(project.settings, None):
+            fit = apply_fitting(project.settings, machine, self._family(project.settings.model))
+            self.session.settings_changed.emit()
+            self.statusBar().showMessage(f"New projects on this computer start at {fit.reason}.", 8000)
+        self._update_estimate()
 
     # ---- edits -------------------------------------------------------------------------------
     def insert_panel(self, row: int | None) -> None:
@@ -807,17 +1178,75 @@ class MainWindow(QMainWindow):
             self.session.undo.push(cmd.DeletePanels(self.session, ids))
 
     def preferences(self) -> None:
-        PreferencesDialog(self.qsettings, self).exec()
+        PreferencesDialog(self.prefs, self, self.machine).exec()
 
-    def models_dialog(self, intro: str = "") -> ModelsDialog:
-        """Open the Models dialog; a model picked there becomes this project's (one undo step)."""
-        dialog = ModelsDialog(self, self.qsettings, intro)
-        dialog.model_chosen.connect(self.settings_panel.set_model)
+    def use_model(self, model: str, family: str = "") -> None:
+        """This project draws with ``model``: one undo step; size and steps still at a default follow the
+        model's family (SD 1.5 at 512, SDXL at 768)."""
+        st = self.session.project.settings
+        fit = fitting(self.machine, family) if family else None
+        follow = fit is not None and at_defaults(st, self.machine) and (st.width, st.height, st.steps) != (
+            fit.width, fit.height, fit.steps)
+        if model == st.model and not follow:
+            return
+        self.session.undo.beginMacro("Use model")
+        if model != st.model:
+            self.session.undo.push(cmd.SetSetting(self.session, "model", model))
+        if follow:
+            for field, value in (("width", fit.width), ("height", fit.height), ("steps", fit.steps)):
+                if getattr(st, field) != value:
+                    self.session.undo.push(cmd.SetSetting(self.session, field, value))
+        self.session.undo.endMacro()
+        if family:
+            families = self.prefs.get("model_families")
+            families[model] = family
+            self.prefs.set("model_families", families)
+        self._update_estimate()
+
+    def models_dialog(self, intro: str = "", waiting: bool = False) -> ModelsDialog:
+        """Open the Models dialog; a model picked there becomes this project's (one undo step). ``waiting``:
+        a generation waits for it, so *Use for This Project* closes the dialog and the generation starts."""
+        dialog = ModelsDialog(self, self.prefs, intro, close_on_use=waiting)
+        chosen: dict[str, str] = {}
+        dialog.model_family.connect(lambda model, family: chosen.__setitem__(model, family))
+        dialog.model_chosen.connect(lambda model: self.use_model(model, chosen.get(model, "")))
         self.active_models_dialog = dialog
         dialog.exec()
         dialog.shutdown()
         self.active_models_dialog = None
         return dialog
+
+    def getting_started(self) -> None:
+        """Help ▸ Getting Started: the first steps, as the docs tell them."""
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Getting Started")
+        dialog.resize(640, 560)
+        browser = QTextBrowser()
+        browser.setOpenExternalLinks(True)
+        browser.setMarkdown(resource("getting-started.md").read_text(encoding="utf-8"))
+        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons.rejected.connect(dialog.reject)
+        layout = QVBoxLayout(dialog)
+        layout.addWidget(browser)
+        layout.addWidget(buttons)
+        self.help_dialog = dialog
+        dialog.show()
+
+    def shortcut_list(self) -> list[tuple[str, str]]:
+        """(keys, what they do) for every action of the window that has a shortcut."""
+        rows = []
+        for action in self.findChildren(QAction):
+            keys = action.shortcut().toString(QKeySequence.NativeText)
+            if keys and action.text():
+                rows.append((keys, action.text().replace("&", "").rstrip("…").strip()))
+        extra = [("Ctrl+Return", "Apply the script (in the Script dock)"),
+                 ("Ctrl+wheel", "Zoom the page (on the Pages tab)"),
+                 ("Double-click", "Edit a balloon's words (on the Pages tab)")]
+        return sorted(set(rows)) + extra
+
+    def keyboard_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{t}</td></tr>" for k, t in self.shortcut_list())
+        QMessageBox.information(self, "Keyboard Shortcuts", f"<table>{rows}</table>")
 
     def about(self) -> None:
         QMessageBox.about(self, "About StoryStudio",
@@ -826,16 +1255,16 @@ class MainWindow(QMainWindow):
 
     # ---- window state ---------------------------------------------------------------------------
     def _restore_window_state(self) -> None:
-        geometry = self.qsettings.value("window/geometry")
-        state = self.qsettings.value("window/state")
+        geometry = self.prefs.get("window_geometry")
+        state = self.prefs.get("window_state")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
         else:
             screen = self.screen().availableGeometry() if self.screen() else None
-            w, h = (1280, 820) if screen is None else (min(1280, screen.width()), min(820, screen.height()))
+            w, h = (1280, 800) if screen is None else (min(1280, screen.width()), min(800, screen.height()))
             self.resize(w, h)
-            docks = [self.findChild(QDockWidget, n) for n in ("characters", "settings")]
-            self.resizeDocks(docks, [340, 400], Qt.Horizontal)
+            self.resizeDocks([self.docks["characters"], self.docks["settings"]], [330, 330], Qt.Horizontal)
+            self.resizeDocks([self.docks["timeline"], self.docks["script"]], [760, 500], Qt.Horizontal)
         if isinstance(state, QByteArray):
             self.restoreState(state)
 
@@ -843,14 +1272,35 @@ class MainWindow(QMainWindow):
         if not self.maybe_save():
             event.ignore()
             return
-        self.qsettings.setValue("window/geometry", self.saveGeometry())
-        self.qsettings.setValue("window/state", self.saveState())
+        self.prefs.set("window_geometry", self.saveGeometry())
+        self.prefs.set("window_state", self.saveState())
         if self._autosave_path is not None:
             discard_autosave(self._autosave_path)
         self.autosave_timer.stop()
         self.animatic.shutdown()
         self.service.shutdown()
         event.accept()
+
+
+def job_summary(job: Job) -> str:
+    """One sentence after a job: what it drew, how long it took, what it left to read."""
+    if not job.draws_pictures and job.kind is not JobKind.TRANSITION:
+        return ""
+    took = f" in {human_duration(job.seconds or 0).removeprefix('about ')}" if job.seconds else ""
+    if job.kind is JobKind.TRANSITION:
+        what = "Transition made" if job.state is JobState.DONE else "Transition not made"
+        return what + (took if job.state is JobState.DONE else "") + "."
+    drawn = len(job.drawn)
+    missing = len([t for t in job.targets if t not in job.drawn])
+    if job.state is JobState.DONE:
+        text = f"Drew {drawn} panel(s){took}." if job.kind is JobKind.PANELS else f"Drew the references{took}."
+    elif job.state is JobState.CANCELLED:
+        text = f"Stopped: {drawn} panel(s) drawn, {missing} not."
+    else:
+        text = f"Failed: {drawn} panel(s) drawn, {missing} not ({job.error.message if job.error else 'no reason'})."
+    if job.notes:
+        text += f" {len(job.notes)} note(s) to read."
+    return text
 
 
 def offer_recovery(parent: QWidget | None = None) -> tuple[Project, str | None, Path] | None:
@@ -867,7 +1317,8 @@ def offer_recovery(parent: QWidget | None = None) -> tuple[Project, str | None, 
     info = pending[0]
     answer = QMessageBox.question(
         parent, "Recover your work?",
-        f"StoryStudio closed without saving \"{info.title}\" ({info.saved_at}). Recover the autosaved copy?",
+        f"StoryStudio closed without saving \"{info.title}\" (autosaved {readable_time(info.saved_at)}). "
+        "Recover the autosaved copy?",
         QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
     if answer != QMessageBox.Yes:
         for item in pending:
@@ -879,4 +1330,3 @@ def offer_recovery(parent: QWidget | None = None) -> tuple[Project, str | None, 
         QMessageBox.warning(parent, "StoryStudio", f"The autosaved copy cannot be read: {exc}")
         return None
     return project, info.source_path, Path(info.path)
-

@@ -10,17 +10,15 @@ continues where it stopped).
 
 from __future__ import annotations
 
-import threading
 import traceback
 from typing import Any
 
-from PySide6.QtCore import QObject, QSettings, QThread, Signal, Slot
+from PySide6.QtCore import QSettings, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -34,6 +32,9 @@ from PySide6.QtWidgets import (
 )
 
 from ..engine.models.catalog import CatalogEntry, catalog, recommend
+from .files import ask_folder, ask_open_file
+from .preferences import Preferences, hub_token, save_hub_token  # noqa: F401  (the token's home is preferences)
+from .threads import ThreadWorker, run_in_thread
 
 KIND_WORDS = {"base-sdxl": "Picture model (SDXL)", "base-sd15": "Picture model (SD 1.5)",
               "ip-adapter": "Reference photos / video (IP-Adapter)", "image-encoder": "Image encoder",
@@ -59,76 +60,59 @@ def describe_progress(p: Any) -> str:
     return " · ".join(parts)
 
 
-class LibraryWorker(QObject):
-    """Runs library jobs (list, download, import, remove, detect the GPU) on the dialog's thread."""
+# ---- library work, each call on a thread of its own (they import torch and can take long) ----------------
 
-    listed = Signal(list)  # InstalledModel
-    gpu_found = Signal(object)  # GiB or None
-    progress = Signal(object)  # DownloadProgress
-    done = Signal(str, str)  # what finished ("download" | "import" | "remove"), a message for the user
-    failed = Signal(str, str)  # what failed, plain message
-    cancelled = Signal(str)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.stop = threading.Event()
+def list_models() -> list:
+    from ..engine.models.library import installed_models
 
-    @Slot(str, object)
-    def run(self, what: str, arg: Any) -> None:
-        from ..engine.models.downloads import DownloadCancelled
-        from ..engine.errors import ModelError
+    return installed_models()
 
-        try:
-            if what == "list":
-                from ..engine.models.library import installed_models
 
-                self.listed.emit(installed_models())
-                return
-            if what == "gpu":
-                from ..engine.models.catalog import detect_gpu_memory_gb
+def find_gpu() -> float | None:
+    from ..engine.models.catalog import detect_gpu_memory_gb
 
-                self.gpu_found.emit(detect_gpu_memory_gb())
-                return
-            self.stop.clear()
-            if what == "download":
-                from ..engine.models.downloads import download
+    return detect_gpu_memory_gb()
 
-                entry_id, token = arg
-                folder = download(entry_id, token=token or None, progress=self.progress.emit,
-                                  cancelled=self.stop.is_set)
-                self.done.emit(what, f"Downloaded to {folder}.")
-            elif what == "import":
-                from ..engine.models.library import import_model
 
-                path, allow_pickle = arg
-                model = import_model(path, allow_pickle=allow_pickle, progress=self.progress.emit,
-                                     cancelled=self.stop.is_set)
-                self.done.emit(what, f"Imported {model.name} ({(model.arch or '?').upper()}).")
-            elif what == "remove":
-                from ..engine.models.library import remove_model
+def download_model(entry_id: str, token: str | None, report, cancelled) -> tuple[str, str]:
+    from ..engine.models.downloads import download
 
-                freed = remove_model(arg)
-                self.done.emit(what, f"Removed; {human_bytes(freed)} freed." if freed else "Removed from the list.")
-        except DownloadCancelled:
-            self.cancelled.emit(what)
-        except ModelError as exc:
-            self.failed.emit(what, str(exc))
-        except Exception as exc:  # the dialog must survive anything; the user gets words, the log the details
-            traceback.print_exc()
-            self.failed.emit(what, f"That did not work: {exc}")
+    folder = download(entry_id, token=token or None, progress=report, cancelled=cancelled)
+    return f"Downloaded to {folder}.", entry_id
+
+
+def import_path_model(path: str, allow_pickle: bool, report, cancelled) -> tuple[str, str]:
+    from ..engine.models.library import import_model
+
+    model = import_model(path, allow_pickle=allow_pickle, progress=report, cancelled=cancelled)
+    return f"Imported {model.name} ({(model.arch or '?').upper()}).", model.id
+
+
+def remove_model_files(model_id: str) -> tuple[str, str]:
+    from ..engine.models.library import remove_model
+
+    freed = remove_model(model_id)
+    return (f"Removed; {human_bytes(freed)} freed." if freed else "Removed from the list."), ""
 
 
 class ModelsDialog(QDialog):
     """Install, import, remove and choose models."""
 
-    request = Signal(str, object)
     model_chosen = Signal(str)  # the load id of the model to use for this project
+    model_family = Signal(str, str)  # the same load id, and its family (sd15, sdxl) where known
 
-    def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None, intro: str = ""):
+    def __init__(self, parent: QWidget | None = None, settings: Preferences | QSettings | None = None,
+                 intro: str = "", close_on_use: bool = False):
+        """``close_on_use``: a generation waits for the model; *Use for This Project* closes the dialog
+        so that it starts at once."""
         super().__init__(parent)
         self.setWindowTitle("Models")
         self.resize(980, 560)
-        self.qsettings = settings or QSettings("StoryStudio", "StoryStudio")
+        self.preferences = settings if isinstance(settings, Preferences) else Preferences(settings)
+        self.close_on_use = close_on_use
+        self.works: list[ThreadWorker] = []
+        self.select_after_listing: str | None = None  # an imported model, selected once it is listed
         self.entries: list[CatalogEntry] = catalog()
         self.installed: dict[str, Any] = {}  # InstalledModel by id
         self.others: list[Any] = []  # installed models that are not in the catalog
@@ -188,25 +172,22 @@ class ModelsDialog(QDialog):
         layout.addWidget(self.status)
         layout.addWidget(close)
 
-        self.thread = QThread()
-        self.thread.setObjectName("StoryStudio models")
-        self.worker = LibraryWorker()
-        self.worker.moveToThread(self.thread)
-        self.request.connect(self.worker.run)
-        self.worker.listed.connect(self._listed)
-        self.worker.gpu_found.connect(self._gpu)
-        self.worker.progress.connect(self._progress)
-        self.worker.done.connect(self._done)
-        self.worker.failed.connect(self._failed)
-        self.worker.cancelled.connect(self._cancelled)
-        self.thread.start()
         self._fill()
-        self.request.emit("gpu", None)
+        self._run(find_gpu, on_result=self._gpu, on_error=lambda exc: self._gpu(None))
         self.refresh()
+
+    @property
+    def qsettings(self) -> QSettings:
+        return self.preferences.qsettings
+
+    def _run(self, func, *args, **callbacks) -> ThreadWorker:
+        worker = run_in_thread(func, *args, name="StoryStudio models", **callbacks)
+        self.works = [w for w in self.works if w.isRunning()] + [worker]
+        return worker
 
     # ---- table -----------------------------------------------------------------------------
     def refresh(self) -> None:
-        self.request.emit("list", None)
+        self._run(list_models, on_result=self._listed, on_error=self._list_failed)
 
     def rows(self) -> list[tuple[str, Any]]:
         """What each table row shows: ("catalog", entry) or ("installed", InstalledModel)."""
@@ -216,7 +197,7 @@ class ModelsDialog(QDialog):
         selected = self.selected()
         rows = self.rows()
         self.table.setRowCount(len(rows))
-        default = self.qsettings.value("models/default", "")
+        default = self.preferences.get("default_model")
         for r, (kind, item) in enumerate(rows):
             if kind == "catalog":
                 e: CatalogEntry = item
@@ -291,13 +272,17 @@ class ModelsDialog(QDialog):
             b.setEnabled(idle)
 
     # ---- worker answers ---------------------------------------------------------------------
-    @Slot(list)
     def _listed(self, models: list) -> None:
         self.installed = {m.catalog_id: m for m in models if m.catalog_id}
         self.others = [m for m in models if not m.catalog_id]
         self._fill()
+        if self.select_after_listing is not None:
+            wanted, self.select_after_listing = self.select_after_listing, None
+            self.select_id(wanted)
 
-    @Slot(object)
+    def _list_failed(self, exc: BaseException) -> None:
+        self.status.setText(f"The models on this computer could not be listed: {exc}")
+
     def _gpu(self, gb) -> None:
         self.gpu_gb, self.gpu_known = gb, True
         entry = recommend(gb)
@@ -307,7 +292,6 @@ class ModelsDialog(QDialog):
         if self.selected() is None:
             self.select_id(entry.id)
 
-    @Slot(object)
     def _progress(self, p) -> None:
         self.progress.setVisible(True)
         self.progress.setMaximum(1000)
@@ -321,31 +305,39 @@ class ModelsDialog(QDialog):
         self.refresh()
         self._update_buttons()
 
-    @Slot(str, str)
-    def _done(self, what: str, message: str) -> None:
+    def _done(self, answer: tuple[str, str]) -> None:
+        message, model_id = answer
+        if self.busy == "import" and model_id:
+            self.select_after_listing = model_id  # the new model is the one the user wants next
         self._finish()
         self.status.setText(message)
 
-    @Slot(str, str)
-    def _failed(self, what: str, message: str) -> None:
+    def _failed(self, exc: BaseException) -> None:
+        from ..engine.errors import ModelError
+
+        if isinstance(exc, ModelError):
+            message = str(exc)
+        else:  # the dialog must survive anything; the user gets words, the log the details
+            traceback.print_exception(exc)
+            message = f"That did not work: {exc}"
         self._finish()
         self.status.setText(message)
         QMessageBox.warning(self, "Models", message)
 
-    @Slot(str)
-    def _cancelled(self, what: str) -> None:
+    def _cancelled(self) -> None:
         self._finish()
         self.status.setText("Download stopped. What was fetched is kept: Continue Download picks up from there.")
 
     # ---- actions -----------------------------------------------------------------------------
-    def _start(self, what: str, arg: Any, text: str) -> None:
+    def _start(self, what: str, func, args: tuple, text: str) -> None:
         self.busy = what
         self.status.setText(text)
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.cancel_button.setVisible(what in ("download", "import"))
         self._update_buttons()
-        self.request.emit(what, arg)
+        self.job = self._run(func, *args, on_progress=self._progress, on_result=self._done,
+                             on_error=self._failed, on_cancel=self._cancelled)
 
     def download_selected(self) -> None:
         row = self.selected()
@@ -358,24 +350,25 @@ class ModelsDialog(QDialog):
                 self, "Models", f"{entry.name} is gated: accept its licence on its Hugging Face page, then add "
                 "your access token in Preferences, and download again.")
             return
-        self._start("download", (entry.id, token), f"Downloading {entry.name}…")
+        self._start("download", download_model, (entry.id, token), f"Downloading {entry.name}…")
 
     def cancel(self) -> None:
-        self.worker.stop.set()
+        if getattr(self, "job", None) is not None:
+            self.job.cancel()
 
     def import_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import a model file", "",
-                                              "Model files (*.safetensors *.ckpt *.bin *.pt)")
+        path = ask_open_file(self, self.preferences, "Import a model file",
+                             "Model files (*.safetensors *.ckpt *.bin *.pt)")
         if path:
             self.import_path(path)
 
     def import_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Import a diffusers model folder")
+        path = ask_folder(self, self.preferences, "Import a diffusers model folder")
         if path:
             self.import_path(path)
 
     def import_path(self, path: str) -> None:
-        self._start("import", (path, self.pickle_box.isChecked()), f"Importing {path}…")
+        self._start("import", import_path_model, (path, self.pickle_box.isChecked()), f"Importing {path}…")
 
     def remove_selected(self, confirm: bool = True) -> None:
         row = self.selected()
@@ -389,63 +382,32 @@ class ModelsDialog(QDialog):
                                                                   else " from the list? Its folder stays.")) \
                 != QMessageBox.Yes:
             return
-        self._start("remove", model.id, f"Removing {model.name}…")
+        self._start("remove", remove_model_files, (model.id,), f"Removing {model.name}…")
 
     def use_selected(self) -> None:
         model = self._installed_row(self.selected())
         if model is not None:
+            self.model_family.emit(model.load_id, model.arch or "")
             self.model_chosen.emit(model.load_id)
             self.status.setText(f"This project now uses {model.name}.")
+            if self.close_on_use:
+                self.accept()  # the waiting generation starts now
 
     def make_default(self) -> None:
         model = self._installed_row(self.selected())
         if model is not None:
-            self.qsettings.setValue("models/default", model.load_id)
+            self.preferences.set("default_model", model.load_id)
             self._fill()
 
     def shutdown(self) -> None:
-        """Stop a running download (what it fetched is kept) and the dialog's thread."""
-        if self.busy in ("download", "import"):
-            self.worker.stop.set()
-        self.thread.quit()
-        self.thread.wait(10000)
+        """Stop a running download or import (what it fetched is kept) and wait for the dialog's threads."""
+        for worker in self.works:
+            if self.busy in ("download", "import"):
+                worker.cancel()
+        for worker in self.works:
+            worker.wait(10000)
+        self.works = []
 
     def done(self, result: int) -> None:
         self.shutdown()
         super().done(result)
-
-
-# ---------------------------------------------------------------------------
-# the Hub token, where the Hugging Face tools keep it
-
-
-def hub_token() -> str | None:
-    """The access token saved for the Hugging Face Hub (ours or one the ``hf`` tool saved), never shown."""
-    from huggingface_hub import constants
-
-    try:
-        text = open(constants.HF_TOKEN_PATH, encoding="utf-8").read().strip()
-    except OSError:
-        return None
-    return text or None
-
-
-def save_hub_token(token: str | None) -> None:
-    """Keep (or forget, with None) the token where Hugging Face's tools keep it, readable only by this user."""
-    import os
-
-    from huggingface_hub import constants
-
-    path = constants.HF_TOKEN_PATH
-    if not token:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(token.strip())
-    if os.name == "posix":
-        os.chmod(path, 0o600)

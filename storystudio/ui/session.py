@@ -25,7 +25,6 @@ class ProjectSession(QObject):
     characters_changed = Signal()
     settings_changed = Signal()
     project_replaced = Signal()  # a new or opened project
-    status_changed = Signal(str)  # panel id: empty, queued, generating, done, failed
     layout_changed = Signal()  # pages, frames, balloons or page settings
     animatic_changed = Signal()  # shots, cuts or video settings
 
@@ -34,13 +33,11 @@ class ProjectSession(QObject):
         self.undo = QUndoStack(self)
         self.project = project or Project.example()
         self.path = path
-        self.status: dict[str, str] = {}
 
     # ---- whole documents -----------------------------------------------------------
     def replace(self, project: Project, path: str | None) -> None:
         self.project = project
         self.path = path
-        self.status.clear()
         self.undo.clear()
         self.project_replaced.emit()
 
@@ -95,12 +92,15 @@ class ProjectSession(QObject):
         self.project.touch()
         self.panel_changed.emit(panel_id)
 
-    def set_status(self, panel_id: str, status: str) -> None:
-        self.status[panel_id] = status
-        self.status_changed.emit(panel_id)
-
-    def panel_status(self, panel: ProjectPanel) -> str:
-        return self.status.get(panel.id) or ("done" if panel.chosen_version else "empty")
+    def set_story(self, characters: list[ProjectCharacter], panels: list[ProjectPanel], layout: Layout) -> None:
+        """Cast, panels and pages at once (a story script applied, or undone)."""
+        self.project.characters = characters
+        self.project.panels = panels
+        self.project.layout = layout
+        self.project.touch()
+        self.characters_changed.emit()
+        self.panels_changed.emit()
+        self.layout_changed.emit()
 
     # ---- characters -------------------------------------------------------------------
     def character(self, character_id: str) -> ProjectCharacter:

@@ -17,11 +17,11 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QSizePolicy,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -30,33 +30,25 @@ from PySide6.QtWidgets import (
 
 from ..engine.story.styles import default_style, style_names
 from .commands import SetSetting
+from .files import ask_folder, ask_open_file
+from .machine import Machine
+from .preferences import DEVICE_LABELS, DTYPE_LABELS, RUN_ON, Preferences
 from .session import ProjectSession
 
 #: The samplers the story pipeline knows (the keys of ``story_pipeline.SCHEDULERS``; a test keeps them equal),
 #: with the words shown for them.
 SCHEDULER_LABELS = {
-    "ddim": "DDIM (StoryDiffusion's default)",
+    "ddim": "DDIM (StoryDiffusion's)",
     "euler": "Euler",
-    "euler_a": "Euler ancestral (more varied)",
-    "dpm++_2m": "DPM++ 2M (good in fewer steps)",
-    "unipc": "UniPC (good in fewer steps)",
+    "euler_a": "Euler ancestral (varied)",
+    "dpm++_2m": "DPM++ 2M (few steps)",
+    "unipc": "UniPC (few steps)",
 }
 SCHEDULERS = list(SCHEDULER_LABELS)
 
-DEVICE_LABELS = {
-    "auto": "Automatic (the best this computer has)",
-    "cuda": "NVIDIA graphics card (CUDA)",
-    "mps": "Apple graphics (Metal)",
-    "cpu": "Processor only (very slow)",
-}
-DTYPE_LABELS = {
-    "auto": "Automatic",
-    "fp16": "Half (fp16): fast, less memory",
-    "bf16": "Half (bf16): for newer cards",
-    "fp32": "Full (fp32): slow, most memory",
-}
 #: (label, width, height); "Custom" is the last entry of the combo.
 SIZE_PRESETS = [
+    ("512 x 512 (square, SD 1.5)", 512, 512),
     ("768 x 768 (square)", 768, 768),
     ("1024 x 1024 (square)", 1024, 1024),
     ("832 x 1216 (portrait)", 832, 1216),
@@ -68,9 +60,18 @@ MAX_SEED = 2**31 - 1
 MODEL_FILTER = "Model files (*.safetensors *.ckpt);;All files (*)"
 
 
+def _narrow(combo: QComboBox) -> QComboBox:
+    """A combo box that may be narrower than its longest item (shown whole in its list), so a narrow dock
+    never scrolls sideways."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(8)
+    combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+    return combo
+
+
 def _labelled_combo(labels: dict[str, str]) -> QComboBox:
     """A combo box showing plain words; each item's data is the setting's value."""
-    combo = QComboBox()
+    combo = _narrow(QComboBox())
     for value, label in labels.items():
         combo.addItem(label, value)
     return combo
@@ -81,12 +82,17 @@ class SettingsPanel(QWidget):
 
     models_requested = Signal()  # the user wants the Models dialog
 
-    def __init__(self, session: ProjectSession, parent: QWidget | None = None):
+    def __init__(self, session: ProjectSession, preferences: Preferences | None = None,
+                 parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
+        self.preferences = preferences
+        self.machine: Machine | None = None
         self._updating = False
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        # in a narrow dock a row's field goes under its label instead of pushing the form wider
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
 
         # ---- model ---------------------------------------------------------------------
         self.model_edit = QLineEdit()
@@ -96,10 +102,10 @@ class SettingsPanel(QWidget):
             ".safetensors file, or a Hugging Face name such as stabilityai/stable-diffusion-xl-base-1.0."
         )
         self.model_folder_button = QToolButton()
-        self.model_folder_button.setText("Choose folder…")
+        self.model_folder_button.setText("Folder…")
         self.model_folder_button.setToolTip("Use a model folder (one that holds model_index.json).")
         self.model_file_button = QToolButton()
-        self.model_file_button.setText("Choose file…")
+        self.model_file_button.setText("File…")
         self.model_file_button.setToolTip("Use a single model file (.safetensors).")
         self.models_button = QToolButton()
         self.models_button.setText("Models…")
@@ -116,14 +122,14 @@ class SettingsPanel(QWidget):
         form.addRow("Model", model_row)
 
         # ---- style ------------------------------------------------------------------------
-        self.style_combo = QComboBox()
+        self.style_combo = _narrow(QComboBox())
         for name in style_names():
             self.style_combo.addItem(name, name)
         self.style_combo.setToolTip("The drawing style added to every panel's description.")
         form.addRow("Style", self.style_combo)
 
         # ---- size --------------------------------------------------------------------------
-        self.size_combo = QComboBox()
+        self.size_combo = _narrow(QComboBox())
         for label, width, height in SIZE_PRESETS:
             self.size_combo.addItem(label, f"{width}x{height}")
         self.size_combo.addItem(CUSTOM_SIZE, "custom")
@@ -132,11 +138,13 @@ class SettingsPanel(QWidget):
         self.width_spin.setToolTip("Picture width in pixels (a multiple of 64). Bigger pictures take longer.")
         self.height_spin = self._int_spin(256, 2048, SIZE_STEP, " px")
         self.height_spin.setToolTip("Picture height in pixels (a multiple of 64). Bigger pictures take longer.")
-        size_row = QHBoxLayout()
-        size_row.addWidget(self.size_combo, 1)
-        size_row.addWidget(self.width_spin)
-        size_row.addWidget(QLabel("x"))
-        size_row.addWidget(self.height_spin)
+        spins = QHBoxLayout()
+        spins.addWidget(self.width_spin, 1)
+        spins.addWidget(QLabel("x"))
+        spins.addWidget(self.height_spin, 1)
+        size_row = QVBoxLayout()
+        size_row.addWidget(self.size_combo)
+        size_row.addLayout(spins)
         form.addRow("Picture size", size_row)
 
         # ---- quality -----------------------------------------------------------------------
@@ -151,7 +159,7 @@ class SettingsPanel(QWidget):
             "How closely pictures follow the panel's description (guidance scale). Higher follows the words "
             "more strictly but can look harsh; 5 is the default."
         )
-        form.addRow("Follow the description", self.guidance_spin)
+        form.addRow("Follow the words", self.guidance_spin)
 
         # ---- consistency ----------------------------------------------------------------------
         self.rate_spin = self._float_spin(0.0, 1.0, 0.05, 2)
@@ -160,13 +168,13 @@ class SettingsPanel(QWidget):
             "image borrows from the character's reference pictures. 0.3 is weaker, 0.5 the default, 0.7 "
             "stronger but follows each panel's description less."
         )
-        form.addRow("Consistency strength", self.rate_spin)
+        form.addRow("Consistency", self.rate_spin)
         self.id_length_spin = self._int_spin(1, 8, 1)
         self.id_length_spin.setToolTip(
             "How many reference pictures are drawn for each character and used to keep them consistent. "
             "More uses more memory (4 is the default)."
         )
-        form.addRow("Reference pictures per character", self.id_length_spin)
+        form.addRow("References each", self.id_length_spin)
 
         # ---- seed -----------------------------------------------------------------------------
         self.seed_spin = self._int_spin(0, MAX_SEED, 1)
@@ -175,7 +183,7 @@ class SettingsPanel(QWidget):
             "change it for a different take on the whole story."
         )
         self.seed_button = QToolButton()
-        self.seed_button.setText("\N{GAME DIE} Random")
+        self.seed_button.setText("Random")  # plain words: an emoji die is a missing-glyph box in many fonts
         self.seed_button.setToolTip("Pick a random seed.")
         seed_row = QHBoxLayout()
         seed_row.addWidget(self.seed_spin, 1)
@@ -194,7 +202,7 @@ class SettingsPanel(QWidget):
             "FreeU re-balances the model's inner layers for richer detail and colour, at no extra time. "
             "Turn it off if pictures look over-processed."
         )
-        form.addRow("", self.freeu_check)
+        form.addRow(self.freeu_check)
         self.negative_edit = QLineEdit()
         self.negative_edit.setPlaceholderText("e.g. blurry, extra fingers, text")
         self.negative_edit.setToolTip(
@@ -205,7 +213,7 @@ class SettingsPanel(QWidget):
         # ---- hardware ----------------------------------------------------------------------------
         self.device_combo = _labelled_combo(DEVICE_LABELS)
         self.device_combo.setToolTip("Which part of the computer draws the pictures.")
-        form.addRow("Run on", self.device_combo)
+        form.addRow(RUN_ON, self.device_combo)
         self.dtype_combo = _labelled_combo(DTYPE_LABELS)
         self.dtype_combo.setToolTip(
             "Number precision (dtype). Half precision is faster and needs about half the memory; Automatic "
@@ -216,6 +224,10 @@ class SettingsPanel(QWidget):
         self.device_label.setWordWrap(True)
         self.device_label.setToolTip("The graphics card or processor StoryStudio found on this computer.")
         form.addRow("This computer", self.device_label)
+        self.estimate_label = QLabel("")
+        self.estimate_label.setWordWrap(True)
+        self.estimate_label.setToolTip("How long drawing takes here, measured from this computer's earlier jobs.")
+        form.addRow("Time", self.estimate_label)
 
         # ---- wiring: only user actions push commands ----------------------------------------------
         self.model_edit.editingFinished.connect(lambda: self.set_model(self.model_edit.text()))
@@ -248,19 +260,26 @@ class SettingsPanel(QWidget):
         """Show what hardware was found, e.g. "NVIDIA RTX 4090, 24 GiB" or "CPU"."""
         self.device_label.setText(text)
 
+    def set_machine(self, machine: Machine) -> None:
+        """Offer only the devices this computer has (the project's own choice stays visible)."""
+        self.machine = machine
+        self.refresh()
+
+    def set_estimate(self, text: str) -> None:
+        self.estimate_label.setText(text or "Nothing to draw.")
+
     def set_model(self, model: str) -> None:
         """Use this model (a folder, a file or a Hugging Face name); one undo step."""
         self._push("model", model.strip())
 
     def choose_model_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder", self.session.project.settings.model)
+        folder = ask_folder(self, self.preferences, "Choose a model folder", self.session.project.settings.model)
         if folder:
             self.set_model(folder)
 
     def choose_model_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Choose a model file", self.session.project.settings.model, MODEL_FILTER
-        )
+        path = ask_open_file(self, self.preferences, "Choose a model file", MODEL_FILTER,
+                             self.session.project.settings.model)
         if path:
             self.set_model(path)
 
@@ -303,8 +322,22 @@ class SettingsPanel(QWidget):
             self._set_combo(self.scheduler_combo, s.scheduler)
             self.freeu_check.setChecked(bool(s.freeu))
             self.negative_edit.setText(s.negative_prompt)
+            self._offer_devices(s.device)
             self._set_combo(self.device_combo, s.device)
             self._set_combo(self.dtype_combo, s.dtype)
+
+    def _offer_devices(self, current: str) -> None:
+        offered = ["auto", *self.machine.devices] if self.machine is not None else list(DEVICE_LABELS)
+        if current not in offered:
+            offered.append(current)
+        if [self.device_combo.itemData(i) for i in range(self.device_combo.count())] == offered:
+            return
+        self.device_combo.clear()
+        for value in offered:
+            label = DEVICE_LABELS.get(value, str(value))
+            if self.machine is not None and value not in ("auto", *self.machine.devices):
+                label += " (not on this computer)"
+            self.device_combo.addItem(label, value)
 
     # ---- helpers ---------------------------------------------------------------------------
     @staticmethod

@@ -2,39 +2,72 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractListModel, QByteArray, QMimeData, QModelIndex, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
-from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu
+from PySide6.QtCore import QAbstractListModel, QByteArray, QMimeData, QModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu, QStyle, QStyledItemDelegate
 
+from ..project.story import NO_CHARACTER, TAG_PATTERN
 from .commands import MovePanels
+from .messages import MARKS, Severity
 from .session import ProjectSession
 
 MIME = "application/x-storystudio-panel-ids"
 THUMB = 128
 STATUS_COLOURS = {"empty": "#9aa0a6", "queued": "#8ab4f8", "generating": "#fbbc04", "done": "#34a853",
                   "failed": "#ea4335"}
+BADGE_COLOURS = {Severity.NOTE: "#1a73e8", Severity.WARNING: "#f29900", Severity.ERROR: "#d93025"}
+CELL = QSize(THUMB + 48, THUMB + 60)
+
+
+def panel_text(prompt: str) -> str:
+    """What a panel shows, in the creator's words: ``[Mira] walks`` reads "Mira walks"; ``[NC]`` goes."""
+    def name(match) -> str:
+        inner = match.group(1).strip()
+        return "" if inner == NO_CHARACTER else inner
+
+    return " ".join(TAG_PATTERN.sub(name, prompt).split())
+
+
+def status_text(status: str, progress: tuple[int, int] | None) -> str:
+    if status == "generating" and progress:
+        return f"generating {progress[0]}/{progress[1]}"
+    return status
 
 
 class PanelListModel(QAbstractListModel):
-    """One row per panel; drops become MovePanels commands on the session's undo stack."""
+    """One row per panel; drops become MovePanels commands on the session's undo stack.
+
+    A panel's status comes from the job queue while a job concerns it (queued, generating with its step,
+    failed), else from its pictures (done, empty); its badge from the messages about it.
+    """
 
     StatusRole = Qt.UserRole + 1
     IdRole = Qt.UserRole + 2
+    StatusTextRole = Qt.UserRole + 3
+    BadgeRole = Qt.UserRole + 4  # the worst severity of the messages about the panel, or None
 
-    def __init__(self, session: ProjectSession, parent=None):
+    def __init__(self, session: ProjectSession, jobs=None, messages=None, parent=None):
         super().__init__(parent)
         self.session = session
+        self.jobs = jobs
+        self.messages = messages
         self._thumbs: dict[str, QPixmap] = {}
-        self.progress: dict[str, str] = {}  # panel id -> "3/35" while generating
         session.panels_changed.connect(self._reset)
         session.project_replaced.connect(self._reset)
         session.panel_changed.connect(self._panel_changed)
-        session.status_changed.connect(self._panel_changed)
         session.characters_changed.connect(self._reset)
+        if jobs is not None:
+            jobs.panels_changed.connect(self._panels_changed)
+        if messages is not None:
+            messages.panels_changed.connect(self._panels_changed)
 
     def _reset(self) -> None:
         self.beginResetModel()
         self.endResetModel()
+
+    def _panels_changed(self, panel_ids: list) -> None:
+        for panel_id in panel_ids:
+            self._panel_changed(panel_id)
 
     def _panel_changed(self, panel_id: str) -> None:
         try:
@@ -56,20 +89,29 @@ class PanelListModel(QAbstractListModel):
             self._thumbs[image_name] = pix.scaled(THUMB, THUMB, Qt.KeepAspectRatio, Qt.SmoothTransformation)
         return self._thumbs[image_name]
 
+    def status(self, panel) -> str:
+        job_status = self.jobs.panel_status(panel.id) if self.jobs is not None else None
+        return job_status or ("done" if panel.chosen_version else "empty")
+
     def data(self, index: QModelIndex, role: int = Qt.DisplayRole):
         if not index.isValid():
             return None
         panel = self.session.project.panels[index.row()]
-        status = self.session.panel_status(panel)
+        status = self.status(panel)
         if role == Qt.DisplayRole:
-            text = panel.prompt if len(panel.prompt) < 48 else panel.prompt[:46] + "…"
-            extra = f" · {self.progress[panel.id]}" if status == "generating" and panel.id in self.progress else ""
-            return f"{index.row() + 1}. {text}\n[{status}{extra}]"
+            return f"{index.row() + 1}. {panel_text(panel.prompt) or '(nothing)'}"
+        if role == self.StatusTextRole:
+            progress = self.jobs.panel_progress(panel.id) if self.jobs is not None else None
+            return status_text(status, progress)
         if role == Qt.ToolTipRole:
-            tip = f"{panel.prompt}"
+            tip = panel_text(panel.prompt)
             if panel.caption:
                 tip += f"\nCaption: {panel.caption}"
-            return tip + f"\nVersions: {len(panel.versions)}"
+            tip += f"\nVersions: {len(panel.versions)}"
+            if self.messages is not None:
+                for message in self.messages.for_panel(panel.id)[-3:]:
+                    tip += f"\n{MARKS[message.severity]} {message.text}"
+            return tip
         if role == Qt.DecorationRole:
             version = panel.chosen_version
             pix = self.thumbnail(version.image if version else None)
@@ -78,6 +120,8 @@ class PanelListModel(QAbstractListModel):
             return status
         if role == self.IdRole:
             return panel.id
+        if role == self.BadgeRole:
+            return self.messages.worst_for_panel(panel.id) if self.messages is not None else None
         return None
 
     def flags(self, index: QModelIndex):
@@ -124,6 +168,71 @@ class PanelListModel(QAbstractListModel):
         return False  # the move already happened through the command; nothing to remove
 
 
+class PanelDelegate(QStyledItemDelegate):
+    """A panel's cell: its picture, two lines of what it shows (cut with "…"), and always its status line;
+    a badge in the corner when messages concern it."""
+
+    def sizeHint(self, option, index) -> QSize:
+        return CELL
+
+    def paint(self, painter: QPainter, option, index: QModelIndex) -> None:
+        painter.save()
+        rect = option.rect.adjusted(3, 3, -3, -3)
+        if option.state & QStyle.State_Selected:
+            painter.fillRect(rect, option.palette.highlight())
+            text_colour = option.palette.highlightedText().color()
+        else:
+            text_colour = option.palette.text().color()
+        icon: QIcon = index.data(Qt.DecorationRole)
+        picture = QRect(rect.left() + (rect.width() - THUMB) // 2, rect.top(), THUMB, THUMB)
+        if icon is not None:
+            icon.paint(painter, picture, Qt.AlignCenter)
+        metrics = option.fontMetrics
+        line = metrics.height()
+        status_rect = QRect(rect.left(), rect.bottom() - line, rect.width(), line)
+        text_rect = QRect(rect.left(), picture.bottom() + 2, rect.width(), status_rect.top() - picture.bottom() - 2)
+        painter.setPen(text_colour)
+        painter.drawText(text_rect, Qt.AlignHCenter | Qt.AlignTop | Qt.TextWordWrap,
+                         _elide_lines(index.data(Qt.DisplayRole) or "", metrics, text_rect.width(),
+                                      max(1, text_rect.height() // line)))
+        status = index.data(PanelListModel.StatusRole) or "empty"
+        bold = QFont(option.font)
+        bold.setBold(True)
+        painter.setFont(bold)
+        painter.setPen(QColor(STATUS_COLOURS.get(status, "#9aa0a6")))
+        painter.drawText(status_rect, Qt.AlignHCenter | Qt.AlignVCenter,
+                         metrics.elidedText(index.data(PanelListModel.StatusTextRole) or status, Qt.ElideRight,
+                                            status_rect.width()))
+        badge = index.data(PanelListModel.BadgeRole)
+        if badge is not None:
+            size = 18
+            circle = QRect(picture.right() - size + 4, picture.top() - 2, size, size)
+            painter.setRenderHint(QPainter.Antialiasing)
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(QColor(BADGE_COLOURS.get(badge, "#1a73e8")))
+            painter.drawEllipse(circle)
+            painter.setPen(QColor("white"))
+            painter.drawText(circle, Qt.AlignCenter, "!")
+        painter.restore()
+
+
+def _elide_lines(text: str, metrics, width: int, lines: int) -> str:
+    """``text`` wrapped into at most ``lines`` lines of ``width``, the last cut with "…"."""
+    words, out, current = text.split(), [], ""
+    for i, word in enumerate(words):
+        trial = f"{current} {word}".strip()
+        if metrics.horizontalAdvance(trial) <= width or not current:
+            current = trial
+            continue
+        out.append(current)
+        current = word
+        if len(out) == lines - 1:
+            current = " ".join([current, *words[i + 1:]])
+            break
+    out.append(metrics.elidedText(current, Qt.ElideRight, width))
+    return "\n".join(out[:lines])
+
+
 def _placeholder(status: str) -> QPixmap:
     pix = QPixmap(THUMB, THUMB)
     pix.fill(QColor("#f1f3f4"))
@@ -145,18 +254,19 @@ class PanelTimeline(QListView):
     delete_requested = Signal(list)
     insert_requested = Signal(int)  # row
 
-    def __init__(self, session: ProjectSession, parent=None):
+    def __init__(self, session: ProjectSession, jobs=None, messages=None, parent=None):
         super().__init__(parent)
         self.session = session
-        self.panel_model = PanelListModel(session, self)
+        self.panel_model = PanelListModel(session, jobs, messages, self)
         self.setModel(self.panel_model)
+        self.setItemDelegate(PanelDelegate(self))
         self.setViewMode(QListView.IconMode)
         self.setFlow(QListView.LeftToRight)
         self.setWrapping(False)
         self.setMovement(QListView.Static)
         self.setResizeMode(QListView.Adjust)
         self.setIconSize(QSize(THUMB, THUMB))
-        self.setGridSize(QSize(THUMB + 48, THUMB + 52))
+        self.setGridSize(CELL)
         self.setWordWrap(True)
         self.setUniformItemSizes(True)
         self.setSelectionMode(QAbstractItemView.ExtendedSelection)
@@ -168,7 +278,7 @@ class PanelTimeline(QListView):
         self.setDropIndicatorShown(True)
         self.setContextMenuPolicy(Qt.CustomContextMenu)
         self.customContextMenuRequested.connect(self._menu)
-        self.setMinimumHeight(THUMB + 70)
+        self.setMinimumHeight(CELL.height() + 24)  # a whole cell and the scroll bar
 
     # Drops are handled here, not by QListView: in icon mode its own handling moves icons around the
     # viewport instead of asking the model, and the drop must become one undoable MovePanels command.

@@ -19,11 +19,12 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QImage
 
 from ..engine.errors import ErrorKind, error_kind
 from ..project.story import Story
+from .threads import WorkerThread
 
 
 @dataclass
@@ -96,7 +97,9 @@ class InferenceWorker(QObject):
     message = Signal(int, str)  # job, a note for the user (e.g. truncated prompt)
     model_loading = Signal(int, str)  # job, what is being loaded
     model_loaded = Signal(int, str)  # job, one-line description
+    model_ready = Signal(int, dict)  # job, what was loaded: name, source, arch, device (in words)
     device_found = Signal(str)  # the compute device, in words (after the warm-up)
+    machine_found = Signal(dict)  # what this computer can draw on (``Machine.to_dict``), after the warm-up
     clip_ready = Signal(int, str, str, list, dict)  # job, panel before, panel after, PNG bytes per frame, parameters
     failed = Signal(int, str, str)  # job, ErrorKind value, plain message
     finished = Signal(int, str)  # job, "done" | "cancelled" | "failed"
@@ -117,9 +120,9 @@ class InferenceWorker(QObject):
         try:
             if job.kind == "warm-up":
                 warm_up()
-                from ..engine.models.loading import device_summary, pick_device
-
-                self.device_found.emit(device_summary(pick_device("auto")))
+                machine = find_machine()
+                self.machine_found.emit(machine)
+                self.device_found.emit(machine["summary"])
             elif job.kind == "load":
                 self._load(job, job.payload)
             elif job.kind == "transition":
@@ -151,7 +154,9 @@ class InferenceWorker(QObject):
                                      allow_download=choice.allow_download, memory=choice.memory)
             self._model_key = key
         m = self._model
-        self.model_loaded.emit(job.id, f"{m.name} ({m.arch.upper()}) on {device_summary(m.device)}")
+        device = device_summary(m.device)
+        self.model_ready.emit(job.id, {"name": m.name, "source": choice.source, "arch": m.arch, "device": device})
+        self.model_loaded.emit(job.id, f"{m.name} ({m.arch.upper()}) on {device}")
         return m
 
     def _render(self, job: Job, work: RenderJob) -> None:
@@ -240,6 +245,23 @@ class InferenceWorker(QObject):
         return DiffusionTransitionBackend(self._video)
 
 
+def find_machine() -> dict:
+    """What this computer can draw on, as ``Machine.to_dict`` (torch is imported by now)."""
+    import torch
+
+    from ..engine.models.catalog import detect_gpu_memory_gb
+    from ..engine.models.loading import device_summary, pick_device
+
+    devices = []
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    devices.append("cpu")
+    return {"summary": device_summary(pick_device("auto")), "gpu_gb": detect_gpu_memory_gb(), "devices": devices}
+
+
 def warm_up() -> None:
     """Import torch, diffusers and the pipeline classes.
 
@@ -248,8 +270,12 @@ def warm_up() -> None:
     app does it in the worker right after the window opens, while nobody waits
     for a picture, instead of in the middle of the first job.
     """
+    import transformers
+
+    # quiet before diffusers' imports: they make transformers warn (once, on the console) that its image
+    # processors fall back to PIL without torchvision, which StoryStudio neither needs nor asks for
+    transformers.utils.logging.set_verbosity_error()
     import diffusers  # noqa: F401
-    import transformers  # noqa: F401
     from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: F401
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: F401
 
@@ -288,13 +314,10 @@ class GenerationService(QObject):
         super().__init__(parent)
         self._ids = itertools.count(1)
         self._jobs: dict[int, Job] = {}
-        self.thread = QThread()
-        self.thread.setObjectName("StoryStudio inference")
         self.worker = InferenceWorker()
-        self.worker.moveToThread(self.thread)
+        self.thread = WorkerThread(self.worker, "StoryStudio inference")
         self.submit_job.connect(self.worker.run)
         self.worker.finished.connect(self._forget)
-        self.thread.start()
 
     def submit(self, kind: str, payload: Any) -> int:
         job = Job(next(self._ids), kind, payload)
@@ -331,5 +354,4 @@ class GenerationService(QObject):
 
     def shutdown(self, wait_ms: int = 10000) -> None:
         self.cancel()
-        self.thread.quit()
-        self.thread.wait(wait_ms)
+        self.thread.stop(wait_ms)

@@ -70,3 +70,17 @@ def test_the_compile_cache_is_kept_in_storystudios_cache_folder(tmp_path, monkey
     import os
 
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cc")
+
+
+def test_storystudios_cache_setting_wins_over_torchs_and_torchs_over_the_default(tmp_path, monkeypatch):
+    import os
+
+    from storystudio.engine.story.compile import use_compile_cache
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torch"))
+    monkeypatch.setenv("STORYSTUDIO_COMPILE_CACHE", str(tmp_path / "ours"))
+    assert use_compile_cache() == tmp_path / "ours" and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "ours")
+    monkeypatch.delenv("STORYSTUDIO_COMPILE_CACHE")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torch"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert use_compile_cache() == tmp_path / "torch"  # the user's own torch setting is kept

@@ -32,7 +32,6 @@ from storystudio.engine.models.downloads import (
 )
 from storystudio.engine.models.library import installed_models, remove_model
 from storystudio.engine.errors import ModelError
-from storystudio.engine.models.library import installed_models
 from storystudio.engine.models.loading import load_model
 from storystudio.engine.models.random_weights import build_pipeline
 

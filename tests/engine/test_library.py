@@ -22,6 +22,7 @@ from storystudio.engine.models.downloads import DownloadCancelled
 from storystudio.engine.models.library import import_model, installed_models, remove_model
 from storystudio.engine.errors import ModelError
 from storystudio.engine.models.base import model_folders
+from storystudio.engine.models.checks import CHECKPOINT_PARTS
 from storystudio.engine.models.loading import load_model
 
 
@@ -74,7 +75,8 @@ def test_an_sdxl_checkpoint_is_recognised(models_dir, tiny_sdxl, tmp_path):
 ])
 def test_architecture_detection_on_import(models_dir, tmp_path, key, arch):
     path = tmp_path / f"{arch}.safetensors"
-    save_file({key: torch.zeros(2), "model.diffusion_model.out.0.weight": torch.zeros(2)}, str(path))
+    parts = {f"{prefix}w": torch.zeros(2) for prefix in CHECKPOINT_PARTS[arch].values()}  # a whole model's parts
+    save_file({key: torch.zeros(2), **parts}, str(path))
     assert import_model(path).arch == arch
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from ldm_checkpoint import save_ldm_checkpoint
 from safetensors.torch import save_file
 
 from storystudio.engine.models.base import model_folders
@@ -85,16 +86,15 @@ def test_unknown_single_file_is_refused(tmp_path):
         detect_checkpoint_arch(path)
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00" * 20)
-    with pytest.raises(ModelError, match="not a readable safetensors checkpoint"):
+    with pytest.raises(ModelError, match="broken.safetensors is damaged or not a safetensors file"):
         detect_checkpoint_arch(broken)
 
 
-def test_single_file_needs_local_config_offline(tmp_path, monkeypatch):
+def test_single_file_needs_local_config_offline(tmp_path, monkeypatch, tiny_sdxl):
     """Offline and without the family's configuration files, a checkpoint gets a clear message, not a download."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    path = tmp_path / "model.safetensors"
-    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(2)}, str(path))
+    path = save_ldm_checkpoint(tiny_sdxl.pipe, tmp_path / "model.safetensors")
     with pytest.raises(ModelError, match="SDXL checkpoint and needs that family's configuration files"):
         load_model(str(path), device="cpu")
 

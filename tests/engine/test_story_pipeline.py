@@ -242,10 +242,10 @@ def test_cancel_stops_within_one_step(tiny_sd15):
     "settings, message",
     [
         (dict(width=70), "multiples of"),
-        (dict(steps=0), "at least 1"),
+        (dict(steps=0), "^Steps must be a whole number from 1 to 150\\.$"),
         (dict(style="Nope"), "no style called"),
         (dict(scheduler="nope"), "Unknown scheduler"),
-        (dict(id_length=0), "reference images \\(id_length\\) must be at least 1"),
+        (dict(id_length=0), "reference images \\(id_length\\) must be from 1 to 8"),
     ],
 )
 def test_bad_settings_are_refused_before_work(tiny_sd15, small_story, settings, message):
@@ -417,7 +417,7 @@ def test_a_panel_of_its_own_size_in_half_precision(tiny_model_dirs, monkeypatch)
     "size, message",
     [
         ((64, 80), r"^Panel 2 is set to 64x80 pixels: width and height must be multiples of 32 for this model\.$"),
-        ((40, 64), r"^Panel 2 is set to 40x64 pixels: the image must be at least 64x64 pixels; width and height must be"),
+        ((40, 64), r"^Panel 2 is set to 40x64 pixels: the picture must be at least 64x64 pixels; width and height must be"),
         ((64.0, 64), r"^Panel 2 has a size that is not a width and a height in whole pixels\.$"),
         ((64, 64, 64), r"^Panel 2 has a size that is not a width and a height in whole pixels\.$"),
     ],

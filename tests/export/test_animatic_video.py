@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import flat_png
+from helpers import flat_png
 from storystudio.export.animatic import (
     AnimaticRenderer,
     VideoExportCancelled,

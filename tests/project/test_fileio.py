@@ -23,12 +23,12 @@ from storystudio.project import (
     RecentFiles,
     autosave_dir,
     discard_autosave,
-    fileio,
     load_project,
     pending_autosaves,
     save_project,
     write_autosave,
 )
+from storystudio.project import limits
 from storystudio.project.layout import auto_layout
 
 OLD_TIME = "2001-02-03T04:05:06+00:00"
@@ -461,7 +461,7 @@ def test_empty_file_is_not_a_zip(tmp_path):
 def test_oversized_member_is_refused(project, tmp_path, monkeypatch):
     path = tmp_path / "story.storystudio"
     save_project(project, path)
-    monkeypatch.setattr(fileio, "MAX_MEMBER_BYTES", 1000)
+    monkeypatch.setattr(limits, "MAX_MEMBER_BYTES", 1000)
     with pytest.raises(ProjectFileError, match=r"was refused: the file project\.json inside it would unpack to"):
         load_project(path)
 
@@ -470,10 +470,10 @@ def test_oversized_total_is_refused(project, tmp_path, monkeypatch):
     path = tmp_path / "story.storystudio"
     save_project(project, path)
     size = sum(info.file_size for info in zipfile.ZipFile(path).infolist())
-    monkeypatch.setattr(fileio, "MAX_TOTAL_BYTES", size - 1)
+    monkeypatch.setattr(limits, "MAX_TOTAL_BYTES", size - 1)
     with pytest.raises(ProjectFileError, match=r"was refused: its contents would unpack to more than"):
         load_project(path)
-    monkeypatch.setattr(fileio, "MAX_TOTAL_BYTES", size)
+    monkeypatch.setattr(limits, "MAX_TOTAL_BYTES", size)
     assert load_project(path).title == project.title
 
 
@@ -501,13 +501,19 @@ def test_autosave_dir_follows_the_environment(data_dir, monkeypatch):
     assert autosave_dir() == platformdirs.user_data_path("StoryStudio", appauthor=False) / "autosave"
 
 
+def note_of(path: Path) -> dict:
+    with zipfile.ZipFile(path) as archive:
+        return json.loads(archive.comment.decode("utf-8"))
+
+
 def test_autosave_of_an_unsaved_project(project, data_dir):
     assert pending_autosaves() == []
     path = write_autosave(project, None)
     assert path.parent == data_dir / "autosave"
-    assert path.name.startswith("lighthouse-") and path.suffix == ".storystudio"
-    sidecar = path.with_suffix(".json")
-    info = json.loads(sidecar.read_text(encoding="utf-8"))
+    assert re.fullmatch(r"[0-9a-f]{16}\.storystudio", path.name)
+    assert list(path.parent.iterdir()) == [path]  # one file: the note is the archive's comment
+    info = note_of(path)
+    assert info["note"] == "storystudio-autosave/1"
     assert info["source_path"] is None and info["title"] == "Lighthouse"
     assert project.modified == OLD_TIME  # an autosave is not a save
 
@@ -526,13 +532,10 @@ def test_autosave_keeps_one_file_per_project(project, data_dir):
     project.panels[0].caption = "Changed."
     assert write_autosave(project, None) == first
     project.title = "Renamed story"
-    renamed = write_autosave(project, None)
-    assert renamed != first and renamed.name.startswith("renamed-story-")
-    assert [p.path for p in pending_autosaves()] == [renamed]
-    assert sorted(p.name for p in (data_dir / "autosave").iterdir()) == sorted(
-        [renamed.name, renamed.with_suffix(".json").name]
-    )
-    assert load_project(renamed).panels[0].caption == "Changed."
+    assert write_autosave(project, None) == first  # the name follows the project, not its title
+    assert [(p.path, p.title) for p in pending_autosaves()] == [(first, "Renamed story")]
+    assert [p.name for p in (data_dir / "autosave").iterdir()] == [first.name]
+    assert load_project(first).panels[0].caption == "Changed."
 
 
 def test_autosaves_of_different_sources_are_separate(project, data_dir, tmp_path):
@@ -551,21 +554,95 @@ def test_discard_autosave(project, data_dir):
     kept = write_autosave(Project.example(), None)
     path = write_autosave(project, None)
     discard_autosave(path)
-    assert not path.exists() and not path.with_suffix(".json").exists()
+    assert not path.exists()
     assert [p.path for p in pending_autosaves()] == [kept]
     discard_autosave(path)  # already gone: nothing to do
-    discard_autosave(kept.with_suffix(".json"))  # either file names the autosave
+    discard_autosave(kept)
     assert pending_autosaves() == []
     assert list((data_dir / "autosave").iterdir()) == []
 
 
-def test_pending_autosaves_skips_incomplete_ones(project, data_dir):
+def test_what_a_crash_leaves_is_tidied_away(project, data_dir):
+    """Orphans (an archive without its note, a note without its archive), damaged files and abandoned
+    .part files go when the autosaves are listed; an earlier version's autosave (title in the name, note
+    beside it) is still offered, once."""
     path = write_autosave(project, None)
     folder = path.parent
     (folder / "orphan.json").write_text('{"source_path": null, "title": "x", "saved_at": "now"}', encoding="utf-8")
     (folder / "broken.json").write_text("{not json", encoding="utf-8")
     (folder / "broken.storystudio").write_bytes(b"")
-    assert [p.path for p in pending_autosaves()] == [path]
+    (folder / "abandoned.storystudio.part").write_bytes(b"half an archive")
+    noteless = folder / "0123456789abcdef.storystudio"
+    save_project(Project.example(), noteless)
+    legacy = folder / "old-story-fedcba9876543210.storystudio"
+    save_project(Project.example(), legacy)
+    legacy.with_suffix(".json").write_text(json.dumps({"source_path": None, "title": "Old story",
+                                                       "saved_at": OLD_TIME}), encoding="utf-8")
+    assert sorted((p.path.name, p.title) for p in pending_autosaves()) == sorted([(legacy.name, "Old story"),
+                                                                                  (path.name, "Lighthouse")])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([path.name, legacy.name, legacy.stem + ".json"])
+
+
+def test_a_part_file_being_written_is_not_tidied(project, data_dir):
+    import fcntl
+
+    path = write_autosave(project, None)
+    part = path.with_name(path.name + ".part")
+    with open(part, "wb") as handle:  # another StoryStudio writing it right now holds its lock
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(b"in progress")
+        pending_autosaves()
+        assert part.exists()
+    pending_autosaves()
+    assert not part.exists()
+
+
+_AUTOSAVER = """
+import sys, time
+from storystudio.project.fileio import write_autosave
+from storystudio.project.model import Project
+project = Project.example()
+project.id = sys.argv[2]  # the same project in every process
+for number, panel in enumerate(project.panels):
+    project.add_version(panel.id, bytes.fromhex(sys.argv[1]), {"n": number})
+write_autosave(project, None)
+print("ready", flush=True)
+n = 0
+while True:
+    n += 1
+    project.title = f"Version {n}"
+    write_autosave(project, None)
+"""
+
+
+def test_killed_while_autosaving_leaves_one_readable_autosave(project, data_dir):
+    """A process writing the same project's autosave over and over is killed at 20 moments; each time the
+    recovery offer lists that project once, the autosave loads, and no .part file is left."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    picture = png(size=(256, 256)).hex()
+    env = {**os.environ, "STORYSTUDIO_DATA_DIR": str(data_dir)}
+    rng = random.Random(12)
+    titles, halves = set(), 0
+    for _ in range(20):
+        writer = subprocess.Popen([sys.executable, "-c", _AUTOSAVER, picture, project.id], stdout=subprocess.PIPE,
+                                  env=env, text=True)
+        assert writer.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0, 0.05))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(30)
+        halves += bool(list((data_dir / "autosave").glob("*.part")))
+        pending = pending_autosaves()
+        assert len(pending) == 1, pending
+        assert load_project(pending[0].path).title == pending[0].title
+        titles.add(pending[0].title)
+        assert not list((data_dir / "autosave").glob("*.part"))
+        assert sorted(p.name for p in (data_dir / "autosave").iterdir()) == [pending[0].path.name]
+    assert len(titles) > 1 and halves > 0  # the kills landed at different moments, some in the middle of a write
 
 
 # ---- recent files ----------------------------------------------------------------------------

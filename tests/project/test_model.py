@@ -342,8 +342,8 @@ def test_settings_from_dict_fills_defaults_and_floats():
 
 
 def test_settings_defaults_match_the_engine():
-    from storystudio.engine.attention.consistent import ConsistencyConfig
-    from storystudio.engine.story.pipeline import GenerationSettings
+    from storystudio.engine.attention.config import ConsistencyConfig
+    from storystudio.engine.story.settings import GenerationSettings
 
     ours, engine = ProjectSettings(), GenerationSettings()
     for name in ("steps", "width", "height", "guidance", "seed", "style", "negative_prompt", "scheduler",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from storystudio.project import limits
 from storystudio.project import (
     Character,
     Panel,
@@ -395,8 +396,85 @@ def test_load_script_not_utf8(tmp_path):
 
 
 def test_load_script_directory(tmp_path):
-    with pytest.raises(ScriptError, match="could not be read"):
+    with pytest.raises(ScriptError, match="is a folder, not a text file"):
         load_script(tmp_path)
+
+
+# --- limits and hostile input: one short message, quickly ----------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16"])
+def test_utf16_is_named_as_such_without_nul_characters(tmp_path, encoding):
+    path = tmp_path / "wide.story.txt"
+    path.write_bytes((CAST + "[Ann] runs\n").encode(encoding))
+    with pytest.raises(ScriptError) as info:
+        load_script(path)
+    message = str(info.value)
+    assert "UTF-16" in message and "UTF-8" in message and "\x00" not in message
+    assert len(info.value.problems) == 1
+
+
+def test_nul_characters_in_text_are_refused():
+    with pytest.raises(ScriptError, match="NUL characters"):
+        parse_script("[\x00N\x00C\x00]\x00 fog\n")
+
+
+def test_a_script_file_over_the_size_limit_is_refused_unread(tmp_path):
+    path = tmp_path / "huge.story.txt"
+    path.write_bytes(b"[NC] fog\n" * (limits.MAX_SCRIPT_BYTES // 9 + 1))
+    with pytest.raises(ScriptError, match="larger than 1 MB"):
+        load_script(path)
+    with pytest.raises(ScriptError, match="longer than 1,000,000 characters"):
+        parse_script(path.read_text(encoding="utf-8"))
+
+
+def test_a_long_line_is_one_short_problem_and_fast():
+    import time
+
+    started = time.perf_counter()
+    problems = problems_of(CAST + "[Ann] " + "[x" * 400_000 + "\n[Ann] runs\n")
+    assert time.perf_counter() - started < 10  # not a benchmark: a 2 MB line took over a minute to read
+    assert [p.line for p in problems] == [3]
+    assert "800,006 characters long" in problems[0].message and len(str(problems[0])) < 120
+
+
+def test_a_bracket_storm_gives_a_short_message():
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ScriptError) as info:
+        parse_script(CAST + "[" * (limits.MAX_LINE_CHARS - 1) + "\n" + ("[[[ ]]] " * 200 + "\n") * 100)
+    assert time.perf_counter() - started < 10  # not a benchmark: guards against reading time growing with n^2
+    assert len(str(info.value)) < 5000
+    assert len(info.value.problems) == limits.MAX_SCRIPT_PROBLEMS + 1
+    assert str(info.value.problems[-1]).startswith("... and ") and "more problem(s)" in str(info.value)
+    assert [p.line for p in info.value.problems[:3]] == [3, 3, 3]
+    assert info.value.problems[2].message == "and 1997 more bracket mistake(s) on this line"
+
+
+def test_too_many_panels_and_characters():
+    cast = "".join(f"[C{i}] person number {i}\n" for i in range(limits.MAX_CHARACTERS + 1))
+    with pytest.raises(ScriptError) as info:
+        parse_script(cast + "\n" + "[NC] fog\n" * (limits.MAX_PANELS + 1))
+    messages = [p.message for p in info.value.problems]
+    assert f"The cast has {limits.MAX_CHARACTERS + 1} characters" in messages[0]
+    assert f"The story has {limits.MAX_PANELS + 1} panels" in messages[1]
+    assert len(parse_script("[NC] fog\n" * limits.MAX_PANELS).panels) == limits.MAX_PANELS
+
+
+def test_a_long_name_is_refused_with_a_short_quote():
+    problem = only_problem("[" + "N" * 500 + "] a person\n\n[NC] fog\n")
+    assert f"may have at most {limits.MAX_NAME_CHARS}" in problem.message and len(problem.message) < 160
+
+
+def test_a_second_description_of_a_cast_member_is_not_taken_for_a_panel():
+    problem = only_problem(f"[Ann] {ANN}\n[Ann] a young woman in a green coat\n\n[Ann] runs\n")
+    assert problem.line == 2
+    assert "[Ann] is already in the cast (line 1)" in problem.message
+    assert "leave a blank line after the cast" in problem.message
+    # a first panel right after the cast still is one, with or without a blank line later
+    story = parse_script(f"[Ann] {ANN}\n[Ann] runs\n[Ann] jumps\n\n[Ann] sleeps\n")
+    assert [p.prompt for p in story.panels] == ["[Ann] runs", "[Ann] jumps", "[Ann] sleeps"]
 
 
 def test_bundled_example_parses():

@@ -9,10 +9,11 @@ from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from conftest import COLOURS, flat_png
+from helpers import COLOURS, flat_png
 from storystudio.export.animatic import read_back
 from storystudio.project.animatic import CameraMove, auto_duration
 from storystudio.project.model import Project
+from storystudio.ui.jobs import JobKind
 from storystudio.ui.animatic_editor import AnimaticEditor
 from storystudio.ui.main_window import MainWindow
 from storystudio.ui.session import ProjectSession
@@ -144,7 +145,7 @@ def test_generated_transition_runs_through_the_worker(qtbot, window):
     first, second = session.project.panels[0].id, session.project.panels[1].id
     job = window.generate_transition(first, "blend")
     assert job is not None
-    qtbot.waitUntil(lambda: not window.job_transitions, timeout=30000)
+    qtbot.waitUntil(lambda: not window.jobs.active(JobKind.TRANSITION), timeout=30000)
     cut = session.project.animatic.cut(first)
     assert cut.kind == "generated" and cut.clip_fits(first, second)
     assert len(cut.clip) == round(0.5 * 12) and all(name in session.project.images for name in cut.clip)
@@ -172,10 +173,10 @@ def tiny_video_dirs(tmp_path_factory):
 def test_diffusion_transition_runs_through_the_worker(qtbot, window, tiny_video_dirs):
     session = window.session
     first, second = session.project.panels[1].id, session.project.panels[2].id
-    window.qsettings.setValue("video/models", {k: str(v) for k, v in tiny_video_dirs.items()} | {"device": "cpu"})
-    window.qsettings.setValue("video/options", {"steps": 2, "native_frames": 4, "width": 64, "height": 64})
+    window.prefs.set("video_models", {k: str(v) for k, v in tiny_video_dirs.items()} | {"device": "cpu"})
+    window.prefs.set("video_options", {"steps": 2, "native_frames": 4, "width": 64, "height": 64})
     window.generate_transition(first, "diffusion")
-    qtbot.waitUntil(lambda: not window.job_transitions, timeout=120000)
+    qtbot.waitUntil(lambda: not window.jobs.active(JobKind.TRANSITION), timeout=120000)
     cut = session.project.animatic.cut(first)
     assert cut.kind == "generated" and cut.clip_fits(first, second) and len(cut.clip) == 6
     assert cut.clip_parameters["backend"].startswith("AnimateDiff") and cut.clip_parameters["steps"] == 2
@@ -187,10 +188,10 @@ def test_missing_video_models_lead_to_the_models_dialog(qtbot, window, tmp_path,
     seen, opened = [], []
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: seen.append(a[2]) or QMessageBox.Yes)
     monkeypatch.setattr(ModelsDialog, "exec", lambda dialog: opened.append(dialog.intro.text()) or 0)
-    window.qsettings.setValue("video/models", {"motion_adapter": str(tmp_path / "nowhere"), "device": "cpu"})
+    window.prefs.set("video_models", {"motion_adapter": str(tmp_path / "nowhere"), "device": "cpu"})
     first = window.session.project.panels[0].id
     window.generate_transition(first, "diffusion")
-    qtbot.waitUntil(lambda: not window.job_transitions, timeout=60000)
+    qtbot.waitUntil(lambda: not window.jobs.active(JobKind.TRANSITION), timeout=60000)
     assert seen and "not on this computer" in seen[0] and "Open Models" in seen[0]
     assert opened and "video models" in opened[0]
     assert window.session.project.animatic.cut(first).clip == []

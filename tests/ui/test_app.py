@@ -8,7 +8,7 @@ import sys
 import pytest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from conftest import SMALL_STORY
+from helpers import SMALL_STORY
 from storystudio import cli
 from storystudio.project.fileio import discard_autosave, pending_autosaves, save_project, write_autosave
 from storystudio.project.model import Project

@@ -6,14 +6,15 @@ import threading
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QDialog, QMessageBox
 from pypdf import PdfReader
 
-from conftest import COLOURS, flat_png
+from helpers import COLOURS, flat_png
 from storystudio.project.model import Project
 from storystudio.ui import export_dialog
-from storystudio.ui.export_dialog import ExportJob, ExportOptionsDialog
+from storystudio.ui.export_dialog import ExportOptionsDialog, export
+from storystudio.ui.threads import ThreadWorker
 from storystudio.ui.main_window import MainWindow
 
 
@@ -84,28 +85,28 @@ def test_export_runs_off_the_gui_thread_and_reports_progress(qtbot, window, tmp_
         return real_export(*args, **kwargs)
 
     monkeypatch.setattr(export_dialog, "export_cbz", export_and_note)
-    job = ExportJob(window.session.project, {"format": "cbz", "path": str(tmp_path / "c.cbz"), "dpi": 50,
-                                             "bleed": False, "author": ""})
+    job = ThreadWorker(export, window.session.project, {"format": "cbz", "path": str(tmp_path / "c.cbz"),
+                                                        "dpi": 50, "bleed": False, "author": ""})
     steps = []
-    job.progress.connect(lambda done, total, what: steps.append((done, total)))
-    with qtbot.waitSignal(job.finished, timeout=30000) as blocker:
+    job.progressed.connect(lambda value: steps.append(value[:2]), Qt.DirectConnection)
+    with qtbot.waitSignal(job.returned, timeout=30000) as blocker:
         job.start()
     result = blocker.args[0]
     assert result.pages == 2 and Path(result.path).exists()
     qtbot.waitUntil(lambda: steps and steps[-1] == (2, 2))
     assert steps[0] == (0, 2)
     assert threads and threads[0] is not threading.main_thread()
-    job.thread.wait(5000)
+    job.wait(5000)
 
 
 def test_cancelled_export_writes_nothing(qtbot, window, tmp_path):
     window.lay_out_pages()
-    job = ExportJob(window.session.project, {"format": "pdf", "path": str(tmp_path / "c.pdf"), "dpi": 50,
-                                             "bleed": False, "author": ""})
+    job = ThreadWorker(export, window.session.project, {"format": "pdf", "path": str(tmp_path / "c.pdf"),
+                                                        "dpi": 50, "bleed": False, "author": ""})
     job.cancel()  # the user pressed Cancel before the first page
     with qtbot.waitSignal(job.cancelled, timeout=30000):
         job.start()
-    job.thread.wait(5000)
+    job.wait(5000)
     assert list(tmp_path.glob("c.pdf*")) == []
 
 

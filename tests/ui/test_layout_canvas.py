@@ -9,7 +9,7 @@ from PySide6.QtGui import QColor, QDragEnterEvent, QDragMoveEvent, QDropEvent, Q
 from PySide6.QtPdf import QPdfDocument
 from PySide6.QtWidgets import QApplication
 
-from conftest import COLOURS, flat_png
+from helpers import COLOURS, flat_png
 
 from storystudio.export.comic import export_pdf
 from storystudio.export.page_render import page_region, panel_images, render_region

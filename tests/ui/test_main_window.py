@@ -42,7 +42,7 @@ def window(qtbot, tmp_path, tiny_model_dirs, warnings_seen):
 
 
 def wait_idle(qtbot, win, timeout=60000):
-    qtbot.waitUntil(lambda: not win.job_panels and not win.service.busy, timeout=timeout)
+    qtbot.waitUntil(lambda: not win.jobs.busy and not win.service.busy, timeout=timeout)
 
 
 def test_opens_with_the_example(qtbot, window, monkeypatch):
@@ -52,7 +52,7 @@ def test_opens_with_the_example(qtbot, window, monkeypatch):
     assert window.windowTitle().startswith("Lighthouse")
     assert window.panel_view.panel_id == window.session.project.panels[0].id
     menus = [a.text() for a in window.menuBar().actions()]
-    assert menus == ["&File", "&Edit", "&Generate", "&Pages", "&Help"]
+    assert menus == ["&File", "&Edit", "&View", "&Generate", "&Pages", "&Help"]
     names = {a.text() for m in window.menuBar().actions() for a in m.menu().actions()}
     for wanted in ("&New", "&Open…", "&Save", "Save &As…", "&Import Story Script…", "&Generate All", "&Stop",
                    "&Preferences…", "&About StoryStudio"):
@@ -81,17 +81,21 @@ def test_generate_all_then_regenerate_one(qtbot, window):
     window.service.worker.model_loading.connect(lambda job, source: loading.append(source))
     job = window.generate_all()
     assert job is not None
-    assert all(window.session.status[p.id] == "queued" for p in window.session.project.panels)
+    model = window.timeline.panel_model
+    assert all(model.status(p) == "queued" for p in window.session.project.panels)
     wait_idle(qtbot, window)
     panels = window.session.project.panels
     assert loading == [window.session.project.settings.model]  # loaded once, announced
     assert "(SD15) on CPU" in window.model_label.text()
     assert all(len(p.versions) == 1 and p.chosen == 0 for p in panels)
-    assert all(window.session.panel_status(p) == "done" for p in panels)
+    assert all(model.status(p) == "done" for p in panels)
     first = {p.id: window.session.project.images[p.versions[0].image] for p in panels}
     target = panels[7].id
     window.timeline.select_id(target)
+    asked = []
+    window.ask_repeat = lambda numbers: asked.append(numbers) or "anyway"
     window.actions_by_name["regenerate"].trigger()
+    assert asked == [[8]]  # nothing changed: the same seed would draw the same picture, and the user is told
     wait_idle(qtbot, window)
     panels = window.session.project.panels
     assert [len(p.versions) for p in panels] == [1] * 7 + [2]
@@ -99,6 +103,30 @@ def test_generate_all_then_regenerate_one(qtbot, window):
     assert window.session.project.images[again.versions[1].image] == first[target]  # same seed, same picture
     window.actions_by_name["undo"].trigger()  # applying a result is undoable
     assert len(window.session.panel(target).versions) == 1
+
+
+def test_regenerate_offers_a_variation_instead_of_the_same_picture(qtbot, window):
+    target = window.session.project.panels[6].id  # the [NC] storm panel
+    window.regenerate([target])
+    wait_idle(qtbot, window)
+    asked = []
+    window.ask_repeat = lambda numbers: asked.append(numbers) or "variation"
+    window.regenerate([target])
+    wait_idle(qtbot, window)
+    panel = window.session.panel(target)
+    assert asked == [[7]] and panel.variation == 1 and len(panel.versions) == 2
+    images = window.session.project.images
+    assert images[panel.versions[0].image] != images[panel.versions[1].image]
+    window.ask_repeat = lambda numbers: asked.append(numbers) or None  # cancelled: nothing starts
+    assert window.regenerate([target]) is None and len(asked) == 2
+    window.session.undo.push(mw.cmd.SetPanelText(window.session, target, "prompt", "a calm sea at dawn"))
+    assert window.repeating([target]) == []  # changed words: it regenerates without asking
+    window.session.undo.push(mw.cmd.SetSetting(window.session, "steps", 4))
+    window.session.undo.undo()
+    window.session.undo.undo()
+    assert window.repeating([target]) == [target]
+    window.session.undo.push(mw.cmd.SetSetting(window.session, "steps", 4))
+    assert window.repeating([target]) == []  # another setting: a different picture
 
 
 def test_new_variation_keeps_both_versions(qtbot, window):
@@ -135,7 +163,8 @@ def test_cancel_mid_job(qtbot, window):
     wait_idle(qtbot, window)
     assert max(seen) < 30
     assert all(not p.versions for p in window.session.project.panels)
-    assert not window.session.status and not window.actions_by_name["stop"].isEnabled()
+    assert all(window.jobs.panel_status(p.id) is None for p in window.session.project.panels)
+    assert not window.actions_by_name["stop"].isEnabled()
 
 
 def test_panel_view_says_when_there_is_no_picture(qtbot, window):
@@ -166,7 +195,7 @@ def test_missing_model_is_a_plain_message_that_offers_the_models_dialog(qtbot, w
     wait_idle(qtbot, window)
     assert len(asked) == 1 and "does not exist" in asked[0] and "Open Models" in asked[0]
     assert len(opened) == 1  # the kind of the error, not its words, chose the Models dialog
-    assert all(window.session.panel_status(p) == "failed" for p in window.session.project.panels)
+    assert all(window.timeline.panel_model.status(p) == "failed" for p in window.session.project.panels)
     assert not window.actions_by_name["stop"].isEnabled()
 
 
@@ -189,7 +218,7 @@ def test_save_quit_reopen_round_trip(qtbot, window, tmp_path):
     window.timeline.panel_model.move([window.session.order()[6]], 0)
     path = str(tmp_path / "story.storystudio")
     assert window._save_to(path)
-    assert not window.session.dirty and window.windowTitle() == "story.storystudio - StoryStudio"
+    assert not window.session.dirty and window.windowTitle() == "Lighthouse — story.storystudio - StoryStudio"
     before = window.session.project.to_dict()
     images = dict(window.session.project.images)
     reopened = load_project(path)
@@ -270,13 +299,16 @@ def test_window_state_is_remembered(qtbot, tmp_path):
     first = MainWindow(settings=QSettings(path, QSettings.IniFormat))
     qtbot.addWidget(first)
     first.show()
-    first.resize(760, 700)
-    qtbot.waitUntil(lambda: (first.width(), first.height()) == (760, 700))
+    first.resize(first.minimumSizeHint().width(), 700)  # the offscreen screen is 800x800
+    qtbot.waitUntil(lambda: first.height() == 700)
+    size = (first.width(), first.height())
+    first.docks["script"].hide()
     first.close()
     second = MainWindow(settings=QSettings(path, QSettings.IniFormat))
     qtbot.addWidget(second)
     second.show()
-    assert (second.width(), second.height()) == (760, 700)
+    assert (second.width(), second.height()) == size
+    assert not second.docks["script"].isVisible() and second.docks["timeline"].isVisible()
     second.close()
 
 

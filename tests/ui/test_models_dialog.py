@@ -122,7 +122,7 @@ def test_first_generation_without_a_model_opens_the_dialog_and_goes_on(qtbot, hu
     job = window.generate_all()
     assert opened and "needs a picture model" in opened[0]
     assert job is not None and window.session.project.settings.model == str(tiny_model_dirs["sd15"])
-    qtbot.waitUntil(lambda: not window.job_panels and not window.service.busy, timeout=120000)
+    qtbot.waitUntil(lambda: not window.jobs.busy and not window.service.busy, timeout=120000)
     assert all(p.chosen_version for p in window.session.project.panels)
     window.session.undo.setClean()
     window.close()
@@ -169,5 +169,47 @@ def test_the_generation_panel_opens_the_models_dialog(qtbot, hub, settings, monk
     monkeypatch.setattr(ModelsDialog, "exec", lambda dialog: opened.append(dialog) or 0)
     window.settings_panel.models_button.click()
     assert len(opened) == 1 and opened[0].intro.isHidden()
+    window.session.undo.setClean()
+    window.close()
+
+
+def test_an_imported_folder_is_selected_and_can_be_used_at_once(qtbot, hub, settings, tiny_model_dirs, monkeypatch):
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: None)
+    dialog = ModelsDialog(None, settings, close_on_use=True)  # a generation waits for a model
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.import_path(str(tiny_model_dirs["sd15"]))
+    qtbot.waitUntil(lambda: dialog.busy is None, timeout=30000)
+    qtbot.waitUntil(lambda: dialog.selected() is not None and dialog.selected()[0] == "installed", timeout=10000)
+    assert dialog.selected()[1].arch == "sd15" and dialog.use_button.isEnabled()
+    chosen = []
+    dialog.model_family.connect(lambda model, family: chosen.append((model, family)))
+    dialog.use_button.click()
+    assert chosen and chosen[0][1] == "sd15"
+    assert dialog.result() == dialog.DialogCode.Accepted and not dialog.isVisible()  # closed: generation goes on
+    dialog.shutdown()
+
+
+def test_use_for_this_project_starts_the_waiting_generation(qtbot, hub, settings, monkeypatch, tiny_model_dirs):
+    project = Project.example()
+    project.settings.device, project.settings.width, project.settings.height = "cpu", 64, 64
+    project.settings.steps, project.settings.id_length = 2, 2
+    window = MainWindow(project, settings=settings)
+    started = []
+
+    def pick(dialog):  # the user presses Use for This Project: the dialog closes by itself
+        assert dialog.close_on_use
+        dialog.model_family.emit(str(tiny_model_dirs["sd15"]), "sd15")
+        dialog.model_chosen.emit(str(tiny_model_dirs["sd15"]))
+        started.append(window.jobs.busy)
+        return 1
+
+    monkeypatch.setattr(ModelsDialog, "exec", pick)
+    job = window.generate_all()
+    assert job is not None and started == [False]  # it was waiting for the dialog, and starts right after
+    assert window.session.project.settings.model == str(tiny_model_dirs["sd15"])
+    assert window.prefs.get("model_families")[str(tiny_model_dirs["sd15"])] == "sd15"
+    window.stop()
+    qtbot.waitUntil(lambda: not window.jobs.busy, timeout=60000)
     window.session.undo.setClean()
     window.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
 
 from storystudio.engine.story.styles import default_style, style_names
 from storystudio.project.model import Project
@@ -187,11 +188,11 @@ def test_model_typed_or_chosen(qtbot, panel, session, monkeypatch, tmp_path):
     assert session.project.settings.model == "stabilityai/stable-diffusion-xl-base-1.0"
     assert session.undo.count() == 1
 
-    monkeypatch.setattr(settings_module.QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path))
     panel.model_folder_button.click()
     assert session.project.settings.model == str(tmp_path)
     assert panel.model_edit.text() == str(tmp_path)
-    monkeypatch.setattr(settings_module.QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
     panel.model_file_button.click()  # cancelled: nothing changes
     assert session.undo.count() == 2
 

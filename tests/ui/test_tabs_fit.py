@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from conftest import COLOURS, flat_png
+from helpers import COLOURS, flat_png
 
 from storystudio.project.layout import auto_layout
 from storystudio.project.model import Project

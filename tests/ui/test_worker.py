@@ -57,7 +57,7 @@ def test_generate_all_through_the_worker(qtbot, service, tiny_model_dirs):
     # previews arrive (at most every half second per batch, and at each batch's last step)
     assert rec.progress and {width for *_, width in rec.progress} <= {0, 8} and rec.progress[-1][-1] == 8
     assert loaded and "SD15" in loaded[0] and "CPU" in loaded[0]
-    assert service.worker.thread() is service.thread and service.thread is not QThread.currentThread()
+    assert service.worker.thread() is service.thread.thread and service.thread.thread is not QThread.currentThread()
     qtbot.waitUntil(lambda: not service.busy, timeout=5000)  # the GUI side forgets finished jobs
 
 

@@ -334,6 +334,10 @@ def _plain_errors(entry: CatalogEntry, endpoint: str, token, file: str | None = 
     )
 
     licence_page = f"https://huggingface.co/{entry.repo}"
+    if not token:  # the client then sends the stored login or $HF_TOKEN: a refusal is of that token
+        from huggingface_hub import get_token
+
+        token = get_token()
     try:
         yield
     except DownloadError:

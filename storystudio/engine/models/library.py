@@ -35,7 +35,8 @@ from .downloads import (
     partial_bytes,
     snapshot_path,
 )
-from .loading import check_model_folder, detect_checkpoint_arch, missing_parts
+from .checks import check_checkpoint
+from .loading import check_model_folder, detect_checkpoint_arch, missing_parts, verify_folder
 
 PICKLED_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 _ARCH_KINDS = {"sd15": "base-sd15", "sd2": "base-sd15", "sdxl": "base-sdxl"}
@@ -151,13 +152,17 @@ def import_model(
 ) -> InstalledModel:
     """Add a model the user has: a single ``.safetensors`` checkpoint, or a diffusers folder.
 
-    A checkpoint must be SD1.x, SD2.x or SDXL (found from its tensor names;
-    anything else is refused) and is copied into StoryStudio's models folder.
+    A checkpoint must be a whole SD1.x, SD2.x or SDXL model (found from its
+    tensor names: a UNet, a VAE and the family's text encoders; its header is
+    checked to the last tensor, so a cut-off copy is refused) and is copied
+    into StoryStudio's models folder.
     A pickled checkpoint (``.ckpt``, ``.bin``, ``.pt``) can run code when
     opened, so it is refused unless ``allow_pickle``; then it is read with
     ``torch.load(weights_only=True)`` (which refuses anything but tensors) and
     saved as ``.safetensors``. A diffusers folder is checked (its
-    ``model_index.json`` and every part it names) and then used where it is,
+    ``model_index.json``, every part it names with its configuration and
+    weights headers, and each part built without its weights to compare
+    every tensor's shape: ``loading.verify_folder``) and then used where it is,
     unless ``copy``. Copying reports ``DownloadProgress`` (stage ``copying``)
     and stops with ``DownloadCancelled`` when ``cancelled()`` says so, leaving
     nothing behind. Raises ``ModelError`` with a plain message.
@@ -179,7 +184,7 @@ def import_model(
     if suffix != ".safetensors":
         raise ModelError(f"{source.name} is not a model file StoryStudio knows (a .safetensors checkpoint or a "
                          "diffusers folder).")
-    arch = detect_checkpoint_arch(source)  # refuses what is not SD1.x, SD2.x or SDXL, in plain words
+    arch = check_checkpoint(source)  # refuses a damaged file, or what is not a whole SD1.x, SD2.x or SDXL model
     target = _target_name(source.stem, source)
     if target.exists():  # the same file imported before
         return _imported(target, arch)
@@ -232,8 +237,9 @@ def _copy_file(source: Path, target: Path, tracker: _Tracker) -> None:
 
 
 def _import_folder(source: Path, copy: bool, tracker: _Tracker) -> InstalledModel:
-    _, cls_name = check_model_folder(source, str(source),
-                                     "StoryStudio needs .safetensors weights for every part.")
+    index, cls_name = check_model_folder(source, str(source),
+                                         "StoryStudio needs .safetensors weights for every part.")
+    verify_folder(source, index, str(source))  # every part builds from its configuration and fits its weights
     arch = SUPPORTED_PIPELINES[cls_name]
     kind = _ARCH_KINDS[arch]
     if not copy:
@@ -323,7 +329,7 @@ def _import_pickled(source: Path, tracker: _Tracker) -> InstalledModel:
     tmp = target.with_name(target.name + ".part")
     try:
         save_file(tensors, str(tmp), metadata={"format": "pt", "converted_from": source.name})
-        arch = detect_checkpoint_arch(tmp)
+        arch = check_checkpoint(tmp)
         os.replace(tmp, target)
     except ModelError as exc:
         tmp.unlink(missing_ok=True)

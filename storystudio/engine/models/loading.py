@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError
+from ...project.limits import quote
+from ..errors import ModelError, OutOfMemoryError
+from . import checks
 from .base import (
     MEMORY_MODES,
     OPTIONAL_PARTS,
@@ -68,24 +70,8 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
 
 
 def detect_checkpoint_arch(path: str | Path) -> str:
-    """SD1.x, SD2.x or SDXL, from the tensor names of a single-file checkpoint."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            keys = set(f.keys())
-    except Exception as exc:
-        raise ModelError(f"{path} is not a readable safetensors checkpoint ({exc}).") from exc
-    if any(k.startswith("conditioner.embedders.1.") for k in keys):
-        return "sdxl"
-    if any(k.startswith("cond_stage_model.model.") for k in keys):
-        return "sd2"
-    if any(k.startswith("cond_stage_model.transformer.") for k in keys):
-        return "sd15"
-    # Checkpoints saved by diffusers' own tools carry diffusers-style names.
-    if any(k.startswith("text_encoder_2.") or k.startswith("conditioner.") for k in keys):
-        return "sdxl"
-    raise ModelError(f"{Path(path).name} does not look like an SD1.5, SD2.x or SDXL checkpoint; StoryStudio cannot use it.")
+    """SD1.x, SD2.x or SDXL, from the tensor names of a single-file checkpoint (its header is checked first)."""
+    return checks.checkpoint_arch(Path(path))
 
 
 def _pipeline_class(arch_or_name: str):
@@ -94,16 +80,6 @@ def _pipeline_class(arch_or_name: str):
     if arch_or_name in SUPPORTED_PIPELINES:
         return getattr(diffusers, arch_or_name)
     return diffusers.StableDiffusionXLPipeline if arch_or_name == "sdxl" else diffusers.StableDiffusionPipeline
-
-
-def _class_of(model_index: dict, where: str) -> str:
-    name = model_index.get("_class_name") if isinstance(model_index, dict) else None
-    if not isinstance(name, str) or name not in SUPPORTED_PIPELINES:
-        what = name[:60] if isinstance(name, str) and name else "unknown"
-        raise ModelError(
-            f"{where} holds a {what} model; StoryStudio works with Stable Diffusion 1.5/2.x and SDXL models."
-        )
-    return name
 
 
 def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
@@ -153,8 +129,15 @@ def load_model(
         raise
     except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - needs a small GPU
         raise ModelError("The GPU ran out of memory while loading the model; try the lower-memory setting.") from exc
-    except (OSError, ValueError, EnvironmentError) as exc:
-        raise ModelError(f"The model {source} could not be loaded: {exc}") from exc
+    except MemoryError as exc:
+        raise OutOfMemoryError("The computer ran out of memory while loading the model; close other programs "
+                               "or use a smaller model.") from exc
+    except Exception as exc:  # noqa: BLE001 - diffusers, transformers and safetensors raise many kinds
+        # The files were checked before loading; what still fails is told in one sentence, with the start
+        # of the library's own words (a kilobyte of them helps nobody).
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"The model {quote(source, 80)} could not be loaded; its files do not fit together "
+                         f"({quote(first, 100)}).") from exc
     pipe.set_progress_bar_config(disable=True)
     if dev.type == "cuda" and memory == "model-offload":
         pipe.enable_model_cpu_offload(device=dev)
@@ -184,24 +167,71 @@ def _catalog_folder(source: str) -> Path | None:
 
 
 def check_model_folder(path: Path, where: str, remedy: str = "Download or copy the model again.") -> tuple[dict, str]:
-    """A diffusers pipeline folder's ``model_index.json`` and pipeline class, once every part it names is there.
+    """A diffusers pipeline folder's ``model_index.json`` and pipeline class, once every part it names is there
+    and sound (configurations readable, weights headers whole: ``checks.folder_problems``).
 
     A folder that is no model, a damaged index, a pipeline StoryStudio cannot
-    use or a missing part (a half copy) gets a plain ``ModelError``; ``remedy``
-    ends the message about missing parts.
+    use, a missing part (a half copy) or a damaged file gets one plain
+    ``ModelError``; ``remedy`` ends the message about missing parts.
     """
-    index_file = path / "model_index.json"
-    if not index_file.is_file():
-        raise ModelError(f"{where} is not a diffusers model folder (it has no model_index.json).")
-    try:
-        index = json.loads(index_file.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ModelError(f"{where} has a damaged model_index.json ({exc}).") from None
-    cls_name = _class_of(index, where)
-    missing = missing_parts(path)
+    index, cls_name = checks.pipeline_index(path, where)
+    missing, damage = checks.folder_problems(path, index)
     if missing:
         raise ModelError(f"{where} is incomplete: it has no usable {', '.join(missing)}. {remedy}")
+    if damage:
+        raise ModelError(f"{where} cannot be used: {damage[0].lower()}{damage[1:]}")
     return index, cls_name
+
+
+def verify_folder(path: Path, index: dict, where: str) -> None:
+    """Build each part of a checked pipeline folder without its weights (on the meta device) and compare its
+    tensors' shapes with the weights files' headers; build the tokenizers and schedulers. ModelError naming the
+    part that does not fit. Reads configurations and headers only, so it is quick even for SDXL."""
+    import accelerate
+    import diffusers
+    import transformers
+
+    libraries = {"diffusers": diffusers, "transformers": transformers}
+    for name in index:
+        if name.startswith("_") or (spec := checks.part_spec(index, name)) is None:
+            continue
+        part = path / name
+        if name in OPTIONAL_PARTS and not part.is_dir():
+            continue
+        library, class_name = spec
+        cls = getattr(libraries.get(library), class_name, None) if library in libraries else None
+        if not isinstance(cls, type):
+            raise ModelError(f"{where} cannot be used: its {name} is a {quote(class_name)} from {quote(library)}, "
+                             "which StoryStudio does not know.")
+        try:
+            if name.startswith("tokenizer") or name.startswith("scheduler"):
+                if name.startswith("tokenizer"):
+                    cls.from_pretrained(str(part), local_files_only=True)
+                else:
+                    cls.from_config(cls.load_config(str(part)))
+                continue
+            with accelerate.init_empty_weights():
+                if library == "diffusers":
+                    model = cls.from_config(cls.load_config(str(part)))
+                else:
+                    model = cls(cls.config_class.from_pretrained(str(part)))
+        except Exception as exc:  # noqa: BLE001 - the libraries raise many kinds for a bad configuration
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{where} cannot be used: its {name} cannot be built from its configuration "
+                             f"({quote(first, 100)}).") from None
+        expected = {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+        found: dict[str, tuple[int, ...]] = {}
+        for file in sorted(part.glob("*.safetensors")):
+            found.update((key, tuple(info["shape"])) for key, info in checks.safetensors_header(file).items())
+        shared = expected.keys() & found.keys()
+        if not shared:
+            raise ModelError(f"{where} cannot be used: the {name}'s weights belong to another kind of model.")
+        wrong = sorted(key for key in shared if expected[key] != found[key])
+        if wrong:
+            key = wrong[0]
+            raise ModelError(f"{where} cannot be used: the {name}'s weights do not fit its configuration "
+                             f"({quote(key, 60)} is {'x'.join(map(str, found[key])) or 'a scalar'} in the weights, "
+                             f"{'x'.join(map(str, expected[key])) or 'a scalar'} in config.json).")
 
 
 def _load_folder(path: Path, where: str, common: dict):
@@ -223,7 +253,7 @@ def _load_single_file(path: Path, config: str | None, allow_download: bool, allo
         raise ModelError(f"Loading pickled checkpoints such as {path.name} is not supported yet; convert it to .safetensors.")
     if path.suffix != ".safetensors":
         raise ModelError(f"{path.name} is not a model file StoryStudio knows (.safetensors or a diffusers folder).")
-    arch = detect_checkpoint_arch(path)
+    arch = checks.check_checkpoint(path)
     cls = _pipeline_class(arch)
     cfg = config or SINGLE_FILE_CONFIGS[arch]
     try:
@@ -260,7 +290,12 @@ def _load_hub(repo_id: str, allow_download: bool, common: dict):
             f'The model "{repo_id}" is not on this computer (neither a folder, a file, nor in the Hugging Face cache). '
             "Download it first, or allow downloads."
         ) from exc
-    cls_name = _class_of(index, repo_id)
+    name = index.get("_class_name") if isinstance(index, dict) else None
+    if not isinstance(name, str) or name not in SUPPORTED_PIPELINES:
+        what = "a " + quote(name).strip('"') if isinstance(name, str) and name else "an unknown"
+        raise ModelError(f"{repo_id} holds {what} model; "
+                         "StoryStudio works with Stable Diffusion 1.5/2.x and SDXL models.")
+    cls_name = name
     pipe = _pipeline_class(cls_name).from_pretrained(
         repo_id, local_files_only=not allow_download, use_safetensors=True, **common
     )
@@ -324,24 +359,10 @@ def missing_parts(folder: str | Path) -> list[str]:
     """
     folder = Path(folder)
     try:
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        index = checks.read_json_object(folder / "model_index.json", "model_index.json")
+    except ModelError:
         return ["model_index.json"]
-    missing = []
-    for name, spec in index.items():
-        if name.startswith("_") or not isinstance(spec, list) or not spec or spec[0] is None or name in OPTIONAL_PARTS:
-            continue
-        part = folder / name
-        if name.startswith("tokenizer"):
-            ok = any((part / f).is_file() for f in ("tokenizer_config.json", "vocab.json", "tokenizer.json"))
-        elif name.startswith("scheduler"):
-            ok = (part / "scheduler_config.json").is_file()
-        else:
-            ok = (part / "config.json").is_file() and part.is_dir() and any(
-                p.name.endswith(".safetensors") and p.is_file() for p in part.iterdir())
-        if not ok:
-            missing.append(name)
-    return missing
+    return checks.folder_problems(folder, index, deep=False)[0]
 
 
 def folder_load_kwargs(folder: str | Path, index: dict | None = None) -> dict[str, Any]:

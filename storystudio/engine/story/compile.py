@@ -32,10 +32,17 @@ def compile_cache_dir() -> Path:
 
 
 def use_compile_cache() -> Path:
-    """Point inductor's caches at StoryStudio's cache folder (before the first compile)."""
+    """Point inductor's caches at StoryStudio's cache folder (before the first compile).
+
+    ``$STORYSTUDIO_COMPILE_CACHE`` is StoryStudio's own setting and wins; otherwise a folder the user gave
+    torch (``$TORCHINDUCTOR_CACHE_DIR``) is kept, and only an unset one points at StoryStudio's cache.
+    """
     folder = compile_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder))
+    if os.environ.get("STORYSTUDIO_COMPILE_CACHE"):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    else:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder))
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])

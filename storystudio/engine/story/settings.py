@@ -8,9 +8,11 @@ one conversion, one set of rules.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
+from ...project import limits
 from ...project.story import Story
 from ..attention.config import ConsistencyConfig
 from ..errors import InputError
@@ -36,27 +38,41 @@ def derive_seed(story_seed: int, key: str, variation: int = 0) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFF_FFFF
 
 
-def size_problems(width: int, height: int, multiple: int) -> list[str]:
-    """What is wrong with a picture size for a model whose UNet needs ``multiple`` (empty when nothing)."""
-    problems = []
-    if width < 64 or height < 64:
-        problems.append("the image must be at least 64x64 pixels")
+def size_problems(width: int, height: int, multiple: int, family: str | None = None) -> list[str]:
+    """What is wrong with a picture size for a model whose UNet needs ``multiple`` (empty when nothing).
+
+    ``family`` (sd15, sd2, sdxl) sets the largest size (``limits.max_picture_side``); unknown, the
+    largest of all families applies.
+    """
+    problem = limits.picture_size_problem(width, height, family)
+    problems = [problem] if problem else []
     if width % multiple or height % multiple:
         problems.append(f"width and height must be multiples of {multiple} for this model")
     return problems
 
 
-def check_panel_sizes(story: Story, multiple: int) -> None:
-    """InputError naming the first panel whose own size the model cannot draw."""
+def check_panel_sizes(story: Story, multiple: int, family: str | None = None) -> None:
+    """InputError for a story too long for one render, or naming the first panel whose own size the
+    model cannot draw."""
+    if len(story.panels) > limits.MAX_PANELS:
+        raise InputError(f"The story has {len(story.panels)} panels; StoryStudio draws at most "
+                         f"{limits.MAX_PANELS} in one story. Split it into parts.")
+    if len(story.characters) > limits.MAX_CHARACTERS:
+        raise InputError(f"The story has {len(story.characters)} characters; a cast may have at most "
+                         f"{limits.MAX_CHARACTERS}.")
     for number, panel in enumerate(story.panels, 1):
         if panel.size is None:
             continue
         size = tuple(panel.size)
         if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
             raise InputError(f"Panel {number} has a size that is not a width and a height in whole pixels.")
-        problems = size_problems(*size, multiple)
+        problems = size_problems(*size, multiple, family)
         if problems:
             raise InputError(f"Panel {number} is set to {size[0]}x{size[1]} pixels: {'; '.join(problems)}.")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -94,20 +110,29 @@ class GenerationSettings:
         values.setdefault("consistency", replace(ConsistencyConfig(), rate_coarse=float(rate), rate_fine=float(rate)))
         return cls(**values)
 
-    def validate(self, multiple: int = 8) -> None:
-        """InputError in one plain sentence when the settings cannot be drawn with (``multiple``: the UNet's)."""
+    def validate(self, multiple: int = 8, family: str | None = None) -> None:
+        """InputError in one plain sentence when the settings cannot be drawn with (``multiple``: the UNet's;
+        ``family``: the model's, for the largest picture size). The limits are those of ``project.limits``."""
         problems = []
-        if self.steps < 1:
-            problems.append("steps must be at least 1")
-        problems += size_problems(self.width, self.height, multiple)
-        if not self.guidance >= 0:  # also refuses NaN
-            problems.append("guidance must be a number of 0 or more")
-        if self.id_length < 1:
-            problems.append("the number of reference images (id_length) must be at least 1")
-        if self.batch_size < 0:
-            problems.append("batch size must be at least 1 (or 0 to choose automatically)")
+        if not _whole(self.steps) or not 1 <= self.steps <= limits.MAX_STEPS:
+            problems.append(f"steps must be a whole number from 1 to {limits.MAX_STEPS}")
+        if not (_whole(self.width) and _whole(self.height)):
+            problems.append("width and height must be whole numbers of pixels")
+        else:
+            problems += size_problems(self.width, self.height, multiple, family)
+        if not (isinstance(self.guidance, (int, float)) and math.isfinite(self.guidance)
+                and 0 <= self.guidance <= limits.MAX_GUIDANCE):  # refuses NaN and infinity too
+            problems.append(f"guidance must be a number from 0 to {limits.MAX_GUIDANCE:g}")
+        if not _whole(self.seed) or not 0 <= self.seed <= limits.MAX_SEED:
+            problems.append(f"the seed must be a whole number from 0 to {limits.MAX_SEED}")
+        if not _whole(self.id_length) or not 1 <= self.id_length <= limits.MAX_ID_LENGTH:
+            problems.append(f"the number of reference images (id_length) must be from 1 to {limits.MAX_ID_LENGTH}")
+        if not _whole(self.batch_size) or not 0 <= self.batch_size <= limits.MAX_BATCH_SIZE:
+            problems.append(f"batch size must be from 1 to {limits.MAX_BATCH_SIZE} (or 0 to choose automatically)")
+        if not isinstance(self.negative_prompt, str) or len(self.negative_prompt) > limits.MAX_TEXT_CHARS:
+            problems.append(f"the negative prompt must be text of at most {limits.MAX_TEXT_CHARS} characters")
         if self.scheduler not in SCHEDULERS:
-            problems.append(f"unknown scheduler {self.scheduler!r} (choose {', '.join(SCHEDULERS)})")
+            problems.append(f"unknown scheduler {limits.quote(self.scheduler)} (choose {', '.join(SCHEDULERS)})")
         if problems:
             text = "; ".join(problems)
             raise InputError(text[0].upper() + text[1:] + ".")

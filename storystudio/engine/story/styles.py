@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from functools import cache
 
+from ...project.limits import quote
 from ...resources_path import resource
 
 
@@ -49,4 +50,4 @@ def get_style(name: str | None) -> Style:
     for key, style in styles.items():
         if "".join(key.lower().split()) == wanted:
             return style
-    raise ValueError(f'There is no style called "{name}". Choose one of: {", ".join(styles)}.')
+    raise ValueError(f'There is no style called {quote(name)}. Choose one of: {", ".join(styles)}.')

@@ -1,0 +1,184 @@
+"""What every ``storystudio`` subcommand shares: its base class, the errors, option types, output, Ctrl+C.
+
+A subcommand is a :class:`Command`: ``register`` adds its options to the
+parser, ``check`` validates them (and the files they name) before any work
+starts, and ``run`` does the work. Every limit an option checks is one of
+``project.limits``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+from ..project import limits
+from . import EXIT_USER
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; the message is one plain sentence, shown as it is."""
+
+
+class Stopped(Exception):
+    """The user stopped the command (Ctrl+C); the message says what was kept, or is empty."""
+
+
+class Command:
+    """One subcommand: its options, their checks, and its work."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    @classmethod
+    def register(cls, subparsers: Any) -> argparse.ArgumentParser:
+        """Add this command's parser (and options) to ``subparsers``."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """UserError for any option (or file it names) that cannot work, before any work starts."""
+
+    def run(self) -> int:
+        raise NotImplementedError
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one plain sentence, not a usage dump."""
+
+    def error(self, message: str) -> None:
+        message = shorten_quotes(message)
+        self.exit(EXIT_USER, f"{self.prog}: {message[0].upper() + message[1:]}. See {self.prog} --help.\n")
+
+
+def shorten_quotes(message: str) -> str:
+    """A parser message with every quoted value cut to a short excerpt (argparse repeats bad values whole)."""
+    message = "".join(c if c.isprintable() else " " for c in message)
+    return re.sub(rf"'([^']{{{limits.MAX_QUOTE_CHARS}}})[^']+'", r"'\1...'", message)
+
+
+# ---- option types: each refuses a bad value with the sentence argparse shows ------------------------------
+def whole(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        digits = text.strip()
+        if re.fullmatch(r"[+-]?[0-9]{20,}", digits):  # far out of range (and int() refuses 4300 digits)
+            raise argparse.ArgumentTypeError(f"{what} must be from {low} to {high}, not {limits.quote(digits, 20)}")
+        try:
+            value = int(digits)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{limits.quote(text)} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be from {low} to {high}, not {value}")
+        return value
+
+    return parse
+
+
+def number(low: float, high: float, what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{limits.quote(text)} is not a number") from None
+        if not math.isfinite(value) or not low <= value <= high:  # nan and inf are no numbers of anything
+            raise argparse.ArgumentTypeError(f"{what} must be a number from {low:g} to {high:g}, not {text.strip()[:20]}")
+        return value
+
+    return parse
+
+
+def size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{limits.quote(text)} is not a size; write it as WIDTHxHEIGHT, e.g. 768x768") from None
+    problem = limits.picture_size_problem(w, h)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{limits.quote(w)}x{limits.quote(h)}: {problem}")
+    return w, h
+
+
+def text(most: int, what: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if len(value) > most:
+            raise argparse.ArgumentTypeError(f"{what} may be at most {most} characters long, not {len(value)}")
+        return value
+
+    return parse
+
+
+def path(what: str) -> Callable[[str], str]:
+    """A file or folder name: not empty (an empty --out would mean the current folder), no NUL."""
+    def parse(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"{what} needs a name; an empty one is not a place")
+        if "\x00" in value or len(value) > 4096:
+            raise argparse.ArgumentTypeError(f"{limits.quote(value)} is not a usable {what}")
+        return value
+
+    return parse
+
+
+# ---- output ------------------------------------------------------------------------------------------------
+def say(message: str) -> None:
+    """A line on stderr (an empty one only ends a progress line on a terminal)."""
+    if message or sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)
+
+
+# ---- Ctrl+C --------------------------------------------------------------------------------------------------
+class Interrupts:
+    """What Ctrl+C (SIGINT) does, whatever the command is doing.
+
+    ``main`` routes SIGINT to :meth:`handler`. By default it raises
+    KeyboardInterrupt, which ``main`` turns into exit code 130 and one line. Inside :meth:`soft` the first Ctrl+C only sets
+    :attr:`stop` (work checks it and stops cleanly, keeping what is finished);
+    a second one raises at once. Inside :meth:`held` (moving finished files
+    into place) it waits until the block ends, so nothing is left half moved.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._soft = 0
+        self._held = 0
+        self._pending = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self._held:
+            self._pending = True
+        elif self._soft and not self.stop.is_set():
+            self.stop.set()
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def soft(self) -> Iterator[threading.Event]:
+        self._soft += 1
+        try:
+            yield self.stop
+        finally:
+            self._soft -= 1
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if not self._held and self._pending:
+                self._pending = False
+                self.stop.set()
+                raise KeyboardInterrupt
+
+
+#: The running command's interrupt handling (main installs it).
+interrupts = Interrupts()

@@ -1,0 +1,365 @@
+"""``storystudio render INPUT --out DIR --model MODEL``: a story's panels without a window.
+
+Everything the options and the input allow is checked before the model loads
+(sizes against the model family's limit, found without loading it). The run
+is written into a staging folder and moved into ``--out`` as a whole when it
+ends (see :mod:`.runfolder`), so ``--out`` never mixes two runs, and a
+refusal or a crash leaves it as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..project import limits
+from .base import Command, Stopped, UserError, interrupts, number, path, say, size, text, whole
+from .export import (
+    check_audio,
+    check_export_target,
+    export_comic,
+    export_video,
+    load_project,
+    page_options,
+    video_options,
+)
+from .runfolder import RunFolder
+
+
+def _rate(value: str) -> float:
+    return number(0, 1, "the consistency rate")(value)
+
+
+class RenderCommand(Command):
+    name = "render"
+    help = "generate a story's panels headlessly"
+
+    @classmethod
+    def register(cls, subparsers) -> argparse.ArgumentParser:
+        from ..engine.story.settings import SCHEDULERS
+        from ..engine.story.styles import default_style, style_names
+
+        r = subparsers.add_parser(cls.name, help=cls.help,
+                                  description="Generate every panel of a story script without opening the app.")
+        r.add_argument("input", metavar="INPUT", type=path("INPUT"),
+                       help="a story script (.txt) in the StoryDiffusion demo syntax, or a .storystudio project")
+        r.add_argument("--out", required=True, metavar="DIR", type=path("--out"),
+                       help="folder for the panel PNGs and manifest.json (a render already there is replaced "
+                            "when this one finishes)")
+        r.add_argument("--model", required=True, metavar="ID_OR_PATH", type=path("--model"),
+                       help="a diffusers folder, a .safetensors checkpoint, or a Hugging Face id in the local cache")
+        r.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+        r.add_argument("--dtype", default="auto", choices=["auto", "fp16", "bf16", "fp32"], help="precision")
+        # None means "not given": a project's own settings apply, else the defaults named in the help
+        r.add_argument("--steps", type=whole(1, limits.MAX_STEPS, "--steps"), default=None,
+                       help=f"denoising steps, 1 to {limits.MAX_STEPS} (default 35)")
+        r.add_argument("--size", type=size, default=None, metavar="WxH",
+                       help=f"panel size (default 768x768; at most {limits.max_picture_side('sd15')} a side for "
+                            f"SD1.5, {limits.max_picture_side('sd2')} for SD2.x, {limits.max_picture_side('sdxl')} "
+                            "for SDXL)")
+        r.add_argument("--seed", type=whole(0, limits.MAX_SEED, "--seed"), default=None,
+                       help="story seed; each panel's seed derives from it")
+        r.add_argument("--style", default=None, type=text(100, "--style"),
+                       help=f"style template: {', '.join(style_names())} (default {default_style()})")
+        r.add_argument("--guidance", type=number(0, limits.MAX_GUIDANCE, "--guidance"), default=None,
+                       help="classifier-free guidance (default 5.0)")
+        r.add_argument("--negative", default=None, type=text(limits.MAX_TEXT_CHARS, "--negative"),
+                       help="extra negative prompt")
+        r.add_argument("--scheduler", default=None, choices=list(SCHEDULERS), help="sampler (default ddim)")
+        r.add_argument("--id-length", type=whole(1, limits.MAX_ID_LENGTH, "--id-length"), default=None,
+                       help="reference images per character (default 4)")
+        r.add_argument("--rate", type=_rate, default=None,
+                       help="consistency strength: share of tokens borrowed between images (default 0.5)")
+        r.add_argument("--no-freeu", action="store_true", default=None, help="turn FreeU off")
+        r.add_argument("--compile", action="store_true",
+                       help="compile the UNet's blocks with torch.compile: a one-time cost of minutes per picture "
+                            "size and batch (cached on disk for the next run), then faster steps on a GPU")
+        r.add_argument("--batch-size", type=whole(0, limits.MAX_BATCH_SIZE, "--batch-size"), default=None,
+                       help="pictures denoised together (default: as many as the GPU's free memory allows)")
+        r.add_argument("--panels", default=None, metavar="N[,N...]", type=text(10_000, "--panels"),
+                       help="only these panels (1-based numbers); others are left as they are")
+        r.add_argument("--banks", default=None, metavar="DIR", type=path("--banks"),
+                       help="reuse character banks saved by --save-banks instead of generating references again")
+        r.add_argument("--save-banks", action="store_true", help="save each character's bank in OUT/banks/")
+        r.add_argument("--allow-download", action="store_true",
+                       help="download the model if it is not on this computer")
+        r.add_argument("--config", default=None, metavar="DIR", type=path("--config"),
+                       help="configuration folder for a single-file checkpoint (else the local Hugging Face cache)")
+        r.add_argument("--pdf", default=None, metavar="FILE", type=path("--pdf"),
+                       help="also lay the panels out on pages and export a PDF comic")
+        r.add_argument("--cbz", default=None, metavar="FILE", type=path("--cbz"),
+                       help="also export the pages as a CBZ for comic readers")
+        page_options(r)
+        r.add_argument("--mp4", default=None, metavar="FILE", type=path("--mp4"),
+                       help="also export an MP4 animatic of the panels")
+        video_options(r)
+        return r
+
+    # ---- checks, before any work ------------------------------------------------------------------------
+    def check(self) -> None:
+        from ..engine.errors import InputError
+        from ..engine.models.checks import model_family
+        from ..engine.story.settings import check_panel_sizes
+
+        args = self.args
+        self.project = load_project(args.input) if args.input.endswith(".storystudio") else None
+        self.story = self.project.to_story() if self.project is not None else _load_story(args.input)
+        self.out = Path(args.out)
+        self.run_folder = RunFolder(self.out)
+        self.run_folder.check()
+        if args.panels and self.run_folder.previous_files():
+            raise UserError(f"{self.out} already holds a render; a render of some panels (--panels) goes into a "
+                            "folder of its own. Choose another --out.")
+        for target in (args.pdf, args.cbz, args.mp4):
+            if target:
+                check_export_target(target, made=self.out)
+        if args.mp4 and args.audio:
+            check_audio(args.audio)
+        self.settings = _settings(args, self.project)
+        self.family = model_family(args.model)
+        try:
+            self.settings.validate(family=self.family)
+            check_panel_sizes(self.story, 8, self.family)
+        except InputError as exc:
+            raise UserError(str(exc)) from None
+        self.only = _panel_selection(args.panels, self.story)
+        if args.banks and not Path(args.banks).is_dir():
+            raise UserError(f"the bank folder {args.banks} does not exist.")
+
+    # ---- the work ---------------------------------------------------------------------------------------
+    def run(self) -> int:
+        from ..engine.attention.bank import CharacterBank
+        from ..engine.errors import GenerationCancelled, InputError, ModelError
+        from ..engine.imaging import save_png
+        from ..engine.models.loading import load_model, quiet_libraries
+        from ..engine.story.pipeline import StoryPipeline
+        from ..engine.story.settings import check_panel_sizes
+
+        args, story, settings, out = self.args, self.story, self.settings, self.out
+        quiet_libraries()
+        banks = _load_banks(args.banks, story, CharacterBank) if args.banks else {}
+        started = time.perf_counter()
+        say(f"Loading {args.model} ...")
+        try:
+            model = load_model(args.model, device=args.device, dtype=args.dtype,
+                               allow_download=args.allow_download, config=args.config)
+        except ModelError as exc:
+            raise UserError(str(exc)) from None
+        load_seconds = time.perf_counter() - started
+        engine = StoryPipeline(model)
+        multiple = model.pipe.vae_scale_factor * 2 ** (len(model.pipe.unet.config.block_out_channels) - 1)
+        try:  # what only the loaded model can tell, still before anything is written
+            settings.validate(multiple, family=self.family or model.arch)
+            check_panel_sizes(story, multiple, self.family or model.arch)
+        except InputError as exc:
+            raise UserError(str(exc)) from None
+        say(f"Model ready on {model.device.type} ({str(model.dtype).removeprefix('torch.')}) in {load_seconds:.1f} s.")
+
+        numbered = {p.key: i for i, p in enumerate(story.panels, 1)}
+        files: dict[str, str] = {}  # panel or sheet key -> file name, once the file is complete
+        status, result = "complete", None
+        with self.run_folder.staging() as staging:
+            def on_image(img) -> None:
+                name = f"panel-{numbered[img.key]:03d}.png" if img.key in numbered else f"{img.key}.png"
+                save_png(img.image, staging / name, img.parameters)
+                files[img.key] = name
+
+            try:
+                with interrupts.soft() as stop:  # first Ctrl+C: stop after this step, keep what is finished
+                    result = engine.render(story, settings, progress=_progress_printer(), cancel=stop, banks=banks,
+                                           only=self.only, on_image=on_image, keep_banks=args.save_banks,
+                                           previews=False)
+            except (GenerationCancelled, KeyboardInterrupt):
+                status = "cancelled"
+            except ValueError as exc:  # InputError and the pipeline's plain ValueErrors
+                raise UserError(str(exc)) from None
+            finally:
+                say("")
+            total_seconds = time.perf_counter() - started
+            written = [files[key] for key in files]
+            if result is not None:
+                for message in result.messages:
+                    say(f"note: {message}")
+                if args.save_banks:
+                    (staging / "banks").mkdir(exist_ok=True)
+                    for name, bank in result.banks.items():
+                        bank.save(staging / "banks" / f"{_safe(name)}.safetensors")
+                        written.append(f"banks/{_safe(name)}.safetensors")
+            comic = None
+            if status == "complete" and (self.project is not None or args.pdf or args.cbz or args.mp4):
+                comic = _comic_project(self.project, story, staging, files, args)
+                if self.project is not None:
+                    from ..project.fileio import ProjectFileError, save_project
+
+                    saved = Path(args.input).name
+                    try:
+                        save_project(comic, staging / saved)
+                    except ProjectFileError as exc:
+                        raise UserError(str(exc)) from None
+                    written.append(saved)
+            manifest = _manifest(args, story, settings, model, result, files, status, load_seconds, total_seconds,
+                                 numbered)
+            manifest["files"] = sorted(written)
+            if status == "cancelled":
+                if self.run_folder.previous_files():
+                    raise Stopped(f"stopped; {out} was left as it was (it still holds the earlier render).")
+                if not files:  # a story's pictures advance together: stopped while drawing, none is finished
+                    raise Stopped(f"stopped before any picture was finished; {out} was left as it was.")
+                self.run_folder.commit(written, manifest)
+                raise Stopped(f"stopped; the {len(files)} finished picture(s) and manifest.json are in {out}.")
+            self.run_folder.commit(written, manifest)
+        say(f"Wrote {len(files)} image(s) and manifest.json to {out} in {total_seconds:.1f} s.")
+        if self.project is not None:
+            say(f"Saved the project with its new pictures as {out / Path(args.input).name} (the original is "
+                "unchanged).")
+        if comic is not None:
+            export_comic(comic, args, pdf=args.pdf, cbz=args.cbz, png=None)
+            if args.mp4:
+                export_video(comic, args)
+        return 0
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------
+def _load_story(file: str):
+    from ..project.script import ScriptError, load_script
+
+    try:
+        return load_script(file)
+    except ScriptError as exc:
+        if len(exc.problems) == 1:
+            raise UserError(str(exc)) from None
+        raise UserError(f"the story script {file} has {len(exc.problems)} problems:\n{exc}") from None
+
+
+def _settings(args, project=None):
+    """Generation settings: the options given, else the project's own settings, else the defaults."""
+    from ..engine.story.settings import GenerationSettings
+    from ..project.model import ProjectSettings
+
+    w, h = args.size if args.size is not None else (None, None)
+    return GenerationSettings.from_project(
+        project.settings if project is not None else ProjectSettings(),
+        steps=args.steps, width=w, height=h, guidance=args.guidance, seed=args.seed, style=args.style,
+        negative_prompt=args.negative, scheduler=args.scheduler,
+        freeu=None if args.no_freeu is None else not args.no_freeu, id_length=args.id_length,
+        batch_size=args.batch_size, rate=args.rate, compile=args.compile or None,
+    )
+
+
+def _panel_selection(spec: str | None, story) -> list[str] | None:
+    if not spec:
+        return None
+    keys = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part.isdigit() or not 1 <= int(part) <= len(story.panels):
+            raise UserError(f"{limits.quote(part)} is not a panel number of this story (1 to {len(story.panels)}).")
+        keys.append(story.panels[int(part) - 1].key)
+    return keys
+
+
+def _load_banks(folder: str, story, bank_cls) -> dict:
+    root = Path(folder)
+    banks = {}
+    for character in story.characters:
+        file = root / f"{_safe(character.name)}.safetensors"
+        if file.is_file():
+            try:
+                banks[character.name] = bank_cls.load(file)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+    return banks
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _comic_project(project, story, folder: Path, files: dict[str, str], args):
+    """The project (or a new one from the script) with the rendered pictures as its panels' chosen versions.
+
+    Pages already laid out in a project are kept; otherwise the story is laid
+    out on ``--page-size`` pages, captions becoming caption boxes.
+    """
+    from ..engine.imaging import read_png_parameters
+    from ..project.layout import auto_layout
+    from ..project.model import Project
+
+    comic = project if project is not None else Project.from_story(story)
+    keys = [p.key for p in story.panels] if project is None else [p.id for p in comic.panels]
+    for key, panel in zip(keys, comic.panels):
+        if key in files:
+            file = folder / files[key]
+            comic.add_version(panel.id, file.read_bytes(), read_png_parameters(file))
+    if not comic.layout.pages:
+        comic.layout = auto_layout(comic.panels, size=args.page_size, direction=args.direction,
+                                   layout=comic.layout)
+    return comic
+
+
+def _manifest(args, story, settings, model, result, files, status, load_seconds, total_seconds, numbered) -> dict:
+    from ..engine.models.loading import device_summary
+
+    panels = []
+    images = result.images if result else {}
+    for panel in story.panels:
+        entry = {"number": numbered[panel.key], "key": panel.key, "prompt": panel.prompt, "caption": panel.caption,
+                 "characters": panel.characters, "file": files.get(panel.key)}
+        if panel.key in images:
+            img = images[panel.key]
+            entry.update(role=img.role, seed=img.parameters["seed"], full_prompt=img.parameters["prompt"],
+                         negative_prompt=img.parameters["negative_prompt"], seconds=round(img.seconds, 3))
+        panels.append(entry)
+    sheets = [{"key": s.key, "file": files.get(s.key), "seed": s.parameters["seed"],
+               "characters": s.parameters["characters"]} for s in (result.sheets if result else [])]
+    timings = {"model_load_seconds": round(load_seconds, 3), "total_seconds": round(total_seconds, 3)}
+    if result:
+        for phase, secs in result.unet_calls.items():
+            if secs:
+                timings[f"{phase}_unet_calls"] = len(secs)
+                timings[f"{phase}_ms_per_unet_call"] = round(1000 * sum(secs) / len(secs), 2)
+    return {
+        "generator": f"StoryStudio {__version__}",
+        "status": status,
+        "input": str(Path(args.input).resolve()),
+        "title": story.title,
+        "model": {"source": model.source, "arch": model.arch, "device": device_summary(model.device),
+                  "dtype": str(model.dtype).removeprefix("torch.")},
+        "settings": settings.to_dict(),
+        "characters": [{"name": c.name, "description": c.description,
+                        "bank_bytes": result.banks[c.name].nbytes if result and c.name in result.banks else 0,
+                        "bank_bytes_per_step": result.banks[c.name].bytes_per_step
+                        if result and c.name in result.banks else 0}
+                       for c in story.characters],
+        "panels": panels,
+        "reference_sheets": sheets,
+        "messages": result.messages if result else [],
+        "timings": timings,
+    }
+
+
+def manifest_text(data: dict) -> str:
+    """manifest.json's text: strict JSON (a NaN would make it unreadable, so it is refused here)."""
+    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _progress_printer():
+    import sys
+
+    tty = sys.stderr.isatty()
+    last = {"batch": None}
+
+    def show(p) -> None:
+        # references and panels advance together: one line per step of the whole story
+        percent = 100 * p.work_done // max(1, p.work_total)
+        line = f"[{p.panels_total} pictures] step {p.step}/{p.steps} ({percent}%)"
+        if tty:
+            print("\r" + line[:100].ljust(100), end="", file=sys.stderr, flush=True)
+        elif last["batch"] != p.step and (p.step == 1 or p.step % 5 == 0 or p.work_done == p.work_total):
+            last["batch"] = p.step
+            print(line, file=sys.stderr, flush=True)
+
+    return show

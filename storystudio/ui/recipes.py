@@ -1,0 +1,44 @@
+"""Would drawing a panel again give a picture it already has? (No Qt, no torch.)
+
+A picture is a function of its recipe: the words the model reads, the seed,
+the sampler settings, the size and the model. When every part of it is what
+a panel's existing version was made with, *Regenerate (same seed)* would add
+the same picture again; the window says so instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine.story.settings import GenerationSettings, derive_seed
+from ..engine.story.styles import get_style
+from ..project.model import ProjectPanel, ProjectSettings
+from ..project.story import Story
+
+
+def recipe(panel: ProjectPanel, story: Story, settings: ProjectSettings) -> dict[str, Any]:
+    """What a version of ``panel`` drawn now would record in its parameters (the parts that shape it)."""
+    story_panel = next(p for p in story.panels if p.key == panel.id)
+    width, height = panel.size or (settings.width, settings.height)
+    base = story.expand(story_panel)
+    style = get_style(settings.style)
+    generation = GenerationSettings.from_project(settings)
+    return {
+        "story_prompt": base, "negative_prompt": style.apply(base, settings.negative_prompt)[1],
+        "seed": derive_seed(settings.seed, panel.id, panel.variation), "steps": settings.steps,
+        "guidance": settings.guidance, "width": width, "height": height, "scheduler": settings.scheduler,
+        "freeu": settings.freeu, "style": style.name, "story_seed": settings.seed, "id_length": settings.id_length,
+        "consistency": generation.consistency.to_dict(), "model": settings.model,
+    }
+
+
+def would_repeat(panel: ProjectPanel, story: Story, settings: ProjectSettings) -> bool:
+    """True when one of the panel's versions was drawn from exactly the recipe it would be drawn from now."""
+    if not panel.versions:
+        return False
+    wanted = recipe(panel, story, settings)
+    for version in panel.versions:
+        made = version.parameters
+        if all(made.get(key) == value for key, value in wanted.items() if key in made or key != "model"):
+            return True
+    return False
