@@ -32,6 +32,11 @@ FORMATS = {
 }
 
 
+def export_title(options: dict) -> str:
+    """What the progress dialog and the messages of an export are called: the animatic is not a comic."""
+    return "Export Animatic" if options.get("format") == "mp4" else "Export Comic"
+
+
 class ExportOptionsDialog(QDialog):
     """What to export and where."""
 
@@ -113,6 +118,7 @@ class ExportJob(QObject):
         super().__init__()
         self.project = copy.deepcopy(project)
         self.options = options
+        self.title = export_title(options)
         self.stop = threading.Event()
         self.thread = QThread()
         self.thread.setObjectName("storystudio-export")
@@ -155,8 +161,11 @@ class ExportJob(QObject):
 def run_export(parent: QWidget, project: Project, options: dict, on_done) -> ExportJob:
     """Start an export with a progress dialog (Cancel stops it); ``on_done(result | None, message)``."""
     job = ExportJob(project, options)
-    dialog = QProgressDialog("Exporting…", "Cancel", 0, 0, parent)
-    dialog.setWindowTitle("Export Comic")
+    job.title = export_title(options)
+    what = "the animatic" if options.get("format") == "mp4" else "the comic"
+    dialog = QProgressDialog(f"Exporting {what}…", "Cancel", 0, 0, parent)
+    dialog.setWindowTitle(job.title)
+    job.dialog = dialog
     dialog.setMinimumDuration(300)
     dialog.setAutoClose(False)
     dialog.setAutoReset(False)

@@ -37,7 +37,7 @@ from ..project.script import ScriptError
 from . import commands as cmd
 from .character_sheet import CharacterSheet
 from .animatic_editor import AnimaticEditor
-from .export_dialog import ExportOptionsDialog, run_export
+from .export_dialog import ExportOptionsDialog, export_title, run_export
 from .layout_canvas import LayoutCanvas
 from .models_dialog import ModelsDialog
 from .preferences import PreferencesDialog, preference
@@ -597,6 +597,7 @@ class MainWindow(QMainWindow):
 
     def start_export(self, options: dict):
         self.statusBar().showMessage("Exporting…")
+        self._export_title = export_title(options)
         self.export_job = run_export(self, self.session.project, options, self._export_done)
         return self.export_job
 
@@ -605,7 +606,7 @@ class MainWindow(QMainWindow):
         if result is None:
             self.statusBar().showMessage(message, 8000)
             if "cancelled" not in message:
-                QMessageBox.warning(self, "Export Comic", message)
+                QMessageBox.warning(self, self._export_title, message)
             return
         if hasattr(result, "pages"):
             text = f"Exported {result.pages} page(s) to {result.path}."
@@ -613,7 +614,8 @@ class MainWindow(QMainWindow):
             text = f"Exported the animatic ({result.seconds:.1f} s, {result.frames} frames) to {result.path}."
         self.statusBar().showMessage(text, 10000)
         if result.warnings:
-            QMessageBox.information(self, "Export", text + "\n\nPlease check:\n• " + "\n• ".join(result.warnings))
+            QMessageBox.information(self, self._export_title,
+                                    text + "\n\nPlease check:\n• " + "\n• ".join(result.warnings))
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
