@@ -245,23 +245,30 @@ class AnimaticRenderer:
     def hold_frame(self, panel_id: str, t: float, captions: bool = True) -> QImage:
         """The panel at ``t`` (0..1) of its hold: its camera move, and its caption."""
         box = self.animatic.shot(panel_id).camera.at(t)
-        key = (panel_id, tuple(round(v, 7) for v in box), captions)
+
+        def draw() -> QImage:
+            frame = framed(self.picture(panel_id), box, self.size, self.animatic.fit)
+            overlay = self._caption(panel_id) if captions else None
+            if overlay is not None:
+                painter = QPainter(frame)
+                painter.drawImage(overlay[1], overlay[0])
+                painter.end()
+            return frame
+        return self._recent_frame((panel_id, tuple(round(v, 7) for v in box), captions), draw)
+
+    def _recent_frame(self, key: tuple, draw: Callable[[], QImage]) -> QImage:
+        """The frame drawn for ``key`` a moment ago (a still shot, a clip frame held), else a new one."""
         frame = self._recent.get(key)
         if frame is not None:
             self._recent.move_to_end(key)
             return frame
-        frame = framed(self.picture(panel_id), box, self.size, self.animatic.fit)
-        overlay = self._caption(panel_id) if captions else None
-        if overlay is not None:
-            painter = QPainter(frame)
-            painter.drawImage(overlay[1], overlay[0])
-            painter.end()
-        self._recent[key] = frame
+        frame = self._recent[key] = draw()
         if len(self._recent) > 4:
             self._recent.popitem(last=False)
         return frame
 
     def _clip(self, seg: Segment) -> list[QImage] | None:
+        """A generated transition's pictures, decoded (at the size they were made), or None."""
         cut = seg.cut
         if cut is None or cut.kind != "generated" or not cut.clip_fits(seg.panel, seg.next_panel or ""):
             return None
@@ -273,7 +280,7 @@ class AnimaticRenderer:
                 image = QImage.fromData(data) if data else QImage()
                 if image.isNull():
                     return None
-                frames.append(framed(image, (0.0, 0.0, 1.0, 1.0), self.size, "crop"))
+                frames.append(image)
             self._clips[key] = frames
         return self._clips[key]
 
@@ -286,7 +293,9 @@ class AnimaticRenderer:
             return self.hold_frame(seg.panel, t)
         clip = self._clip(seg)
         if clip is not None:  # the generated frames, stretched over the transition's length
-            return clip[min(len(clip) - 1, round(t * (len(clip) - 1)))]
+            k = min(len(clip) - 1, round(t * (len(clip) - 1)))
+            return self._recent_frame(("clip", id(clip), k),
+                                      lambda: framed(clip[k], (0.0, 0.0, 1.0, 1.0), self.size, "crop"))
         # a crossfade from the end of one camera move to the start of the next (captions stay in the holds)
         mix = (local + 0.5) / seg.frames
         before, after = self._transition(seg.panel, seg.next_panel or seg.panel)
