@@ -77,10 +77,7 @@ def placeholder_art(index: int, characters: int, size: tuple[int, int] = (768, 7
 def main(out: Path, keep_pdf: bool = False) -> None:
     ensure_gui_app()
     out.mkdir(parents=True, exist_ok=True)
-    project = Project.example()
-    project.panels[0].dialogue = "Where does this path go?"
-    project.panels[3].dialogue = "Hello? Is anyone home?\nThe lamp is still warm..."
-    project.panels[7].dialogue = "You kept the light burning."
+    project = Project.example()  # with its own dialogue (resources/examples/lighthouse.dialogue.json)
     project.layout = auto_layout(project.panels, size="us-comic")
     for i, panel in enumerate(project.panels):  # each picture drawn at its frame's shape
         _, frame = project.layout.page_of_panel(panel.id)
@@ -92,7 +89,7 @@ def main(out: Path, keep_pdf: bool = False) -> None:
         Balloon("sfx", storm.x + storm.w * 0.45, storm.y + storm.h * 0.55, 150, 60, text="KRA-KOOM!"))
     project.layout.pages[0].balloons.append(
         Balloon("thought", first.frames[1].bounds.x + 250, first.frames[1].bounds.y + 30, 120, 56,
-                text="Two hundred and twelve...", tail=(first.frames[1].bounds.x + 160, first.frames[1].bounds.y + 150)))
+                text="Don't look down.", tail=(first.frames[1].bounds.x + 160, first.frames[1].bounds.y + 150)))
     with tempfile.TemporaryDirectory() as tmp:
         pdf = (out if keep_pdf else Path(tmp)) / "comic-sample.pdf"
         result = export_pdf(project, pdf, author="StoryStudio sample")

@@ -2,9 +2,11 @@
 
 ``AnimaticRenderer`` draws any frame of a project's animatic (holds with
 their camera moves and burned-in captions, crossfades, generated transition
-clips); the in-app preview and the MP4 export both use it. ``export_mp4``
-pipes the frames to ffmpeg (from imageio-ffmpeg) as H.264 in yuv420p with
-``+faststart``, then, when there is an audio track or soft subtitles, muxes
+clips) with QPainter; the in-app preview and the MP4 export both use it, so
+the preview shows the file's frames. ``export_mp4`` pipes the frames, straight
+from their memory, to ffmpeg (the binary imageio-ffmpeg ships) as raw rgb24,
+which converts them to yuv420p and encodes H.264 with ``+faststart`` (see
+``X264_OPTIONS``); then, when there is an audio track or soft subtitles, it muxes
 them in a second ffmpeg pass that pads or trims the audio to the video's
 exact length (``-shortest`` is not used: with a shorter audio track it ends
 the file early).
@@ -12,11 +14,12 @@ the file early).
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import subprocess
 import tempfile
+from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,12 +27,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from PySide6.QtCore import QPoint, QRectF, Qt
+from PySide6.QtGui import QImage, QPainter
 
 from ..project.animatic import Animatic, AnimaticError, Segment, srt, subtitle_cues, timeline, total_frames
 from ..project.model import Project
 from ..resources_path import resource
 
 Progress = Callable[[int, int, str], None]
+FRAME_FORMAT = QImage.Format_RGB888  # three bytes a pixel, red first: ffmpeg's rgb24
 Cancel = Callable[[], bool]
 
 
@@ -104,30 +110,77 @@ def caption_overlay(text: str, size: tuple[int, int]) -> Image.Image:
     return layer
 
 
-def framed(image: Image.Image, box: tuple[float, float, float, float], size: tuple[int, int], fit: str) -> Image.Image:
-    """The ``box`` part of ``image`` (0..1 coordinates) placed in a frame of ``size``: letterboxed or cropped."""
+def framed(image: QImage, box: tuple[float, float, float, float], size: tuple[int, int], fit: str) -> QImage:
+    """The ``box`` part of ``image`` (0..1 coordinates) placed in a frame of ``size``: letterboxed or cropped.
+
+    Drawn with Qt's smooth (bilinear) transform from a fractional source
+    rectangle, so a slow camera move glides instead of stepping pixel by pixel.
+    """
     w, h = size
     bx, by, bw, bh = box
-    src = (bx * image.width, by * image.height, (bx + bw) * image.width, (by + bh) * image.height)
-    sw, sh = src[2] - src[0], src[3] - src[1]
+    iw, ih = image.width(), image.height()
+    src = QRectF(bx * iw, by * ih, bw * iw, bh * ih)
+    out = QImage(w, h, FRAME_FORMAT)
+    out.fill(Qt.black)
     if fit == "crop":  # shrink the source box to the frame's shape, around its centre
-        target = w / h
-        if sw / sh > target:
-            cx, new = (src[0] + src[2]) / 2, sh * target
-            src = (cx - new / 2, src[1], cx + new / 2, src[3])
+        target = QRectF(0, 0, w, h)
+        if src.width() / src.height() > w / h:
+            new = src.height() * w / h
+            src = QRectF(src.center().x() - new / 2, src.y(), new, src.height())
         else:
-            cy, new = (src[1] + src[3]) / 2, sw / target
-            src = (src[0], cy - new / 2, src[2], cy + new / 2)
-        return image.resize((w, h), Image.Resampling.BICUBIC, box=src)
-    scale = min(w / sw, h / sh)
-    pw, ph = max(1, round(sw * scale)), max(1, round(sh * scale))
-    frame = Image.new("RGB", size, (0, 0, 0))
-    frame.paste(image.resize((pw, ph), Image.Resampling.BICUBIC, box=src), ((w - pw) // 2, (h - ph) // 2))
-    return frame
+            new = src.width() * h / w
+            src = QRectF(src.x(), src.center().y() - new / 2, src.width(), new)
+    else:
+        scale = min(w / src.width(), h / src.height())
+        pw, ph = max(1, round(src.width() * scale)), max(1, round(src.height() * scale))
+        target = QRectF((w - pw) // 2, (h - ph) // 2, pw, ph)
+    painter = QPainter(out)
+    painter.setRenderHint(QPainter.SmoothPixmapTransform, True)
+    painter.drawImage(target, image, src)
+    painter.end()
+    return out
+
+
+def to_qimage(picture: Image.Image) -> QImage:
+    """A PIL picture as a QImage that owns its pixels: RGB32, or premultiplied ARGB when it has alpha."""
+    if picture.mode in ("RGBA", "LA") or "transparency" in picture.info:
+        rgba = picture.convert("RGBA")
+        image = QImage(rgba.tobytes(), rgba.width, rgba.height, 4 * rgba.width, QImage.Format_RGBA8888)
+        return image.convertToFormat(QImage.Format_ARGB32_Premultiplied)
+    rgb = picture.convert("RGB")
+    image = QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format_RGB888)
+    return image.convertToFormat(QImage.Format_RGB32)
+
+
+def to_pil(image: QImage) -> Image.Image:
+    """A QImage as an RGB PIL picture (a copy)."""
+    return Image.fromarray(frame_array(image))
+
+
+def frame_array(image: QImage) -> np.ndarray:
+    """A frame's pixels as a height x width x 3 array of bytes (a copy)."""
+    rgb = image if image.format() == FRAME_FORMAT else image.convertToFormat(FRAME_FORMAT)
+    rows = np.frombuffer(rgb.constBits(), np.uint8, count=rgb.sizeInBytes()).reshape(rgb.height(), rgb.bytesPerLine())
+    return rows[:, : 3 * rgb.width()].reshape(rgb.height(), rgb.width(), 3).copy()
+
+
+def frame_bytes(image: QImage) -> bytes | memoryview:
+    """A frame's pixels as ffmpeg's rgb24 reads them, row after row (no copy unless rows are padded)."""
+    data = image.constBits()
+    if image.bytesPerLine() == 3 * image.width():
+        return data
+    return frame_array(image).tobytes()
 
 
 class AnimaticRenderer:
-    """Every frame of a project's animatic, at the animatic's size or a smaller preview size."""
+    """Every frame of a project's animatic, at the animatic's size or a smaller preview size.
+
+    The preview player and the MP4 export both draw their frames with
+    :meth:`frame`, so what plays in the window is what the file holds. Frames
+    are QImages (RGB888) painted with QPainter; a hold whose camera does not
+    move is drawn once, and a transition's two keyframes once, so a still
+    shot costs one frame's work however long it lasts.
+    """
 
     def __init__(self, project: Project, animatic: Animatic | None = None, size: tuple[int, int] | None = None):
         self.project = project
@@ -137,9 +190,12 @@ class AnimaticRenderer:
         self.numbers = {p.id: i for i, p in enumerate(project.panels, 1)}
         self.segments: list[Segment] = timeline(self.animatic, project.panels)
         self.frame_count = total_frames(self.segments)
-        self._pictures: dict[str, Image.Image] = {}
-        self._captions: dict[str, Image.Image] = {}
-        self._clips: dict[str, list[Image.Image]] = {}
+        self._starts = [seg.first for seg in self.segments]
+        self._pictures: dict[str, QImage] = {}
+        self._captions: dict[str, tuple[QImage, QPoint] | None] = {}
+        self._clips: dict[str, list[QImage]] = {}
+        self._keyframes: dict[tuple[str, str], tuple[QImage, QImage]] = {}
+        self._recent: OrderedDict[tuple, QImage] = OrderedDict()  # the last few hold frames drawn
         self.missing = [self.numbers[p.id] for p in project.panels if p.chosen_version is None]
 
     @property
@@ -147,20 +203,18 @@ class AnimaticRenderer:
         return self.frame_count / self.animatic.fps
 
     def segment_at(self, index: int) -> Segment:
-        for seg in self.segments:
-            if seg.first <= index <= seg.last:
-                return seg
-        raise IndexError(f"frame {index} is outside the animatic (0 to {self.frame_count - 1})")
+        if not 0 <= index < self.frame_count:
+            raise IndexError(f"frame {index} is outside the animatic (0 to {self.frame_count - 1})")
+        return self.segments[bisect_right(self._starts, index) - 1]
 
-    def picture(self, panel_id: str) -> Image.Image:
+    def picture(self, panel_id: str) -> QImage:
         """The panel's chosen picture, or a slate saying it has none yet (never silently blank)."""
         if panel_id not in self._pictures:
             panel = self.panels[panel_id]
             version = panel.chosen_version
             data = self.project.images.get(version.image) if version else None
-            if data:
-                self._pictures[panel_id] = Image.open(io.BytesIO(data)).convert("RGB")
-            else:
+            image = QImage.fromData(data) if data else QImage()
+            if image.isNull():
                 slate = Image.new("RGB", (960, 540), (38, 40, 46))
                 draw = ImageDraw.Draw(slate)
                 font = _caption_font(34)
@@ -169,27 +223,52 @@ class AnimaticRenderer:
                 for line in _wrap(draw, text, font, 820):
                     draw.text((70, y), line, font=font, fill=(220, 220, 225))
                     y += 44
-                self._pictures[panel_id] = slate
+                image = to_qimage(slate)
+            elif image.format() not in (QImage.Format_RGB32, QImage.Format_ARGB32_Premultiplied):
+                image = image.convertToFormat(QImage.Format_ARGB32_Premultiplied if image.hasAlphaChannel()
+                                              else QImage.Format_RGB32)
+            self._pictures[panel_id] = image
         return self._pictures[panel_id]
 
-    def _caption(self, panel_id: str) -> Image.Image | None:
+    def _caption(self, panel_id: str) -> tuple[QImage, QPoint] | None:
+        """The panel's caption box as a small premultiplied image and where it goes, or None."""
         if not self.animatic.burn_captions or not self.animatic.shot(panel_id).caption:
             return None
         if panel_id not in self._captions:
             panel = self.panels[panel_id]
             text = "\n".join(t for t in (panel.caption.strip(), panel.dialogue.strip()) if t)
-            self._captions[panel_id] = caption_overlay(text, self.size)
+            layer = caption_overlay(text, self.size)
+            box = layer.getchannel("A").getbbox()
+            self._captions[panel_id] = None if box is None else (to_qimage(layer.crop(box)), QPoint(box[0], box[1]))
         return self._captions[panel_id]
 
-    def hold_frame(self, panel_id: str, t: float, captions: bool = True) -> Image.Image:
+    def hold_frame(self, panel_id: str, t: float, captions: bool = True) -> QImage:
         """The panel at ``t`` (0..1) of its hold: its camera move, and its caption."""
-        frame = framed(self.picture(panel_id), self.animatic.shot(panel_id).camera.at(t), self.size, self.animatic.fit)
-        overlay = self._caption(panel_id) if captions else None
-        if overlay is not None:
-            frame = Image.alpha_composite(frame.convert("RGBA"), overlay).convert("RGB")
+        box = self.animatic.shot(panel_id).camera.at(t)
+
+        def draw() -> QImage:
+            frame = framed(self.picture(panel_id), box, self.size, self.animatic.fit)
+            overlay = self._caption(panel_id) if captions else None
+            if overlay is not None:
+                painter = QPainter(frame)
+                painter.drawImage(overlay[1], overlay[0])
+                painter.end()
+            return frame
+        return self._recent_frame((panel_id, tuple(round(v, 7) for v in box), captions), draw)
+
+    def _recent_frame(self, key: tuple, draw: Callable[[], QImage]) -> QImage:
+        """The frame drawn for ``key`` a moment ago (a still shot, a clip frame held), else a new one."""
+        frame = self._recent.get(key)
+        if frame is not None:
+            self._recent.move_to_end(key)
+            return frame
+        frame = self._recent[key] = draw()
+        if len(self._recent) > 4:
+            self._recent.popitem(last=False)
         return frame
 
-    def _clip(self, seg: Segment) -> list[Image.Image] | None:
+    def _clip(self, seg: Segment) -> list[QImage] | None:
+        """A generated transition's pictures, decoded (at the size they were made), or None."""
         cut = seg.cut
         if cut is None or cut.kind != "generated" or not cut.clip_fits(seg.panel, seg.next_panel or ""):
             return None
@@ -198,13 +277,15 @@ class AnimaticRenderer:
             frames = []
             for name in cut.clip:
                 data = self.project.images.get(name)
-                if data is None:
+                image = QImage.fromData(data) if data else QImage()
+                if image.isNull():
                     return None
-                frames.append(Image.open(io.BytesIO(data)).convert("RGB"))
+                frames.append(image)
             self._clips[key] = frames
         return self._clips[key]
 
-    def frame(self, index: int) -> Image.Image:
+    def frame(self, index: int) -> QImage:
+        """Frame ``index`` of the animatic (RGB888, the renderer's size). Do not paint on it: it may be shared."""
         seg = self.segment_at(index)
         local = index - seg.first
         t = local / (seg.frames - 1) if seg.frames > 1 else 0.0
@@ -212,17 +293,34 @@ class AnimaticRenderer:
             return self.hold_frame(seg.panel, t)
         clip = self._clip(seg)
         if clip is not None:  # the generated frames, stretched over the transition's length
-            source = clip[min(len(clip) - 1, round(t * (len(clip) - 1)))]
-            return framed(source, (0.0, 0.0, 1.0, 1.0), self.size, "crop")
+            k = min(len(clip) - 1, round(t * (len(clip) - 1)))
+            return self._recent_frame(("clip", id(clip), k),
+                                      lambda: framed(clip[k], (0.0, 0.0, 1.0, 1.0), self.size, "crop"))
         # a crossfade from the end of one camera move to the start of the next (captions stay in the holds)
         mix = (local + 0.5) / seg.frames
-        a, b = (np.asarray(k, dtype=np.float32) for k in self.transition_keyframes(seg.panel,
-                                                                                 seg.next_panel or seg.panel))
-        return Image.fromarray(np.round(a * (1 - mix) + b * mix).astype(np.uint8))
+        before, after = self._transition(seg.panel, seg.next_panel or seg.panel)
+        out = before.copy()
+        painter = QPainter(out)
+        painter.setOpacity(mix)
+        painter.drawImage(0, 0, after)
+        painter.end()
+        return out
+
+    def frame_array(self, index: int) -> np.ndarray:
+        """Frame ``index`` as a height x width x 3 array of bytes (a copy)."""
+        return frame_array(self.frame(index))
+
+    def _transition(self, before: str, after: str) -> tuple[QImage, QImage]:
+        key = (before, after)
+        if key not in self._keyframes:
+            self._keyframes[key] = (self.hold_frame(before, 1.0, captions=False).copy(),
+                                    self.hold_frame(after, 0.0, captions=False).copy())
+        return self._keyframes[key]
 
     def transition_keyframes(self, before: str, after: str) -> tuple[Image.Image, Image.Image]:
         """The two pictures a transition joins: the end of one panel's hold and the start of the next's."""
-        return self.hold_frame(before, 1.0, captions=False), self.hold_frame(after, 0.0, captions=False)
+        a, b = self._transition(before, after)
+        return to_pil(a), to_pil(b)
 
 
 # ---------------------------------------------------------------------------
@@ -250,8 +348,6 @@ def check_audio(path: str | os.PathLike[str]) -> None:
 def export_mp4(project: Project, path: str | os.PathLike[str], *, progress: Progress | None = None,
                cancel: Cancel | None = None, animatic: Animatic | None = None) -> VideoResult:
     """Write the animatic as an MP4 (H.264, yuv420p, +faststart), with its audio and subtitles if set."""
-    import imageio_ffmpeg
-
     animatic = animatic or project.animatic
     target = Path(path)
     if target.is_dir():
@@ -268,7 +364,7 @@ def export_mp4(project: Project, path: str | os.PathLike[str], *, progress: Prog
     if animatic.audio:
         check_audio(animatic.audio)
     total = renderer.frame_count
-    warnings = []
+    warnings: list[str] = []
     if renderer.missing:
         warnings.append(f"panel(s) {', '.join(map(str, renderer.missing))} have no picture yet and show a slate.")
     stale = [seg for seg in renderer.segments if seg.kind == "transition" and seg.cut and seg.cut.kind == "generated"
@@ -279,22 +375,7 @@ def export_mp4(project: Project, path: str | os.PathLike[str], *, progress: Prog
 
     with tempfile.TemporaryDirectory(prefix="storystudio-mp4-", dir=target.parent) as tmp:
         video = Path(tmp) / "video.mp4"
-        writer = imageio_ffmpeg.write_frames(
-            str(video), (w, h), fps=animatic.fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-            quality=None, macro_block_size=2, ffmpeg_log_level="error",
-            output_params=["-crf", str(animatic.quality), "-preset", "medium", "-movflags", "+faststart"])
-        writer.send(None)
-        try:
-            for index in range(total):
-                if cancel is not None and cancel():
-                    raise VideoExportCancelled
-                writer.send(np.ascontiguousarray(np.asarray(renderer.frame(index), dtype=np.uint8)))
-                if progress is not None and (index % 8 == 0 or index == total - 1):
-                    progress(index + 1, total, f"frame {index + 1} of {total}")
-        except BaseException:
-            writer.close()
-            raise
-        writer.close()
+        _encode(renderer, video, animatic, progress, cancel)
         final = video
         if animatic.audio or animatic.soft_subtitles:
             final = Path(tmp) / "muxed.mp4"
@@ -307,6 +388,58 @@ def export_mp4(project: Project, path: str | os.PathLike[str], *, progress: Prog
             part.unlink(missing_ok=True)
             raise VideoExportError(f"could not write {target} ({exc.strerror or exc}).") from None
     return VideoResult(target, total, animatic.fps, total / animatic.fps, warnings)
+
+
+#: How x264 encodes. The "superfast" preset made leaner still (no sub-pixel motion refinement, no
+#: partitions, 8x8 transforms, B-frames, adaptive quantisation or weighted prediction): on two cores it
+#: encodes 1080p as fast as "ultrafast" and keeps CABAC and the deblocking filter, so at the same
+#: quality (CRF) its files are about a third smaller than ultrafast's, with the same SSIM as "veryfast"
+#: (measured in docs/ANIMATIC.md with benchmarks/animatic_export.py).
+X264_OPTIONS = ["-preset", "superfast",
+                "-x264-params", "subme=0:partitions=none:8x8dct=0:bframes=0:aq-mode=0:weightp=0"]
+
+
+def encoder_command(path: Path, size: tuple[int, int], fps: int, quality: int) -> list[str]:
+    """ffmpeg reading raw rgb24 frames from its standard input and writing H.264 (yuv420p, +faststart)."""
+    w, h = size
+    return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0",
+            "-an", "-c:v", "libx264", *X264_OPTIONS, "-crf", str(quality), "-pix_fmt", "yuv420p",
+            "-movflags", "+faststart", str(path)]
+
+
+def _encode(renderer: AnimaticRenderer, video: Path, animatic: Animatic, progress: Progress | None,
+            cancel: Cancel | None) -> None:
+    """Pipe every frame to ffmpeg straight from the frame's memory (a still frame is not drawn again)."""
+    total = renderer.frame_count
+    process = subprocess.Popen(encoder_command(video, renderer.size, animatic.fps, animatic.quality),
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stdin is not None and process.stderr is not None
+    try:
+        for index in range(total):
+            if cancel is not None and cancel():
+                raise VideoExportCancelled
+            process.stdin.write(frame_bytes(renderer.frame(index)))
+            if progress is not None and (index % 8 == 0 or index == total - 1):
+                progress(index + 1, total, f"frame {index + 1} of {total}")
+        process.stdin.close()
+        errors = process.stderr.read().decode("utf-8", "replace")
+        if process.wait() != 0:
+            raise VideoExportError(f"ffmpeg could not write the video ({_last_line(errors)}).")
+    except BrokenPipeError:
+        process.wait()
+        errors = process.stderr.read().decode("utf-8", "replace")
+        raise VideoExportError(f"ffmpeg stopped writing the video ({_last_line(errors)}).") from None
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no reason given"
 
 
 def _mux(video: Path, out: Path, renderer: AnimaticRenderer, animatic: Animatic, project: Project) -> None:

@@ -96,10 +96,8 @@ class FrameWorker(QObject):
             renderer, generation, index, self._wanted = self._renderer, self._generation, self._wanted, None
         if renderer is None or index is None or not 0 <= index < renderer.frame_count:
             return
-        frame = renderer.frame(index).convert("RGB")
-        data = frame.tobytes()
-        image = QImage(data, frame.width, frame.height, 3 * frame.width, QImage.Format_RGB888).copy()
-        self.frame_ready.emit(generation, index, image)
+        # the very frame the MP4 export writes, at preview size (the renderer never paints on it again)
+        self.frame_ready.emit(generation, index, renderer.frame(index))
 
 
 class PreviewPlayer(QWidget):

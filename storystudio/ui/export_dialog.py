@@ -32,6 +32,11 @@ FORMATS = {
 }
 
 
+def export_title(options: dict) -> str:
+    """What the progress dialog and the messages of an export are called: the animatic is not a comic."""
+    return "Export Animatic" if options.get("format") == "mp4" else "Export Comic"
+
+
 class ExportOptionsDialog(QDialog):
     """What to export and where."""
 
@@ -136,9 +141,9 @@ def run_export(parent: QWidget, project: Project, options: dict, on_done) -> Thr
 
     The export works on a copy of the project taken now, on its own thread.
     """
-    video = options["format"] == "mp4"
-    dialog = QProgressDialog("Exporting…", "Cancel", 0, 0, parent)
-    dialog.setWindowTitle("Export Animatic" if video else "Export Comic")
+    what = "the animatic" if options.get("format") == "mp4" else "the comic"
+    dialog = QProgressDialog(f"Exporting {what}…", "Cancel", 0, 0, parent)
+    dialog.setWindowTitle(export_title(options))
     dialog.setMinimumDuration(300)
     dialog.setAutoClose(False)
     dialog.setAutoReset(False)

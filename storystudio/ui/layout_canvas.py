@@ -800,7 +800,9 @@ class LayoutCanvas(QWidget):
                                       "comes along, and panels not on a page yet get new pages")
         self.reflow_button.clicked.connect(self.reflow)
         self.letter_button = QPushButton("Letter Missing Words")
-        self.letter_button.setToolTip("Give every caption and dialogue line of the placed panels a balloon")
+        self.letter_button.setToolTip("Give every caption and dialogue line of the placed panels a balloon. A balloon "
+                                      "that says something else (from an older StoryStudio) can show its panel's "
+                                      "words instead: right-click it")
         self.letter_button.clicked.connect(self.letter_missing_words)
         bar = QVBoxLayout(self.check_bar)
         bar.setContentsMargins(6, 4, 6, 4)

@@ -44,7 +44,7 @@ from . import commands as cmd
 from .animatic_editor import AnimaticEditor
 from .character_sheet import CharacterSheet
 from .defaults import apply_fitting, at_defaults, fitting
-from .export_dialog import ExportOptionsDialog, run_export
+from .export_dialog import ExportOptionsDialog, export_title, run_export
 from .files import ask_open_file, ask_save_file, start_folder
 from .jobs import Job, JobKind, JobQueue, JobState
 from .layout_canvas import LayoutCanvas
@@ -866,6 +866,7 @@ class MainWindow(QMainWindow):
 
     def start_export(self, options: dict):
         self.statusBar().showMessage("Exporting…")
+        self._export_title = export_title(options)
         self.export_job = run_export(self, self.session.project, options, self._export_done)
         return self.export_job
 
@@ -875,7 +876,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(message, 8000)
             if "cancelled" not in message:
                 self.messages.add(Message(Severity.ERROR, message, source="export"))
-                QMessageBox.warning(self, "Export", message)
+                QMessageBox.warning(self, self._export_title, message)
             return
         if hasattr(result, "pages"):
             text = f"Exported {result.pages} page(s) to {result.path}."
@@ -884,7 +885,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text, 10000)
         self.messages.add(Message(Severity.INFO, text, source="export-done"))
         if result.warnings:
-            QMessageBox.information(self, "Export", text + "\n\nPlease check:\n• " + "\n• ".join(result.warnings))
+            QMessageBox.information(self, self._export_title,
+                                    text + "\n\nPlease check:\n• " + "\n• ".join(result.warnings))
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

@@ -19,6 +19,7 @@ from storystudio.export.animatic import (
     VideoExportError,
     export_mp4,
     ffmpeg_exe,
+    frame_array,
     framed,
     read_back,
 )
@@ -121,11 +122,11 @@ def test_camera_move_frames_follow_the_eased_rectangles(project):
     first = renderer.segments[0]
     picture = renderer.picture(project.panels[0].id)
     move = project.animatic.shot(project.panels[0].id).camera
-    frames = [np.asarray(renderer.frame(first.first + k), dtype=np.int16) for k in range(first.frames)]
+    frames = [renderer.frame_array(first.first + k).astype(np.int16) for k in range(first.frames)]
     for k in (0, 3, first.frames - 1):
         t = k / (first.frames - 1)
         expected = framed(picture, move.at(t), (320, 180), "letterbox")
-        without_caption = np.asarray(expected, dtype=np.int16)[:100]  # the caption sits at the bottom
+        without_caption = frame_array(expected).astype(np.int16)[:100]  # the caption sits at the bottom
         assert np.abs(frames[k][:100] - without_caption).max() <= 1
     moved = np.abs(frames[0][:100, 60:260] - frames[-1][:100, 60:260])  # inside the picture, above the caption
     assert moved.mean() > 5  # it really moves
@@ -141,12 +142,12 @@ def test_generated_clip_plays_in_its_transition(project):
     renderer = AnimaticRenderer(project, size=(320, 180))
     seg = renderer.segments[1]
     assert seg.kind == "transition" and seg.frames == 12
-    assert renderer.frame(seg.first).getpixel((160, 90)) == (250, 250, 0)
-    assert renderer.frame(seg.last).getpixel((160, 90)) == (0, 250, 250)
+    assert tuple(renderer.frame_array(seg.first)[90, 160]) == (250, 250, 0)
+    assert tuple(renderer.frame_array(seg.last)[90, 160]) == (0, 250, 250)
     # after a reorder the clip no longer joins these panels: a crossfade plays instead
     project.panels[1], project.panels[2] = project.panels[2], project.panels[1]
     renderer = AnimaticRenderer(project, size=(320, 180))
-    assert renderer.frame(renderer.segments[1].first).getpixel((160, 90)) != (250, 250, 0)
+    assert tuple(renderer.frame_array(renderer.segments[1].first)[90, 160]) != (250, 250, 0)
 
 
 def test_panel_without_picture_shows_a_slate_and_is_reported(project, tmp_path):
@@ -179,3 +180,39 @@ def test_cancel_mid_export_leaves_nothing(project, tmp_path):
                    cancel=lambda: len(seen) >= 2)
     assert seen and seen[-1] < 48
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_frame_of_the_mp4_is_the_frame_the_renderer_draws(project, tmp_path):
+    """Read back frame by frame: each decoded frame matches the renderer's (H.264 loses a little), in order."""
+    project.animatic.shots[project.panels[1].id] = Shot(CameraMove.preset("pan-right"))
+    result = export_mp4(project, tmp_path / "a.mp4")
+    frames = decoded_frames(tmp_path / "a.mp4")
+    renderer = AnimaticRenderer(project)
+    assert len(frames) == result.frames == renderer.frame_count
+    errors = []
+    for index, decoded in enumerate(frames):
+        drawn = renderer.frame_array(index).astype(np.int16)
+        errors.append(np.abs(decoded - drawn).mean())
+    assert max(errors) < 2.5, max(errors)
+    # where one drawn frame differs from the next, the decoded frame is its own, not its neighbour
+    drawn = [renderer.frame_array(i).astype(np.int16) for i in range(len(frames))]
+    changing = [i for i in range(len(frames) - 1) if np.abs(drawn[i] - drawn[i + 1]).mean() > 4]
+    assert len(changing) >= 10  # the zoom, the pan and the crossfades
+    for i in changing:
+        assert errors[i] < np.abs(frames[i] - drawn[i + 1]).mean() / 2
+    # the picture is there: the middle of the green panel's hold is green
+    green = next(seg for seg in renderer.segments if seg.kind == "hold" and seg.panel == project.panels[1].id)
+    assert np.abs(frames[green.first + 6][200, 640] - GREEN).max() <= 8
+
+
+def test_still_shots_are_drawn_once(project, monkeypatch):
+    from storystudio.export import animatic as module
+
+    drawn = []
+    real = module.framed
+    monkeypatch.setattr(module, "framed", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    project.animatic.shots.clear()  # every panel still: three holds, two crossfades
+    renderer = AnimaticRenderer(project, size=(320, 180))
+    for index in range(renderer.frame_count):
+        renderer.frame(index)
+    assert renderer.frame_count == 48 and len(drawn) <= 3 + 2 * 2  # each hold once, each crossfade's two ends once

@@ -195,3 +195,34 @@ def test_missing_video_models_lead_to_the_models_dialog(qtbot, window, tmp_path,
     assert seen and "not on this computer" in seen[0] and "Open Models" in seen[0]
     assert opened and "video models" in opened[0]
     assert window.session.project.animatic.cut(first).clip == []
+
+
+def test_the_preview_shows_the_frames_the_mp4_holds(qtbot, editor, tmp_path):
+    """One frame function for both: the player's frame k is the MP4's frame k, at preview size."""
+    import imageio_ffmpeg
+    import numpy as np
+    from PIL import Image
+
+    from storystudio.export.animatic import AnimaticRenderer, export_mp4, frame_array
+
+    project = editor.session.project
+    editor.select("shot", project.panels[0].id)
+    editor.edit_shot("Camera move", camera=CameraMove.preset("zoom-in"))  # frames that move, not one still
+    for panel in project.panels:
+        panel.duration = 1.0  # a short film keeps the test quick
+    editor.rebuild()
+    export_mp4(project, tmp_path / "a.mp4")
+    reader = imageio_ffmpeg.read_frames(str(tmp_path / "a.mp4"))
+    w, h = next(reader)["size"]
+    decoded = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
+    preview_size = editor.renderer.size
+    for index in (3, editor.renderer.segments[1].first + 2, len(decoded) - 5):
+        editor.player.seek(index)
+        qtbot.waitUntil(lambda: editor.player.shown == (editor.player.generation, index), timeout=10000)
+        shown = frame_array(editor.player.last_image).astype(np.int16)
+        # exactly what the renderer draws at that size ...
+        same = AnimaticRenderer(project, size=preview_size).frame_array(index).astype(np.int16)
+        assert np.array_equal(shown, same)
+        # ... and the MP4's frame, scaled down to it, within what H.264 and scaling change
+        mp4 = np.asarray(Image.fromarray(decoded[index]).resize(preview_size, Image.Resampling.BOX), np.int16)
+        assert np.abs(shown - mp4).mean() < 4

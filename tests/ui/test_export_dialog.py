@@ -116,3 +116,24 @@ def test_failed_export_says_why(qtbot, window, tmp_path, seen):
                          "author": ""})
     qtbot.waitUntil(lambda: window.export_job is None, timeout=30000)
     assert seen and "does not exist" in seen[0] and seen[0][0].isupper()
+
+
+def test_the_animatic_export_is_called_export_animatic(qtbot, window, tmp_path, monkeypatch):
+    titles = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: titles.append(a[1]))
+    window.session.project.animatic.size, window.session.project.animatic.fps = "1280x720", 12
+    for panel in window.session.project.panels:
+        panel.duration = 0.5  # a short film: this test is about names, not frames
+    job = window.start_export({"format": "mp4", "path": str(tmp_path / "a.mp4")})
+    assert job.dialog.windowTitle() == "Export Animatic" and "animatic" in job.dialog.labelText()
+    qtbot.waitUntil(lambda: window.export_job is None, timeout=120000)
+    assert (tmp_path / "a.mp4").exists()
+    # a failure says so under the same name
+    job = window.start_export({"format": "mp4", "path": str(tmp_path / "missing" / "a.mp4")})
+    qtbot.waitUntil(lambda: window.export_job is None, timeout=30000)
+    assert titles == ["Export Animatic"]
+    job = window.start_export({"format": "pdf", "path": str(tmp_path / "missing" / "c.pdf"), "dpi": 50,
+                               "bleed": False, "author": ""})
+    assert job.dialog.windowTitle() == "Export Comic"
+    qtbot.waitUntil(lambda: window.export_job is None, timeout=30000)
+    assert titles[-1] == "Export Comic"

@@ -517,3 +517,32 @@ def test_lay_out_story_again_asks_before_it_drops_hand_made_work(canvas, session
         assert layout.pages[0].frames[0].points == moved and layout.pages[0].balloon_by_id(sfx) is not None
     else:
         assert layout.pages[0].frames[0].points != moved and layout.pages[0].balloon_by_id(sfx) is None
+
+
+def test_an_older_files_drifted_words_are_reported_and_can_be_put_right(qtbot):
+    """The schema-3 test file: two balloons said something other than their panel; the page says so."""
+    from pathlib import Path
+
+    from storystudio.project.fileio import load_project
+
+    session = ProjectSession(load_project(Path(__file__).parents[1] / "project" / "data" / "schema-3.storystudio"))
+    canvas = LayoutCanvas(session)
+    qtbot.addWidget(canvas)
+    canvas.resize(1100, 900)
+    canvas.show()
+    QApplication.processEvents()
+    assert canvas.check_bar.isVisibleTo(canvas) and canvas.letter_button.isVisibleTo(canvas)
+    assert "panels 2 and 4 have no balloon" in canvas.check_label.text()
+    project = session.project
+    drifted = next(b for b in canvas.page.balloons if b.text == "Someone still lived here.")
+    assert "Show Panel 4's Words Instead" in [a.text() for a in canvas.balloon_menu(drifted.id).actions()]
+    canvas.use_panel_words(drifted.id)  # panel 4's caption, as the Panel tab has it
+    assert canvas.page.balloon_by_id(drifted.id).text == project.panels[3].caption == "Somebody still lived here."
+    canvas.letter_button.click()  # panel 2's caption gets a box of its own
+    QApplication.processEvents()
+    assert not canvas.check_bar.isVisibleTo(canvas)
+    shown = [b.text for b in canvas.page.balloons if b.panel == project.panels[1].id]
+    assert project.panels[1].caption in shown and "Two hundred and twelve steps!" in shown
+    session.undo.undo()
+    session.undo.undo()
+    assert canvas.page.balloon_by_id(drifted.id).text == "Someone still lived here."
