@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import limits
+
 MM = 72 / 25.4
 INCH = 72.0
 
@@ -724,15 +726,27 @@ def lettering_for(layout: Layout, frame: Frame, panel: Any) -> list[Balloon]:
     return out
 
 
-def generation_size(aspect: float, pixels: int = 768 * 768, multiple: int = 64) -> tuple[int, int]:
+def generation_size(aspect: float, pixels: int = 768 * 768, multiple: int = limits.PICTURE_MULTIPLE) -> tuple[int, int]:
     """A width and height with the frame's shape, about ``pixels`` in area, rounded to ``multiple``.
 
-    Extreme shapes are clamped to 1:3 or 3:1 so the model stays in its comfort zone.
+    Extreme shapes are clamped to 1:3 or 3:1 so the model stays in its comfort zone, and neither side
+    passes ``limits.MAX_PICTURE_SIDE`` (a wide frame at a large size would otherwise ask for more).
     """
     aspect = max(1 / 3, min(3.0, aspect))
     w = math.sqrt(pixels * aspect)
     h = w / aspect
-    return (max(multiple, round(w / multiple) * multiple), max(multiple, round(h / multiple) * multiple))
+    shrink = min(1.0, limits.MAX_PICTURE_SIDE / max(w, h))
+    w, h = w * shrink, h * shrink
+    most = limits.MAX_PICTURE_SIDE // multiple * multiple
+    return (min(most, max(multiple, round(w / multiple) * multiple)),
+            min(most, max(multiple, round(h / multiple) * multiple)))
+
+
+def page_pixels(size: str, spread: bool, height: float | None, dpi: float) -> float:
+    """The longest side, in pixels and with its bleed, of a page drawn as a picture at ``dpi``."""
+    page = PAGE_SIZES[size]
+    longest = max(page.width * (2 if spread else 1), height if page.strip and height else page.height)
+    return (longest + 2 * page.bleed) / INCH * dpi
 
 
 def reading_order(layout: Layout) -> list[str]:
