@@ -749,6 +749,29 @@ def page_pixels(size: str, spread: bool, height: float | None, dpi: float) -> fl
     return (longest + 2 * page.bleed) / INCH * dpi
 
 
+def too_large_page(size: str, pages: Iterable[tuple[bool, float | None]], dpi: float) -> tuple[int, float] | None:
+    """The first page (number, longest side in pixels) that would be drawn larger than
+    ``limits.MAX_RASTER_SIDE`` at ``dpi``; ``pages`` gives each page's (spread, height). None when all fit."""
+    for number, (spread, height) in enumerate(pages, 1):
+        pixels = page_pixels(size, spread, height, dpi)
+        if pixels > limits.MAX_RASTER_SIDE:
+            return number, pixels
+    return None
+
+
+def raster_problem(layout: Layout, dpi: float | None = None) -> str | None:
+    """What keeps ``layout``'s pages from being drawn at ``dpi`` (its own resolution by default), as a
+    sentence without its full stop, naming the resolution that would fit; None when they can be."""
+    resolution = dpi or layout.resolution
+    found = too_large_page(layout.size, ((p.spread, p.height) for p in layout.pages), resolution)
+    if found is None:
+        return None
+    number, pixels = found
+    fits = int(resolution * limits.MAX_RASTER_SIDE / pixels)
+    return (f"at {resolution:g} dpi page {number} would be {pixels:,.0f} pixels long, more than the "
+            f"{limits.MAX_RASTER_SIDE:,} a page may have; choose {fits} dpi or less")
+
+
 def reading_order(layout: Layout) -> list[str]:
     """Panel ids in the order a reader meets them, page by page."""
     return [panel for page in layout.pages for panel in page.panels()]

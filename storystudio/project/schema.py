@@ -38,7 +38,7 @@ from ..resources_path import resource
 from . import limits
 from .animatic import CUT_KINDS, EASINGS, FRAME_RATES, SIZE_PRESETS
 from .animatic import FITS as VIDEO_FITS
-from .layout import ALIGNMENTS, BALLOON_KINDS, PAGE_SIZES, SOURCE_PATTERN, page_pixels
+from .layout import ALIGNMENTS, BALLOON_KINDS, PAGE_SIZES, SOURCE_PATTERN, too_large_page
 from .layout import FITS as FRAME_FITS
 
 #: What an image file name in the store may look like: a plain file name, no folders.
@@ -218,11 +218,11 @@ class Layout(Part):
     @model_validator(mode="after")
     def _pages_can_be_drawn(self) -> Layout:
         dpi = self.dpi or PAGE_SIZES[self.size].dpi
-        for number, page in enumerate(self.pages, 1):
-            pixels = page_pixels(self.size, page.spread, page.height, dpi)
-            if pixels > limits.MAX_RASTER_SIDE:
-                raise ValueError(f"draws page {number} {pixels:,.0f} pixels long at {dpi} dpi, more than the "
-                                 f"{limits.MAX_RASTER_SIDE:,} pixels a page may have")
+        found = too_large_page(self.size, ((page.spread, page.height) for page in self.pages), dpi)
+        if found is not None:
+            number, pixels = found
+            raise ValueError(f"draws page {number} {pixels:,.0f} pixels long at {dpi} dpi, more than the "
+                             f"{limits.MAX_RASTER_SIDE:,} pixels a page may have")
         return self
 
 
