@@ -1,4 +1,5 @@
-"""Write the reference pages that are made from the code: docs/LIMITS.md.
+"""Write the reference pages that are made from the code: docs/LIMITS.md, docs/FILE-FORMAT.md and
+docs/project.schema.json.
 
     python tools/write_reference_docs.py
 
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storystudio.project.reference import limits_markdown
+from storystudio.project.reference import file_format_markdown, json_schema_text, limits_markdown
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = {"LIMITS.md": limits_markdown}
+PAGES = {"LIMITS.md": limits_markdown, "FILE-FORMAT.md": file_format_markdown, "project.schema.json": json_schema_text}
 
 if __name__ == "__main__":
     for name, make in PAGES.items():

@@ -134,7 +134,19 @@ def export_progress(label: str = ""):
     return show
 
 
+def check_page_pixels(layout, dpi: int | None) -> None:
+    """Refuse a resolution at which a page would be drawn larger than ``limits.MAX_RASTER_SIDE``, before
+    any page is drawn (``export.comic`` refuses it too; this says which ``--dpi`` fits)."""
+    from ..project.layout import raster_problem
+
+    found = raster_problem(layout, dpi)
+    if found:
+        raise UserError(found.replace("; choose", "; give --dpi").replace(" dpi or less", " or less") + ".")
+
+
 def export_comic(project, args, pdf: str | None, cbz: str | None, png: str | None) -> None:
+    if pdf or cbz or png:
+        check_page_pixels(project.layout, args.dpi)
     with interrupts.held():  # Ctrl+C waits until Qt is imported: PySide6 aborts the process if cut short
         from ..export.comic import ExportError, export_cbz, export_pdf, export_png_pages
 

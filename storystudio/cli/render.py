@@ -20,6 +20,7 @@ from .base import Command, Stopped, UserError, interrupts, number, path, say, si
 from .export import (
     check_audio,
     check_export_target,
+    check_page_pixels,
     export_comic,
     export_video,
     load_project,
@@ -118,6 +119,8 @@ class RenderCommand(Command):
                 check_export_target(target, made=self.out)
         if args.mp4 and args.audio:
             check_audio(args.audio)
+        if args.pdf or args.cbz:
+            check_page_pixels(self._pages(), args.dpi)
         self.settings = _settings(args, self.project)
         self.family = model_family(args.model)
         try:
@@ -125,9 +128,25 @@ class RenderCommand(Command):
             check_panel_sizes(self.story, 8, self.family)
         except InputError as exc:
             raise UserError(str(exc)) from None
+        for index, panel in enumerate(self.story.panels, 1):
+            try:  # a tag of nobody in the cast (a character deleted in the app) is told before the model loads
+                self.story.expand(panel)
+            except KeyError as exc:
+                raise UserError(f"panel {index}: {exc.args[0] if exc.args else 'it tags an unknown character.'}") from None
         self.only = _panel_selection(args.panels, self.story)
         if args.banks and not Path(args.banks).is_dir():
             raise UserError(f"the bank folder {args.banks} does not exist.")
+
+    def _pages(self):
+        """The pages the render will export: the project's, or the story laid out as ``_comic_project`` will."""
+        from ..project.layout import auto_layout
+        from ..project.model import Project
+
+        if self.project is not None and self.project.layout.pages:
+            return self.project.layout
+        panels = (self.project or Project.from_story(self.story)).panels
+        return auto_layout(panels, size=self.args.page_size, direction=self.args.direction,
+                           layout=self.project.layout if self.project is not None else None)
 
     # ---- the work ---------------------------------------------------------------------------------------
     def run(self) -> int:

@@ -20,7 +20,7 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMarginsF, QRectF
 from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPainter, QPdfWriter
 
 from .. import __version__
-from ..project.layout import Layout, printed_pages
+from ..project.layout import Layout, printed_pages, raster_problem
 from ..project.model import Project
 from .page_render import RenderOptions, ensure_gui_app, page_region, paint_page, panel_images, render_region
 
@@ -43,10 +43,13 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _check(project: Project) -> Layout:
+def _check(project: Project, dpi: int | None = None) -> Layout:
     layout = project.layout
     if not layout.pages:
         raise ExportError("this project has no pages yet; lay out the story on pages first.")
+    too_large = raster_problem(layout, dpi)
+    if too_large:
+        raise ExportError(f"{too_large}.")
     project.resolve_words()  # balloons print their panels' words as the panels have them now
     return layout
 
@@ -108,7 +111,7 @@ def export_pdf(project: Project, path: str | os.PathLike[str], *, bleed: bool = 
     pages the right way round.
     """
     ensure_gui_app()
-    layout = _check(project)
+    layout = _check(project, dpi)
     target = _prepare(path)
     resolution = int(dpi or layout.resolution)
     images = panel_images(project)
@@ -210,7 +213,7 @@ def render_pages(project: Project, *, dpi: int | None = None, bleed: bool = Fals
     ``images``: the panels' pictures, when the caller has decoded them already.
     """
     ensure_gui_app()
-    layout = _check(project)
+    layout = _check(project, dpi)
     resolution = int(dpi or layout.resolution)
     images = panel_images(project) if images is None else images
     printed = printed_pages(layout)
@@ -228,6 +231,7 @@ def export_png_pages(project: Project, folder: str | os.PathLike[str], *, dpi: i
     out = Path(folder)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file, not a folder.")
+    _check(project, dpi)  # before the folder is made: a refusal leaves nothing
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -22,7 +22,6 @@ import math
 import os
 import re
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,7 @@ from typing import Any, BinaryIO
 from PIL import Image
 
 from . import limits
-from .animatic import Animatic, AnimaticError
-from .layout import SOURCE_PATTERN, Layout, LayoutError, Words, one_line
+from .layout import SOURCE_PATTERN, Words, one_line
 from .model import PNG_SIGNATURE, Project, now_iso
 
 FORMAT_NAME = "storystudio-project"
@@ -44,16 +42,9 @@ IMAGE_FOLDER = "images/"
 #: Environment variable naming the data folder (autosaves, recent files) instead of the usual one.
 DATA_DIR_ENV = "STORYSTUDIO_DATA_DIR"
 
-#: What an image file name in the store may look like: a plain file name, no folders.
-_IMAGE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}\.png")
-
 
 class ProjectFileError(ValueError):
     """A project file could not be read or written; the message is meant for the user."""
-
-
-class _Damaged(Exception):
-    """Internal: what is wrong with a project document, as a phrase without a subject."""
 
 
 # ---------------------------------------------------------------------------
@@ -148,190 +139,55 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 
 # ---------------------------------------------------------------------------
-# checking a project document
-
-_KIND_WORDS = {
-    str: "text",
-    int: "a whole number",
-    float: "a number",
-    bool: "true or false",
-    list: "a list",
-    dict: "a group of named values",
-}
-
-_SETTINGS_FIELDS: dict[str, tuple[type, bool]] = {  # name -> (kind, may be null)
-    "model": (str, False),
-    "style": (str, True),
-    "width": (int, False),
-    "height": (int, False),
-    "steps": (int, False),
-    "guidance": (float, False),
-    "seed": (int, False),
-    "rate": (float, False),
-    "id_length": (int, False),
-    "scheduler": (str, False),
-    "freeu": (bool, False),
-    "negative_prompt": (str, False),
-    "device": (str, False),
-    "dtype": (str, False),
-}
+# checking a project document (the rules are the schema's: schema.py)
 
 
-def _is_kind(value: Any, kind: type) -> bool:
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return isinstance(value, kind)
+def _depth_problem(doc: Any) -> str | None:
+    """Nesting past ``limits.MAX_JSON_DEPTH``, or a number that is not finite, found without recursion."""
+    stack: list[tuple[Any, int, tuple[Any, ...]]] = [(doc, 1, ())]
+    while stack:
+        value, depth, loc = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limits.MAX_JSON_DEPTH:
+                return f"its {PROJECT_MEMBER} nests lists and groups more than {limits.MAX_JSON_DEPTH} deep"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((item, depth + 1, (*loc, key)) for key, item in items)
+        elif isinstance(value, float) and not math.isfinite(value):
+            from .schema import where
+
+            return f"{where(loc)} should be a finite number, not {value}"
+    return None
 
 
-def _show(value: Any) -> str:
-    if value is None:
-        return "empty (null)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value[:40]}..."' if len(value) > 40 else f'"{value}"'
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a group of named values"
-    return str(value)
+def _normalise(doc: dict[str, Any]) -> None:
+    """Bring derived values made by earlier versions within the limits, losing nothing: a panel's size
+    comes from its frame's shape, and earlier versions could make it larger than a model may draw."""
+    most, multiple = limits.MAX_PICTURE_SIDE, limits.PICTURE_MULTIPLE
+    for panel in doc.get("panels", []) if isinstance(doc.get("panels"), list) else []:
+        size = panel.get("size") if isinstance(panel, dict) else None
+        if (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                              and 0 < v < 10**6 for v in size) and max(size) > most):
+            scale = most / max(size)
+            panel["size"] = [max(multiple, int(v * scale) // multiple * multiple) for v in size]
 
 
-def _get(data: dict[str, Any], key: str, kind: type, owner: str, nullable: bool = False) -> Any:
-    """``data[key]`` when it has the right kind; _Damaged saying what is wrong otherwise."""
-    label = key.replace("_", " ")
-    if key not in data:
-        raise _Damaged(f"{owner} has no {label}")
-    value = data[key]
-    if value is None and nullable:
-        return None
-    if not _is_kind(value, kind):
-        expected = _KIND_WORDS[kind] + (" or empty" if nullable else "")
-        raise _Damaged(f"the {label} of {owner} should be {expected}, not {_show(value)}")
-    return value
+def _check(doc: Any) -> tuple[Any, str | None]:
+    """A (current schema) project document checked against the schema (a ``schema.ProjectDocument``), or what
+    is wrong with it as a phrase. The schema is imported here, when a file is first read or written: building
+    its validators takes a few tenths of a second that the window's start should not wait for."""
+    from pydantic import ValidationError
 
+    from . import schema
 
-def _get_id(data: dict[str, Any], owner: str, seen: set[str]) -> str:
-    value = _get(data, "id", str, owner)
-    if not value.strip():
-        raise _Damaged(f"the id of {owner} is empty")
-    if value in seen:
-        raise _Damaged(f"{owner} has the same id as another one ({value})")
-    seen.add(value)
-    return value
-
-
-def _image_users(doc: dict[str, Any]) -> dict[str, str]:
-    """Image name -> who uses it first ("panel 2", "Mira's photo"); the document is already checked."""
-    users: dict[str, str] = {}
-    for number, character in enumerate(doc["characters"], 1):
-        who = character["name"].strip() or f"character {number}"
-        if character["photo"] is not None:
-            users.setdefault(character["photo"], f"{who}'s photo")
-        for index, version in enumerate(character["references"], 1):
-            users.setdefault(version["image"], f"{who}'s reference {index}")
-    for number, panel in enumerate(doc["panels"], 1):
-        for version in panel["versions"]:
-            users.setdefault(version["image"], f"panel {number}")
-    for cut in doc.get("animatic", {}).get("cuts", {}).values():
-        for name in cut.get("clip", []):
-            users.setdefault(name, "a transition clip")
-    return users
-
-
-def _check_image_name(name: str, owner: str) -> None:
-    if not _IMAGE_NAME.fullmatch(name):
-        raise _Damaged(f'{owner} uses an image with an unusable name ("{name[:60]}")')
-
-
-def _check_versions(versions: list[Any], owner: str, what: str) -> None:
-    for index, version in enumerate(versions, 1):
-        where = f"{what} {index} of {owner}"
-        if not isinstance(version, dict):
-            raise _Damaged(f"{where} is not a group of named values")
-        _check_image_name(_get(version, "image", str, where), where)
-        _get(version, "parameters", dict, where)
-        _get(version, "created", str, where)
-
-
-def _check_document(doc: Any) -> None:
-    """Raise _Damaged for the first thing wrong with a (current schema) project document."""
-    if not isinstance(doc, dict):
-        raise _Damaged("its project description is not a group of named values")
-    owner = "the project"
-    project_id = _get(doc, "id", str, owner)
-    if not project_id.strip():
-        raise _Damaged("the id of the project is empty")
-    for key in ("title", "created", "modified"):
-        _get(doc, key, str, owner)
-
-    settings = _get(doc, "settings", dict, owner)
-    for key, (kind, nullable) in _SETTINGS_FIELDS.items():
-        _get(settings, key, kind, "the settings", nullable)
-    for key in ("width", "height", "steps", "id_length"):
-        if settings[key] < 1:
-            raise _Damaged(f"the {key.replace('_', ' ')} setting is {settings[key]}, but it must be at least 1")
-    if not 0.0 <= settings["rate"] <= 1.0:
-        raise _Damaged(f"the rate setting is {settings['rate']}, but it must be between 0 and 1")
-
-    seen: set[str] = set()
-    for number, character in enumerate(_get(doc, "characters", list, owner), 1):
-        where = f"character {number}"
-        if not isinstance(character, dict):
-            raise _Damaged(f"{where} is not a group of named values")
-        _get_id(character, where, seen)
-        _get(character, "name", str, where)
-        _get(character, "description", str, where)
-        photo = _get(character, "photo", str, where, nullable=True)
-        if photo is not None:
-            _check_image_name(photo, f"the photo of {where}")
-        _get(character, "locked", bool, where)
-        references = _get(character, "references", list, where)
-        _check_versions(references, where, "reference")
-        chosen = _get(character, "chosen_references", list, where)
-        for index in chosen:
-            if not _is_kind(index, int) or not 0 <= index < len(references):
-                raise _Damaged(f"{where} picks a reference that does not exist ({_show(index)})")
-
-    seen = set()
-    for number, panel in enumerate(_get(doc, "panels", list, owner), 1):
-        where = f"panel {number}"
-        if not isinstance(panel, dict):
-            raise _Damaged(f"{where} is not a group of named values")
-        _get_id(panel, where, seen)
-        for key in ("prompt", "caption", "dialogue"):
-            _get(panel, key, str, where)
-        if _get(panel, "variation", int, where) < 0:
-            raise _Damaged(f"the variation of {where} is negative")
-        versions = _get(panel, "versions", list, where)
-        _check_versions(versions, where, "version")
-        chosen = _get(panel, "chosen", int, where, nullable=True)
-        if chosen is not None and not 0 <= chosen < len(versions):
-            raise _Damaged(f"{where} picks picture version {chosen + 1}, but it has {len(versions)}")
-        duration = _get(panel, "duration", float, where, nullable=True)
-        if duration is not None and duration <= 0:
-            raise _Damaged(f"the duration of {where} is {duration} seconds, but it must be more than 0")
-        size = panel.get("size")  # files from before panels had their own size have no such key
-        if size is not None:
-            if not isinstance(size, list) or len(size) != 2 or not all(_is_kind(v, int) for v in size):
-                shown = json.dumps(size)[:40] if isinstance(size, list) else _show(size)
-                raise _Damaged(f"the size of {where} should be a width and a height in whole pixels, not {shown}")
-            if min(size) < 64:
-                raise _Damaged(f"the size of {where} is {size[0]}x{size[1]} pixels, but it must be at least 64x64")
-
-    try:  # a frame naming a deleted panel is not damage: it shows as an empty frame
-        Layout.from_dict(_get(doc, "layout", dict, owner))
-    except LayoutError as exc:
-        raise _Damaged(str(exc)) from None
+    found = _depth_problem(doc)
+    if found:
+        return None, found
     try:
-        animatic = Animatic.from_dict(_get(doc, "animatic", dict, owner))
-    except AnimaticError as exc:
-        raise _Damaged(str(exc)) from None
-    for cut in animatic.cuts.values():
-        for name in cut.clip:
-            _check_image_name(name, "a transition clip")
+        return schema.validated(doc), None
+    except ValidationError as exc:
+        return None, schema.problem(exc)
+    except (TypeError, ValueError, RecursionError) as exc:  # only in memory: a value of a kind JSON has not
+        return None, f"some of its data is not plain text or numbers ({type(exc).__name__})"
 
 
 # ---------------------------------------------------------------------------
@@ -390,11 +246,10 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def _write_project_file(project: Project, path: Path, modified: str, comment: bytes = b"") -> None:
     doc = {"format": FORMAT_NAME, "schema": SCHEMA_VERSION, **project.to_dict(), "modified": modified}
-    try:
-        _check_document(doc)
-    except _Damaged as exc:
-        raise ProjectFileError(f"The project cannot be saved: {exc}.") from None
-    users = _image_users(doc)
+    checked, found = _check(doc)
+    if checked is None:
+        raise ProjectFileError(f"The project cannot be saved: {found}.")
+    users = checked.images()
     for name in sorted(users):
         data = project.images.get(name)
         if data is None:
@@ -403,12 +258,7 @@ def _write_project_file(project: Project, path: Path, modified: str, comment: by
             raise ProjectFileError(
                 f"The project cannot be saved: the image {name} that {users[name]} uses is not a PNG picture."
             )
-    try:
-        text = json.dumps(doc, ensure_ascii=False, indent=1, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ProjectFileError(
-            f"The project cannot be saved: some of its data is not plain text or numbers ({exc})."
-        ) from None
+    text = json.dumps(doc, ensure_ascii=False, indent=1, allow_nan=False)
 
     def write(handle: BinaryIO) -> None:
         with zipfile.ZipFile(handle, "w") as archive:
@@ -477,11 +327,11 @@ class _Reader:
             raise self.error("is a folder, not a StoryStudio project file.") from None
         except PermissionError:
             raise self.error("cannot be opened: you do not have permission to read it.") from None
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
-            raise self.error("is not a StoryStudio project (it is not a zip archive).") from None
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise self.error(f"could not be read ({reason}).") from None
+        except Exception:  # zipfile meets a damaged directory with many kinds of error (struct, unicode, ...)
+            raise self.error("is not a StoryStudio project (it is not a zip archive).") from None
 
     def check_members(self, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
         members: dict[str, zipfile.ZipInfo] = {}
@@ -517,50 +367,59 @@ class _Reader:
         try:
             with archive.open(info) as handle:
                 data = handle.read(limits.MAX_MEMBER_BYTES + 1)
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError):
-            raise self.damaged(f"the file {info.filename} inside it cannot be read") from None
+        except Exception:  # a lying header, a bad checksum, an unknown compression: zipfile and zlib say it many ways
+            raise self.damaged(f"the file {limits.quote(info.filename, 80)} inside it cannot be read") from None
         if len(data) > limits.MAX_MEMBER_BYTES:
             raise self.error(f"was refused: the file {info.filename} inside it is larger than it claims.")
         return data
 
-    def document(self, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> dict[str, Any]:
+    def document(self, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> tuple[dict[str, Any], Any]:
         info = members.get(PROJECT_MEMBER)
         if info is None:
             raise self.error(f"is not a StoryStudio project (it has no {PROJECT_MEMBER}).")
+        if info.file_size > limits.MAX_DOCUMENT_BYTES:
+            raise self.error(f"was refused: its {PROJECT_MEMBER} would unpack to {_megabytes(info.file_size)}, more "
+                             f"than the {_megabytes(limits.MAX_DOCUMENT_BYTES)} a project description may have.")
         raw = self.read(archive, info)
+        if len(raw) > limits.MAX_DOCUMENT_BYTES:
+            raise self.error(f"was refused: its {PROJECT_MEMBER} is larger than it claims.")
         try:
             doc = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise self.damaged(f"its {PROJECT_MEMBER} is not readable JSON text") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise self.error(f"is not a StoryStudio project (its {PROJECT_MEMBER} describes something else).")
         if "schema" not in doc:
             raise self.damaged("it does not say which project format it uses")
-        schema = doc["schema"]
-        if not _is_kind(schema, int) or schema < 1:
-            raise self.damaged(f"its project format number ({_show(schema)}) is not valid")
-        if schema > SCHEMA_VERSION:
+        number = doc["schema"]
+        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+            raise self.damaged(f"its project format number ({limits.quote(number)}) is not valid")
+        if number > SCHEMA_VERSION:
             raise self.error(
-                f"was made by a newer StoryStudio (project format {schema}); this version reads up to "
-                f"format {SCHEMA_VERSION}. Update StoryStudio to open it."
+                f"was made by a newer StoryStudio (project format {limits.quote(number)}); this version reads up "
+                f"to format {SCHEMA_VERSION}. Update StoryStudio to open it."
             )
-        for version in range(schema, SCHEMA_VERSION):
+        found = _depth_problem(doc)
+        if found:
+            raise self.damaged(found)
+        for version in range(number, SCHEMA_VERSION):
             try:
                 doc = MIGRATIONS[version](doc)
-            except Exception:
+            except Exception:  # a damaged old file trips a migration in many ways; the schema says what after
                 raise self.damaged(f"it could not be upgraded from project format {version}") from None
             doc["schema"] = version + 1
-        try:
-            _check_document(doc)
-        except _Damaged as exc:
-            raise self.damaged(str(exc)) from None
-        return doc
+        _normalise(doc)
+        checked, found = _check(doc)
+        if checked is None:
+            raise self.damaged(str(found))
+        return doc, checked
 
-    def images(
-        self, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], doc: dict[str, Any]
-    ) -> dict[str, bytes]:
+    def images(self, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], checked: Any) -> dict[str, bytes]:
+        """Every picture the project uses, each a sound PNG of at most ``limits.MAX_IMAGE_SIDE`` a side; the
+        pictures that are shown (chosen versions and references, photos, clips) are decoded through."""
         images: dict[str, bytes] = {}
-        for name, user in _image_users(doc).items():
+        shown = checked.shown_images()
+        for name, user in checked.images().items():
             member = IMAGE_FOLDER + name
             info = members.get(member)
             if info is None:
@@ -570,9 +429,18 @@ class _Reader:
                 raise self.damaged(f"the image {member} that {user} uses is not a PNG picture")
             try:
                 with Image.open(io.BytesIO(data)) as image:
+                    width, height = image.size
                     if image.format != "PNG":
                         raise ValueError(image.format)
+                    if max(width, height) > limits.MAX_IMAGE_SIDE:
+                        raise self.damaged(f"the image {member} that {user} uses is {width}x{height} pixels; a "
+                                           f"picture may be at most {limits.MAX_IMAGE_SIDE} pixels a side")
                     image.verify()
+                if name in shown:
+                    with Image.open(io.BytesIO(data)) as image:
+                        image.load()
+            except ProjectFileError:
+                raise
             except Exception:  # PIL raises many kinds for broken data, including decompression bombs
                 raise self.damaged(f"the image {member} that {user} uses is not a readable PNG picture") from None
             images[name] = data
@@ -581,11 +449,11 @@ class _Reader:
     def load(self) -> Project:
         with self.open() as archive:
             members = self.check_members(archive)
-            doc = self.document(archive, members)
-            images = self.images(archive, members, doc)
+            doc, checked = self.document(archive, members)
+            images = self.images(archive, members, checked)
         try:
             return Project.from_dict(doc, images)
-        except Exception:  # the document was checked; this is only a safety net
+        except Exception:  # the schema let it through, so this is a bug; the user still gets one sentence
             raise self.damaged("its project description could not be understood") from None
 
 

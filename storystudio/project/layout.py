@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import limits
+
 MM = 72 / 25.4
 INCH = 72.0
 
@@ -724,15 +726,50 @@ def lettering_for(layout: Layout, frame: Frame, panel: Any) -> list[Balloon]:
     return out
 
 
-def generation_size(aspect: float, pixels: int = 768 * 768, multiple: int = 64) -> tuple[int, int]:
+def generation_size(aspect: float, pixels: int = 768 * 768, multiple: int = limits.PICTURE_MULTIPLE) -> tuple[int, int]:
     """A width and height with the frame's shape, about ``pixels`` in area, rounded to ``multiple``.
 
-    Extreme shapes are clamped to 1:3 or 3:1 so the model stays in its comfort zone.
+    Extreme shapes are clamped to 1:3 or 3:1 so the model stays in its comfort zone, and neither side
+    passes ``limits.MAX_PICTURE_SIDE`` (a wide frame at a large size would otherwise ask for more).
     """
     aspect = max(1 / 3, min(3.0, aspect))
     w = math.sqrt(pixels * aspect)
     h = w / aspect
-    return (max(multiple, round(w / multiple) * multiple), max(multiple, round(h / multiple) * multiple))
+    shrink = min(1.0, limits.MAX_PICTURE_SIDE / max(w, h))
+    w, h = w * shrink, h * shrink
+    most = limits.MAX_PICTURE_SIDE // multiple * multiple
+    return (min(most, max(multiple, round(w / multiple) * multiple)),
+            min(most, max(multiple, round(h / multiple) * multiple)))
+
+
+def page_pixels(size: str, spread: bool, height: float | None, dpi: float) -> float:
+    """The longest side, in pixels and with its bleed, of a page drawn as a picture at ``dpi``."""
+    page = PAGE_SIZES[size]
+    longest = max(page.width * (2 if spread else 1), height if page.strip and height else page.height)
+    return (longest + 2 * page.bleed) / INCH * dpi
+
+
+def too_large_page(size: str, pages: Iterable[tuple[bool, float | None]], dpi: float) -> tuple[int, float] | None:
+    """The first page (number, longest side in pixels) that would be drawn larger than
+    ``limits.MAX_RASTER_SIDE`` at ``dpi``; ``pages`` gives each page's (spread, height). None when all fit."""
+    for number, (spread, height) in enumerate(pages, 1):
+        pixels = page_pixels(size, spread, height, dpi)
+        if pixels > limits.MAX_RASTER_SIDE:
+            return number, pixels
+    return None
+
+
+def raster_problem(layout: Layout, dpi: float | None = None) -> str | None:
+    """What keeps ``layout``'s pages from being drawn at ``dpi`` (its own resolution by default), as a
+    sentence without its full stop, naming the resolution that would fit; None when they can be."""
+    resolution = dpi or layout.resolution
+    found = too_large_page(layout.size, ((p.spread, p.height) for p in layout.pages), resolution)
+    if found is None:
+        return None
+    number, pixels = found
+    fits = int(resolution * limits.MAX_RASTER_SIDE / pixels)
+    return (f"at {resolution:g} dpi page {number} would be {pixels:,.0f} pixels long, more than the "
+            f"{limits.MAX_RASTER_SIDE:,} a page may have; choose {fits} dpi or less")
 
 
 def reading_order(layout: Layout) -> list[str]:

@@ -28,6 +28,10 @@ MAX_SIDE_FACTOR = 2
 #: The largest side of a generated picture when the model family is not known yet (SDXL's limit).
 MAX_PICTURE_SIDE = MAX_SIDE_FACTOR * max(NATIVE_SIDE.values())
 
+#: A panel's own size (and the project's picture size) is a multiple of this: what every family's UNet
+#: can draw (SD1.5 and SD2.x need 64, SDXL 32); the app's size boxes step by it.
+PICTURE_MULTIPLE = 64
+
 #: Denoising steps. Past about 150 the picture no longer changes, only the time grows (and the
 #: schedulers cannot take more than the 1000 steps the models were trained with).
 MAX_STEPS = 150
@@ -51,10 +55,10 @@ MAX_PANELS = 999
 
 #: Characters in one cast: each one that appears keeps a bank of its references in memory while the
 #: story is drawn (several GiB at full size, see PERFORMANCE.md).
-MAX_CHARACTERS = 20
+MAX_CHARACTERS = 50
 
 #: A character's name, in characters (it is typed as a [Name] tag in every panel).
-MAX_NAME_CHARS = 40
+MAX_NAME_CHARS = 100
 
 #: One line of a story script, and one prompt: the text encoder reads 77 tokens (about 300
 #: characters), so this leaves room for the caption while keeping a damaged file from stalling the reader.
@@ -91,6 +95,9 @@ MAX_JSON_DEPTH = 32
 #: for pictures made elsewhere, and a decoded picture stays under 64 MB (Qt refuses pictures over 256 MB).
 MAX_IMAGE_SIDE = 4096
 
+#: Picture versions of one panel, and reference pictures of one character: each is a picture in the file.
+MAX_VERSIONS = 1000
+
 #: Pages, frames on one page, lettering on one page, and corners of one frame.
 MAX_PAGES = 999
 MAX_FRAMES_PER_PAGE = 64
@@ -100,6 +107,14 @@ MAX_FRAME_POINTS = 32
 #: How far from a page's corner anything on it may lie, in points: 200 inches, the largest page PDF
 #: readers open (a webtoon strip page of six panels is about 70 inches tall).
 MAX_PAGE_POINTS = 14_400.0
+
+#: How far a frame may zoom into its picture (the Pages tab stops at 8).
+MAX_ZOOM = 8.0
+
+#: Gutters between frames and the margin of the frames from the trim, in points (the Pages tab's limits:
+#: the frames of a template keep a positive size on every page size).
+MAX_GUTTER_POINTS = 72.0
+MAX_MARGIN_POINTS = 144.0
 
 #: Lettering size in points (comic lettering is 7 to 10 pt; a sound effect may be huge).
 MAX_FONT_POINTS = 288.0

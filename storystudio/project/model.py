@@ -262,7 +262,7 @@ class Project:
             panels=[
                 Panel(
                     key=panel.id,
-                    prompt=panel.prompt,
+                    prompt=_strip_no_character_tag(panel.prompt),  # "[NC] fog" typed in the app means "fog"
                     caption=panel.caption,
                     characters=panel.characters(cast),
                     variation=panel.variation,

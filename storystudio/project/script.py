@@ -200,7 +200,9 @@ class _Parser:
         return next(iter(self.characters), "Ann")
 
     def report(self, line: int, message: str) -> None:
-        self.problems.append(ScriptProblem(line, message))
+        # what the script holds is shown, but never a control or direction character that would garble
+        # the terminal or the dialog: those become U+FFFD
+        self.problems.append(ScriptProblem(line, "".join(c if c.isprintable() else "\ufffd" for c in message)))
 
     def parse(self, text: str, title: str) -> Story:
         text = text.removeprefix("\ufeff")
@@ -269,6 +271,9 @@ class _Parser:
 
     def cast_line(self, number: int, name: str, description: str) -> None:
         self.cast_started = True
+        if not name.isprintable():
+            self.report(number, f"the character name [{name}] holds an invisible or control character; type the "
+                                "name again with letters, digits, spaces and punctuation only.")
         if len(name) > limits.MAX_NAME_CHARS:
             self.report(number, f"the character name {limits.quote(name)} is {len(name)} characters long; a name "
                                 f"may have at most {limits.MAX_NAME_CHARS}.")

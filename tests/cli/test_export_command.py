@@ -73,3 +73,15 @@ def test_export_an_animatic_with_sound_and_camera_moves(saved_project, tmp_path)
     assert info["frames"] == 8 * 9 and info["size"] == (1080, 1080)  # eight 0.75 s holds, plain cuts
     assert info["audio"] and info["subtitles"]
     assert load_project(saved_project).animatic.audio is None  # the project file itself is not changed
+
+
+def test_a_resolution_that_makes_pages_too_large_is_refused_naming_one_that_fits(saved_project, tmp_path):
+    run = cli("export", saved_project, "--png", tmp_path / "strip", "--relayout", "--page-size", "webtoon",
+              "--dpi", "1200")
+    assert_plain_error(run, "at 1200 dpi page 1 would be", "give --dpi")
+    fits = int(run.err.split("give --dpi ")[1].split()[0])
+    assert not (tmp_path / "strip").exists()
+    from storystudio.project.layout import auto_layout, raster_problem
+
+    strip = auto_layout(load_project(saved_project).panels, size="webtoon")
+    assert raster_problem(strip, fits) is None and raster_problem(strip, fits + 2) is not None

@@ -148,3 +148,26 @@ def test_a_staging_folder_left_by_a_killed_render_is_removed(tmp_path, tiny_mode
     assert not stale.exists()
     assert pngs(out) == ["panel-001.png", "panel-002.png"]
 
+
+
+def test_a_project_tagging_somebody_not_in_the_cast_is_refused_before_loading(tmp_path, tiny_model_dirs):
+    """The app keeps a prompt's tag when its character is deleted; render names the panel to fix."""
+    from storystudio.project.fileio import save_project
+    from storystudio.project.model import Project
+
+    project = Project.example()
+    project.panels[2].prompt = "[Zed] dances on the pier"
+    save_project(project, tmp_path / "story.storystudio")
+    out = tmp_path / "out"
+    run = cli("render", tmp_path / "story.storystudio", "--out", out, "--model", tiny_model_dirs["sd15"], *TINY)
+    assert_plain_error(run, "panel 3: There is no character named [Zed]")
+    assert "Loading" not in run.err and not out.exists()
+
+
+def test_pages_too_large_at_the_resolution_are_refused_before_loading(tmp_path, small_script, tiny_model_dirs):
+    out = tmp_path / "out"
+    run = cli("render", small_script, "--out", out, "--model", tiny_model_dirs["sd15"], *TINY,
+              "--pdf", tmp_path / "c.pdf", "--page-size", "webtoon", "--dpi", "1200")
+    assert_plain_error(run, "at 1200 dpi page 1 would be", f"more than the {limits.MAX_RASTER_SIDE:,} a page may "
+                       "have; give --dpi")
+    assert "Loading" not in run.err and not out.exists() and not (tmp_path / "c.pdf").exists()

@@ -207,6 +207,12 @@ def test_plain_errors_and_cancel_leave_nothing(comic, tmp_path):
     with pytest.raises(ExportError, match="no pages yet"):
         export_cbz(empty, tmp_path / "c.cbz")
     empty.layout = layout
+    strip, comic.layout = comic.layout, auto_layout(comic.panels, size="webtoon")
+    for export, target in ((export_pdf, tmp_path / "c.pdf"), (export_cbz, tmp_path / "c.cbz"),
+                           (export_png_pages, tmp_path / "c")):
+        with pytest.raises(ExportError, match=r"at 1200 dpi page 1 would be [\d,]+ pixels long, more than the 32,000"):
+            export(comic, target, dpi=1200)  # a page this large is refused before anything is drawn
+    comic.layout = strip
     seen = []
     for export, target in ((export_pdf, tmp_path / "c.pdf"), (export_cbz, tmp_path / "c.cbz"),
                            (export_png_pages, tmp_path / "pages")):

@@ -177,7 +177,7 @@ def test_save_refuses_a_project_with_a_missing_image(project, tmp_path):
 
 def test_save_refuses_duplicate_ids(project, tmp_path):
     project.panels[1].id = project.panels[0].id
-    with pytest.raises(ProjectFileError, match="panel 2 has the same id as another one"):
+    with pytest.raises(ProjectFileError, match="the project has two panels with the same id"):
         save_project(project, tmp_path / "story.storystudio")
     assert list(tmp_path.iterdir()) == []
 
@@ -223,7 +223,7 @@ def test_damaged_layout_is_refused_in_plain_words(project, tmp_path):
     doc = document(project)
     doc["layout"]["pages"][0]["frames"][0]["fit"] = "stretch"
     path = write_zip(tmp_path / "bad.storystudio", members_of(project, doc))
-    with pytest.raises(ProjectFileError, match="frame 1 of page 1 has an unknown fit 'stretch'"):
+    with pytest.raises(ProjectFileError, match="the fit of frame 1 of page 1 must be one of 'cover' or 'contain'"):
         load_project(path)
 
 
@@ -326,20 +326,20 @@ BAD_FILES = {
     ),
     "zero width": (
         _edit(lambda d: _set(d["settings"], "width", 0)),
-        r"the width setting is 0, but it must be at least 1\.$",
+        r"the width of the settings must be at least 64, not 0\.$",
     ),
     "characters not a list": (
         _edit(lambda d: _set(d, "characters", {})),
-        r"the characters of the project should be a list, not a group of named values\.$",
+        r"the characters of the project should be a list\.$",
     ),
     "no prompt": (_edit(lambda d: d["panels"][2].pop("prompt")), r"is damaged: panel 3 has no prompt\.$"),
     "duplicate panel ids": (
         _edit(lambda d: _set(d["panels"][3], "id", d["panels"][1]["id"])),
-        r"is damaged: panel 4 has the same id as another one \(\w+\)\.$",
+        r'is damaged: the project has two panels with the same id \("\w+"; panel 4 is the second\)\.$',
     ),
     "duplicate character ids": (
         _edit(lambda d: _set(d["characters"][1], "id", d["characters"][0]["id"])),
-        r"is damaged: character 2 has the same id as another one",
+        r"is damaged: the project has two characters with the same id",
     ),
     "panel size text": (
         _edit(lambda d: _set(d["panels"][1], "size", "64x96")),
@@ -347,15 +347,15 @@ BAD_FILES = {
     ),
     "panel size of three numbers": (
         _edit(lambda d: _set(d["panels"][1], "size", [64, 96, 2])),
-        r"the size of panel 2 should be a width and a height in whole pixels, not \[64, 96, 2\]\.$",
+        r"the size of panel 2 should be a width and a height in whole pixels\.$",
     ),
     "panel size in fractions": (
         _edit(lambda d: _set(d["panels"][1], "size", [64.5, 96])),
-        r"the size of panel 2 should be a width and a height in whole pixels, not \[64\.5, 96\]\.$",
+        r"the size of panel 2 should be a width and a height in whole pixels\.$",
     ),
     "panel size too small": (
         _edit(lambda d: _set(d["panels"][1], "size", [64, 0])),
-        r"is damaged: the size of panel 2 is 64x0 pixels, but it must be at least 64x64\.$",
+        r"is damaged: the size of panel 2 must be at least 64, not 0\.$",
     ),
     "chosen out of range": (
         _edit(lambda d: _set(d["panels"][1], "chosen", 4)),
@@ -363,11 +363,11 @@ BAD_FILES = {
     ),
     "chosen reference out of range": (
         _edit(lambda d: _set(d["characters"][1], "chosen_references", [0, 3])),
-        r"character 2 picks a reference that does not exist \(3\)\.$",
+        r"character 2 picks reference 4, but it has 3\.$",
     ),
     "image name with a folder": (
         _edit(lambda d: _set(d["panels"][0]["versions"][0], "image", "../x.png")),
-        r'version 1 of panel 1 uses an image with an unusable name \("\.\./x\.png"\)\.$',
+        r'the image of version 1 of panel 1 should be a plain picture file name \(like img-1\.png\), not "\.\./x\.png"\.$',
     ),
     "missing image": (
         _members(lambda m, p: m.pop(f"images/{p.panels[1].versions[0].image}")),
@@ -770,7 +770,8 @@ def test_balloon_of_a_deleted_panel_becomes_free_lettering(project, tmp_path):
 
 
 @pytest.mark.parametrize(("source", "panel", "message"), [
-    ("dialogue:x", "keep", "takes its words from 'dialogue:x'"),
+    ("dialogue:x", "keep", 'the source of balloon 1 of page 1 should be "caption", "dialogue:N" or nothing, not '
+                           '"dialogue:x"'),
     ("caption", None, "takes its words from a panel's caption but names no panel"),
 ])
 def test_balloon_words_that_name_nothing_are_refused_plainly(project, tmp_path, source, panel, message):

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from storystudio.project import limits
 from storystudio.project.layout import (
     INCH,
     MM,
@@ -208,6 +209,14 @@ def test_generation_size_follows_the_frame_shape(aspect, expected):
     assert (w, h) == expected
     assert w % 64 == 0 and h % 64 == 0
     assert generation_size(1.5, 1024 * 1024)[0] % 64 == 0
+
+
+@pytest.mark.parametrize("aspect", [1.0, 3.0, 1 / 3, 100.0])
+def test_generation_size_stays_within_what_a_model_may_draw(aspect):
+    """A wide frame at a large size would ask for 3548x1182; the side is kept to limits.MAX_PICTURE_SIDE."""
+    w, h = generation_size(aspect, 2048 * 2048)
+    assert max(w, h) <= limits.MAX_PICTURE_SIDE and w % 64 == 0 and h % 64 == 0
+    assert max(w, h) >= limits.MAX_PICTURE_SIDE - 64  # shrunk, not shrunk to nothing
 
 
 def test_frame_fitting_and_moving():

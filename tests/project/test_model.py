@@ -146,6 +146,16 @@ def test_reordering_panels_keeps_their_keys(example):
     assert after == before
 
 
+def test_the_engine_never_sees_a_leading_nc_typed_in_the_app():
+    project = Project.example()
+    project.panels[0].prompt = "  [NC] fog over the harbour"
+    project.panels[1].prompt = "[ NC ]rain"
+    story = project.to_story()
+    assert [p.prompt for p in story.panels[:2]] == ["fog over the harbour", "rain"]
+    assert story.expand(story.panels[0]) == "fog over the harbour" and story.panels[0].characters == []
+    assert project.panels[0].prompt == "  [NC] fog over the harbour"  # the project keeps what was typed
+
+
 def test_from_story_makes_fresh_ids_and_strips_nc():
     story = Story(
         characters=[Character("Ann", "a girl")],

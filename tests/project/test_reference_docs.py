@@ -22,3 +22,22 @@ def test_every_limit_has_a_reason_and_is_named():
     assert all(reason for _, _, reason in constants)
     page = (DOCS / "LIMITS.md").read_text(encoding="utf-8")
     assert all(f"`{name}`" in page for name in names)
+
+
+def test_file_format_pages_are_current():
+    from storystudio.project.reference import file_format_markdown, json_schema_text
+
+    assert (DOCS / "FILE-FORMAT.md").read_text(encoding="utf-8") == file_format_markdown(), (
+        "docs/FILE-FORMAT.md is out of date: run python tools/write_reference_docs.py")
+    assert (DOCS / "project.schema.json").read_text(encoding="utf-8") == json_schema_text()
+
+
+def test_every_field_of_the_schema_is_described():
+    from storystudio.project.reference import json_schema
+
+    full = json_schema()
+    page = (DOCS / "FILE-FORMAT.md").read_text(encoding="utf-8")
+    for name, definition in {"project.json": full, **full["$defs"]}.items():
+        section = page.split(f"### {name}\n", 1)[1].split("\n### ", 1)[0]  # IndexError: no section for it
+        for field in definition["properties"]:
+            assert f"| `{field}` |" in section, (name, field)

@@ -55,6 +55,12 @@ def test_names_may_contain_spaces_and_punctuation_and_are_stripped():
     assert story.panels[0].characters == ["Dr. Lee"]
 
 
+def test_a_name_with_control_characters_is_refused_and_never_echoed_raw():
+    problem = only_problem("[An\u202en] a girl with red hair\n\n[An\u202en] runs\n")
+    assert "holds an invisible or control character" in problem.message
+    assert problem.message.isprintable() and "\ufffd" in problem.message  # shown, but not obeyed by a terminal
+
+
 def test_comments_and_leading_blank_lines_are_ignored():
     text = "\n  // my story\n\n[Ann] " + ANN + "\n// a note between cast lines\n[Tom] " + TOM + "\n[Ann] runs\n"
     story = parse_script(text)
