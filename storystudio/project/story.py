@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .regions import Region
+
 #: Tag written in a prompt to mean "this panel shows no character".
 NO_CHARACTER = "NC"
 
@@ -35,6 +37,8 @@ class Character:
     name: str
     description: str
     references: ReferenceSet | None = None  # pinned references (a locked character); None: its first solo panels
+    photo: bytes | None = None  # a reference photo (PNG or JPEG bytes) whose look the pictures of it take
+    photo_strength: float = 0.6  # how strongly the photo steers the look (0: not at all)
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Panel:
     # (width, height) in pixels, the shape of the comic frame the picture goes into;
     # None draws it at the story's generation size.
     size: tuple[int, int] | None = None
+    # Where each character stands when it shows several (see project.regions); None: side by side in tag order.
+    regions: list[Region] | None = None
 
     @property
     def has_characters(self) -> bool:

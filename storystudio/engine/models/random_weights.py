@@ -343,3 +343,84 @@ def create_tiny_video_models(folder: str | Path, seed: int = 0) -> dict[str, Pat
     flat = {f"{part}.{k}": v.contiguous() for part, tensors in parts["ip_adapter"].items() for k, v in tensors.items()}
     save_file(flat, str(out["ip_adapter"] / IP_ADAPTER_WEIGHTS))
     return out
+
+
+# ---- reference photos: an IP-Adapter Plus (face) and its image encoder --------------------------------------
+
+#: Where create_tiny_photo_adapter puts the files: the layout of h94/IP-Adapter (see engine/story/photos.py).
+PHOTO_ADAPTER_WEIGHTS = {"sdxl": "sdxl_models/ip-adapter-plus-face_sdxl_vit-h.safetensors",
+                         "sd15": "models/ip-adapter-plus-face_sd15.safetensors"}
+
+
+def _resampler_shape(arch: str, size: str) -> dict:
+    """The image projection ("Resampler") of IP-Adapter Plus: SDXL's plus-face (dim 1280, 20 heads, 16 tokens
+    of 2048), SD1.5's (dim 768, 12 heads, 16 tokens of 768), both reading ViT-H's 1280-wide hidden states."""
+    if size == "full":
+        dim = 1280 if arch == "sdxl" else 768
+        return dict(dim=dim, heads=dim // 64, queries=16, depth=4)
+    return dict(dim=64, heads=1, queries=4, depth=4)
+
+
+def ip_adapter_plus_state_dict(unet, encoder_width: int, arch: str, size: str = "tiny",
+                               seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """Random IP-Adapter Plus weights for ``unet``, with the key names of the original Resampler checkpoints
+    (``latents``, ``proj_in``, ``layers.<i>.0`` perceiver attention, ``layers.<i>.1`` feed-forward,
+    ``proj_out``, ``norm_out``) and ``<n>.to_{k,v}_ip`` per cross-attention layer (n = 1, 3, 5, ...)."""
+    shape = _resampler_shape(arch, size)
+    dim, inner, out = shape["dim"], shape["heads"] * 64, unet.config.cross_attention_dim
+    g = torch.Generator().manual_seed(seed)
+
+    def lin(o: int, i: int) -> torch.Tensor:
+        return torch.randn(o, i, generator=g) / i**0.5
+
+    proj: dict[str, torch.Tensor] = {
+        "latents": torch.randn(1, shape["queries"], dim, generator=g) / dim**0.5,
+        "proj_in.weight": lin(dim, encoder_width), "proj_in.bias": torch.zeros(dim),
+        "proj_out.weight": lin(out, dim), "proj_out.bias": torch.zeros(out),
+        "norm_out.weight": torch.ones(out), "norm_out.bias": torch.zeros(out),
+    }
+    for i in range(shape["depth"]):
+        for norm in ("0.norm1", "0.norm2", "1.0"):
+            proj[f"layers.{i}.{norm}.weight"] = torch.ones(dim)
+            proj[f"layers.{i}.{norm}.bias"] = torch.zeros(dim)
+        proj[f"layers.{i}.0.to_q.weight"] = lin(inner, dim)
+        proj[f"layers.{i}.0.to_kv.weight"] = lin(2 * inner, dim)
+        proj[f"layers.{i}.0.to_out.weight"] = lin(dim, inner)
+        proj[f"layers.{i}.1.1.weight"] = lin(4 * dim, dim)
+        proj[f"layers.{i}.1.3.weight"] = lin(dim, 4 * dim)
+    layers = {}
+    number = 1
+    for name in unet.attn_processors:
+        if not name.endswith("attn2.processor"):
+            continue
+        attn = unet.get_submodule(name.removesuffix(".processor"))
+        hidden, width = attn.to_k.out_features, attn.to_k.in_features
+        for part in ("to_k_ip", "to_v_ip"):
+            layers[f"{number}.{part}.weight"] = lin(hidden, width)
+        number += 2
+    return {"image_proj": proj, "ip_adapter": layers}
+
+
+def build_photo_adapter_parts(unet, arch: str, size: str = "tiny", seed: int = 0):
+    """(image encoder, IP-Adapter Plus state dict) with random weights: ViT-H/14 at ``size="full"``."""
+    from transformers import CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    config = _image_encoder_config(size)
+    encoder = CLIPVisionModelWithProjection(config)
+    return encoder, ip_adapter_plus_state_dict(unet, config.hidden_size, arch, size, seed=seed + 1)
+
+
+def create_tiny_photo_adapter(folder: str | Path, unet, arch: str, seed: int = 0) -> Path:
+    """Write a tiny random IP-Adapter Plus face model for ``unet`` in h94/IP-Adapter's layout
+    (``PHOTO_ADAPTER_WEIGHTS[arch]`` and ``models/image_encoder/``); returns the folder."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    encoder, state = build_photo_adapter_parts(unet, arch, "tiny", seed)
+    encoder.save_pretrained(folder / IP_IMAGE_ENCODER)
+    target = folder / PHOTO_ADAPTER_WEIGHTS[arch]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file({f"{part}.{k}": v.contiguous() for part, tensors in state.items() for k, v in tensors.items()},
+              str(target))
+    return folder

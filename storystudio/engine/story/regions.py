@@ -1,0 +1,100 @@
+"""The story's side of regions and photos: which pictures get them, their texts, their tensors.
+
+- A panel showing two or more characters is drawn with regions (unless the
+  settings switch them off): one box per character (the panel's own, or side
+  by side in tag order). Its main prompt is the **background** text: the
+  panel's line with each ``[Name]`` replaced by the bare name, so the picture
+  as a whole gets the action and the place but nobody's looks. Region *r*'s
+  text is the same line with that character's tag expanded to its
+  description (the others' tags again bare names).
+- A character's photo acts in every picture of that character: on the whole
+  picture of its references and solo panels, inside its region in a shared
+  panel.
+
+:func:`prepare_call` turns a group's plan into the tensors one UNet call of
+the group uses, once per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...project.regions import Box, panel_regions
+from ...project.story import TAG_PATTERN, Panel, Story
+
+__all__ = ["GroupIdentity", "RegionPlan", "background_prompt", "panel_boxes", "photo_parameters", "region_prompt",
+           "uses_regions"]
+
+
+def uses_regions(panel: Panel, enabled: bool = True) -> bool:
+    """Whether the panel is drawn with one region per character."""
+    return enabled and len(panel.characters) >= 2
+
+
+def _expand_only(story: Story, panel: Panel, keep: str | None) -> str:
+    def swap(match):
+        name = match.group(1).strip()
+        character = story.character(name)  # an unknown tag fails with its name, as Story.expand does
+        return character.description if name == keep else character.name
+
+    return TAG_PATTERN.sub(swap, panel.prompt)
+
+
+def background_prompt(story: Story, panel: Panel) -> str:
+    """The panel's line with every character's tag as the bare name: the action, nobody's looks."""
+    return _expand_only(story, panel, None)
+
+
+def region_prompt(story: Story, panel: Panel, name: str) -> str:
+    """The panel's line with ``name``'s tag expanded to its description and the other tags bare names."""
+    return _expand_only(story, panel, name)
+
+
+def panel_boxes(panel: Panel, cast: Sequence[str]) -> list[Box]:
+    """The panel's box of each character of ``cast``, in cast order."""
+    by_name = {r.character: r.box for r in panel_regions(panel.characters, panel.regions)}
+    return [by_name[name] for name in cast]
+
+
+@dataclass
+class RegionPlan:
+    """The regions of a batch of panels: per picture, per character of the cast, its box and text."""
+
+    cast: list[str]
+    boxes: list[list[Box]]  # [picture][character]
+    texts: list[list[str]]  # [picture][character], styled like the main prompt
+
+    def parameters(self, picture: int) -> list[dict[str, Any]]:
+        """What a picture's PNG parameters record of its regions."""
+        return [{"character": name, "box": [round(v, 4) for v in box], "prompt": text}
+                for name, box, text in zip(self.cast, self.boxes[picture], self.texts[picture])]
+
+
+def photo_parameters(story: Story, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """What a picture's parameters record of the photos that acted on it: each one's sha256 and strength."""
+    from .photos import photo_hash
+
+    out = {}
+    for name in names:
+        character = story.character(name)
+        if character.photo and character.photo_strength > 0:
+            out[name] = {"sha256": photo_hash(character.photo), "strength": float(character.photo_strength)}
+    return out
+
+
+@dataclass
+class GroupIdentity:
+    """What one group's UNet calls need for regions and photos (tensors on the device, made once per run)."""
+
+    layout: Any = None  # attention.regions.RegionLayout, or None without regions
+    texts: list[torch.Tensor] = field(default_factory=list)  # per region (batch, L, C)
+    photos: list[Any] = field(default_factory=list)  # per region attention.regions.Photo or None
+    photo: Any = None  # a photo acting on the whole picture
+
+    @property
+    def empty(self) -> bool:
+        return self.layout is None and self.photo is None
