@@ -129,6 +129,9 @@ class LayerSlot:
     bank_v: torch.Tensor | None = None
     out_k: torch.Tensor | None = None  # write: (halves, n, k, C) this step's sampled keys, left by the processor
     out_v: torch.Tensor | None = None
+    # read with regions (see .regions): each region's queries read only its own character's bank
+    regions: Any = None  # .regions.LevelRegions of this layer's resolution
+    region_banks: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per region (halves, N_r, C) keys, values
 
 
 @dataclass
@@ -274,6 +277,7 @@ class ConsistentAttention:
             self.phase = Phase.PLAIN
             for slot in self.slots:
                 slot.samples = slot.others = slot.bank_k = slot.bank_v = slot.out_k = slot.out_v = None
+                slot.regions = slot.region_banks = None
 
     @contextlib.contextmanager
     def plain(self, n_images: int = 1) -> Iterator[None]:
@@ -318,10 +322,24 @@ class ConsistentAttention:
         self.banks[character] = bank
 
     @contextlib.contextmanager
-    def read(self, banks: Sequence[StepBank], n_images: int, halves: int) -> Iterator[None]:
-        """One UNet call drawing panels that show the characters of ``banks`` (this step's banks)."""
+    def read(self, banks: Sequence[StepBank], n_images: int, halves: int, regions: Any = None) -> Iterator[None]:
+        """One UNet call drawing panels that show the characters of ``banks`` (this step's banks).
+
+        With ``regions`` (a :class:`.regions.RegionLayout` whose region r belongs to ``banks[r]``'s character),
+        each region's queries read only that bank and queries outside every region read none.
+        """
         if not banks:
             with self.plain(n_images):
+                yield
+            return
+        if regions is not None:
+            if regions.regions != len(banks):
+                raise ValueError(f"{regions.regions} regions for {len(banks)} characters' banks")
+            for info, slot in zip(self.layers.values(), self.slots):
+                slot.region_banks = [b.layer(info.index, halves) for b in banks]
+                slot.regions = regions.level(info.scale)
+                slot.bank_k, slot.bank_v = min(slot.region_banks, key=lambda kv: kv[0].shape[1])
+            with self._phase(Phase.READ, n_images):
                 yield
             return
         for i, slot in enumerate(self.slots):
@@ -456,8 +474,13 @@ class ConsistentAttnProcessor:
                                         self.state.kernel)
         # Every panel of a half reads the same bank: one call with the half's panels side by side as queries.
         q_half = self._heads(attn, query.reshape(halves, n * tokens, channels), attn.norm_q)
-        extra, extra_lse = attend_with_lse(q_half, self._heads(attn, bank_k, attn.norm_k),
-                                           self._heads(attn, bank_v), attn.scale, self.state.kernel)
+        if slot.regions is not None:  # one call per region, each region's queries against its own bank
+            banks = [(self._heads(attn, k.to(query.dtype), attn.norm_k), self._heads(attn, v.to(query.dtype)))
+                     for k, v in slot.region_banks]
+            extra, extra_lse = slot.regions.attend(q_half, banks, attn.scale, self.state.kernel)
+        else:
+            extra, extra_lse = attend_with_lse(q_half, self._heads(attn, bank_k, attn.norm_k),
+                                               self._heads(attn, bank_v), attn.scale, self.state.kernel)
         heads, d = extra.shape[1], extra.shape[-1]
         # Merged in token order (batch, tokens, heads, d), where the side-by-side panels are already apart
         # (no copy when the kernel writes its output token-major, as flash attention does).

@@ -86,6 +86,11 @@ class LevelRegions:
     rows: list[torch.Tensor]  # per region (batch, M_r): region r's tokens of each row, padded by repeating one
     rows_inverse: torch.Tensor  # (batch, tokens): where each token's result sits in [plain, region 0, region 1, ...]
 
+    def attend(self, q: torch.Tensor, banks: Sequence[tuple[torch.Tensor, torch.Tensor]], scale: float,
+               kernel: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`attend_regions` at this level."""
+        return attend_regions(q, banks, self, scale, kernel)
+
 
 class RegionLayout:
     """The regions of one UNet call's pictures at every resolution, made once per story and size."""

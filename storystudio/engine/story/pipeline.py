@@ -28,6 +28,7 @@ number gives a new picture with the same characters.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from ..attention.consistent import ConsistentAttention, level_tokens
 from ..errors import GenerationCancelled, InputError
 from ..imaging import decode_latents, preview_image
 from ..models.loading import LoadedModel
+from . import regions as identity
 from .prompts import EncodedPrompt, PromptEncoder
 from .sampler import Group, StepReport, StorySampler, UnetTimer
 from .settings import (  # noqa: F401  (derive_seed and the checks are part of the pipeline's interface)
@@ -128,6 +130,8 @@ class _Job:
     # Write jobs only: reference panels of another size, drawn again at their size as readers.
     redrawn: set[str] = field(default_factory=set)
     chosen: list[int] | None = None  # write jobs: the references whose look panels take (all when None)
+    regions: identity.RegionPlan | None = None  # read jobs of shared panels: each character's box and text
+    photos: dict[str, dict] = field(default_factory=dict)  # the photos acting on these pictures (hash, strength)
 
 
 class StoryPipeline:
@@ -137,6 +141,8 @@ class StoryPipeline:
         self.model = model
         self.pipe = model.pipe
         self.encoder = PromptEncoder(self.pipe)
+        self._photo_adapter = None  # .photos.PhotoAdapter, loaded when a story first has a photo
+        self._photo_key = ""  # the settings' photo_adapter it was loaded from
 
     @property
     def size_multiple(self) -> int:
@@ -214,7 +220,9 @@ class StoryPipeline:
             if panel.key in reference_keys:
                 continue
             cast = tuple(sorted(set(panel.characters), key=order.__getitem__))
-            base = story.expand(panel)
+            # A shared panel's main text is the action without anybody's looks; each region gets its character's.
+            regional = identity.uses_regions(panel, settings.regions)
+            base = identity.background_prompt(story, panel) if regional else story.expand(panel)
             prompt, negative = style.apply(base, settings.negative_prompt)
             chunks = max(self.encoder.chunks(prompt), self.encoder.chunks(negative) if settings.guided else 1)
             size = self.panel_size(panel, settings)
@@ -228,6 +236,14 @@ class StoryPipeline:
                                   [m[3] for m in batch],
                                   [derive_seed(settings.seed, p.key, p.variation) for p, *_ in batch],
                                   list(cast), "panel", [m[1] for m in batch], size))
+                if settings.regions and len(cast) >= 2:
+                    panels = [p for p, *_ in batch]
+                    reads[-1].regions = identity.RegionPlan(
+                        list(cast), [identity.panel_boxes(p, cast) for p in panels],
+                        [[style.apply(identity.region_prompt(story, p, c), settings.negative_prompt)[0] for c in cast]
+                         for p in panels])
+        for job in writes + reads:
+            job.photos = identity.photo_parameters(story, job.characters)
         position = {p.key: i for i, p in enumerate(story.panels)}
         reads.sort(key=lambda j: position[j.keys[0]])
         return writes, reads, notes
@@ -267,6 +283,7 @@ class StoryPipeline:
                 story.expand(panel)  # an unknown character fails here with its name
             except KeyError as exc:
                 raise InputError(str(exc.args[0]) if exc.args else "A panel tags an unknown character.") from None
+        identity.check_story(story)
 
     # ---- running ----------------------------------------------------------------
     def render(
@@ -313,16 +330,25 @@ class StoryPipeline:
         numbers = {p.key: i for i, p in enumerate(story.panels, 1)}
         encoded = {id(j): self._encode(j, settings, notes, numbers) for j in writes + reads}
         csa = ConsistentAttention(self.pipe.unet, settings.consistency, seed=settings.seed)
+        photos = self._photos(story, writes + reads, settings)
+        cross = None
+        if photos or any(j.regions is not None for j in reads):
+            from ..attention.regions import RegionalCrossAttention
+
+            cross = RegionalCrossAttention(self.pipe.unet, self._photo_adapter.layers if photos else None)
         result = StoryResult({}, [], {}, notes, {"write": [], "read": [], "plain": []})
         self._configure(settings)
         try:
-            with csa:
+            with csa, cross if cross is not None else contextlib.nullcontext():
                 layer_names = list(csa.layers)
+                scales = {info.scale for info in csa.layers.values()} | (cross.levels_needed if cross else set())
                 groups = [self._group(j, encoded[id(j)], settings, keep_banks, bank_cache, csa)
                           for j in writes + reads]
+                for job, group in zip(writes + reads, groups):
+                    group.identity = self._identity(job, settings, photos, scales)
                 self._check_kept(kept, settings)
                 feed = BankFeed(kept, layer_names, self.model.device) if kept else None
-                sampler = StorySampler(self.pipe, csa, self.model.device, self.model.arch)
+                sampler = StorySampler(self.pipe, csa, self.model.device, self.model.arch, cross)
                 timer = UnetTimer(self.pipe.unet, self.model.device, lambda: sampler.call_phase)
                 started = time.perf_counter()
                 with timer:
@@ -387,6 +413,33 @@ class StoryPipeline:
                          record=record)
         return Group(job.phase, list(job.keys), job.size, list(job.seeds), prompts, cast=tuple(job.characters))
 
+    # ---- regions and photos ---------------------------------------------------------------
+    def _photos(self, story: Story, jobs: list[_Job], settings: GenerationSettings) -> dict[str, tuple[Any, float]]:
+        """name -> (IP-Adapter tokens, strength) of each character with a photo in the pictures to draw."""
+        names = sorted({name for job in jobs for name in job.photos})
+        if not names:
+            return {}
+        if self._photo_adapter is None or self._photo_key != settings.photo_adapter:
+            from .photos import PhotoAdapter
+
+            self._photo_adapter = PhotoAdapter.load(self.pipe, self.model.arch, settings.photo_adapter)
+            self._photo_key = settings.photo_adapter
+        out = {}
+        for name in names:
+            character = story.character(name)
+            out[name] = (self._photo_adapter.tokens(character.photo, name), character.photo_strength)
+        return out
+
+    def _identity(self, job: _Job, settings: GenerationSettings, photos: dict, scales: set[int]):
+        if job.regions is None and not (len(job.characters) == 1 and job.characters[0] in photos):
+            return None
+        vae = self.pipe.vae_scale_factor
+        empty = self.encoder.encode("", "" if settings.guided else None)
+        return identity.prepare_identity(
+            job.regions, job.characters, {k: v for k, v in photos.items() if k in job.photos}, self.encoder.encode,
+            empty, self._pad, len(job.keys), settings.guided, (job.size[1] // vae, job.size[0] // vae), scales,
+            self.model.device, self.pipe.unet.dtype, job.negatives)
+
     def _bank_bytes(self, job: _Job, settings: GenerationSettings, csa: ConsistentAttention) -> int:
         """What keeping this write's bank for every step costs (keys and values of every sampled token)."""
         unet = self.pipe.unet
@@ -421,6 +474,10 @@ class StoryPipeline:
         for key, base, prompt, neg, seed, image in zip(job.keys, job.base_prompts, job.prompts, job.negatives,
                                                         job.seeds, images):
             out = PanelImage(key, image, job.role, self._parameters(settings, job, base, prompt, neg, seed), seconds)
+            if job.regions is not None:
+                out.parameters["regions"] = job.regions.parameters(job.keys.index(key))
+            if job.photos:
+                out.parameters["photos"] = job.photos
             if job.role == "sheet":
                 result.sheets.append(out)
             elif wanted is not None and key not in wanted:
@@ -450,7 +507,7 @@ class StoryPipeline:
 
     # ---- kept banks ---------------------------------------------------------------------
     _RECIPE_KEYS = ("model", "prompts", "negative_prompts", "seeds", "chosen", "steps", "width", "height", "guidance",
-                    "scheduler", "freeu", "story_seed", "consistency", "dtype")
+                    "scheduler", "freeu", "story_seed", "consistency", "dtype", "photos")
 
     def bank_is_current(self, bank: CharacterBank, job: _Job, settings: GenerationSettings) -> bool:
         """Whether a bank was kept from exactly this write job (same model, prompts, seeds and settings)."""
@@ -482,7 +539,7 @@ class StoryPipeline:
             steps=settings.steps,
             width=settings.width, height=settings.height, guidance=settings.guidance, scheduler=settings.scheduler,
             freeu=settings.freeu, story_seed=settings.seed, consistency=settings.consistency.to_dict(),
-            dtype=str(self.model.dtype).removeprefix("torch."),
+            dtype=str(self.model.dtype).removeprefix("torch."), photos=job.photos or None,
         )
 
     def _parameters(self, settings, job, base, prompt, negative, seed) -> dict[str, Any]:

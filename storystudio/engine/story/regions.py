@@ -98,3 +98,61 @@ class GroupIdentity:
     @property
     def empty(self) -> bool:
         return self.layout is None and self.photo is None
+
+
+def _stack_texts(encoded: list, guided: bool, empty: Any, pad) -> torch.Tensor:
+    """(halves * n, L, C): the pictures' encodings of one region, padded to one length, negatives first."""
+    longest = max(e.chunks for e in encoded)
+    encoded = [pad(e, empty, longest) if e.chunks != longest else e for e in encoded]
+    cond = torch.cat([e.cond for e in encoded])
+    return torch.cat([torch.cat([e.uncond for e in encoded]), cond]) if guided else cond
+
+
+def photo_for(tokens: Any, strength: float, n: int, guided: bool, device: torch.device, dtype: torch.dtype):
+    """An attention.regions.Photo for a call of ``n`` pictures (the blank image's tokens for the negatives)."""
+    from ..attention.regions import Photo
+
+    cond = tokens.cond.expand(n, -1, -1)
+    rows = torch.cat([tokens.uncond.expand(n, -1, -1), cond]) if guided else cond
+    return Photo(rows.to(device, dtype), float(strength))
+
+
+def prepare_identity(plan: RegionPlan | None, characters: Sequence[str], photos: dict[str, tuple[Any, float]],
+                     encode, empty: Any, pad, n: int, guided: bool, latent_hw: tuple[int, int], scales: set[int],
+                     device: torch.device, dtype: torch.dtype, negatives: Sequence[str]) -> GroupIdentity | None:
+    """The tensors of one group: its region layout and texts, and its photos (``photos``: name -> (tokens,
+    strength) of the characters with a photo). ``encode(prompt, negative)`` is the pipeline's prompt encoder."""
+    from ..attention.regions import RegionLayout
+
+    halves = 2 if guided else 1
+    ident = GroupIdentity()
+    if plan is not None:
+        ident.layout = RegionLayout(plan.boxes, latent_hw, sorted(scales), halves, device)
+        for r, name in enumerate(plan.cast):
+            encoded = [encode(plan.texts[i][r], negatives[i] if guided else None) for i in range(n)]
+            ident.texts.append(_stack_texts(encoded, guided, empty, pad).to(device, dtype))
+            ident.photos.append(photo_for(*photos[name], n, guided, device, dtype) if name in photos else None)
+    elif len(characters) == 1 and characters[0] in photos:
+        ident.photo = photo_for(*photos[characters[0]], n, guided, device, dtype)
+    return None if ident.empty else ident
+
+
+def check_story(story: Story) -> None:
+    """InputError in plain words for a photo or a region that cannot be drawn, before any work."""
+    from ...project.regions import box_problem
+    from ..errors import InputError
+    from .photos import open_photo, strength_problem
+
+    shown = {name for p in story.panels for name in p.characters}
+    for character in story.characters:
+        if character.name not in shown or not character.photo:
+            continue
+        problem = strength_problem(character.photo_strength)
+        if problem:
+            raise InputError(f"[{character.name}]: {problem}, not {character.photo_strength!r}.")
+        open_photo(character.photo, character.name)
+    for number, panel in enumerate(story.panels, 1):
+        for region in panel.regions or ():
+            problem = box_problem(region.box)
+            if problem:
+                raise InputError(f"Panel {number}: the box of [{region.character}] is wrong: {problem}.")

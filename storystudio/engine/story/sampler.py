@@ -15,6 +15,7 @@ loop, written out so that several groups can share a step.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import time
@@ -45,6 +46,7 @@ class Group:
     chosen: list[int] | None = None  # write: the references the panels read (all when None)
     cast: tuple[str, ...] = ()  # read: whose banks
     record: BankWriter | None = None  # write: keep every step of the bank
+    identity: Any = None  # .regions.GroupIdentity: regions and photos of these pictures (None: neither)
     # set by the sampler
     latents: torch.Tensor | None = field(default=None, repr=False)
     scheduler: Any = field(default=None, repr=False)
@@ -72,9 +74,10 @@ class StepReport:
 class StorySampler:
     """Runs groups of pictures through the denoising steps in lockstep."""
 
-    def __init__(self, pipe: Any, csa: ConsistentAttention, device: torch.device, arch: str):
+    def __init__(self, pipe: Any, csa: ConsistentAttention, device: torch.device, arch: str, cross: Any = None):
         self.pipe = pipe
         self.csa = csa
+        self.cross = cross  # attention.regions.RegionalCrossAttention, when some group has regions or photos
         self.device = torch.device(device)
         self.arch = arch
         self.unet = pipe.unet
@@ -159,7 +162,7 @@ class StorySampler:
                 model_in = torch.cat([latents, latents]) if guided else latents
                 model_in = group.scheduler.scale_model_input(model_in, t)
                 self.call_phase = group.phase.value
-                with self._phase(group, halves, kept_banks) as bank:
+                with self._phase(group, halves, kept_banks) as bank, self._identity(group):
                     noise = self.unet(model_in, t, encoder_hidden_states=group.embeds, added_cond_kwargs=group.added,
                                       return_dict=False)[0]
                 if group.record is not None:
@@ -179,8 +182,16 @@ class StorySampler:
             return self.csa.write(group.character, group.n, group.sample_seed, latent_hw, self.device, group.chosen)
         if group.phase is Phase.READ:
             banks = [kept_banks[c] if c in kept_banks else self.csa.step_bank(c) for c in group.cast]
-            return self.csa.read(banks, group.n, halves)
+            layout = group.identity.layout if group.identity is not None else None
+            return self.csa.read(banks, group.n, halves, regions=layout)
         return self.csa.plain(group.n)
+
+    def _identity(self, group: Group):
+        """The cross-attention's regional texts and photos for this group's UNet call (nothing when it has none)."""
+        ident = group.identity
+        if self.cross is None or ident is None or ident.empty:
+            return contextlib.nullcontext()
+        return self.cross.call(ident.layout, ident.texts, ident.photos, ident.photo)
 
 
 class UnetTimer:

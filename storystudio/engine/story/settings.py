@@ -92,6 +92,12 @@ class GenerationSettings:
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     # Run the UNet through torch.compile (a one-time cost per shape, cached on disk; faster afterwards).
     compile: bool = False
+    # Panels of two or more characters drawn with one region per character (each region reads only its
+    # character's bank and text); False reads every character's bank everywhere, as the reference code does.
+    regions: bool = True
+    # Where the reference photos' IP-Adapter face model is: a folder laid out like h94/IP-Adapter or a Hub id
+    # in the Hugging Face cache; empty: h94/IP-Adapter.
+    photo_adapter: str = ""
 
     @classmethod
     def from_project(cls, project_settings: Any, **overrides: Any) -> GenerationSettings:
@@ -151,5 +157,5 @@ class GenerationSettings:
             steps=self.steps, width=self.width, height=self.height, guidance=self.guidance, seed=self.seed,
             style=get_style(self.style).name, negative_prompt=self.negative_prompt, scheduler=self.scheduler,
             freeu=self.freeu, id_length=self.id_length, batch_size=self.batch_size,
-            consistency=self.consistency.to_dict(), compile=self.compile,
+            consistency=self.consistency.to_dict(), compile=self.compile, regions=self.regions,
         )
