@@ -25,6 +25,7 @@ from typing import Any
 from ..resources_path import resource
 from .animatic import Animatic
 from .layout import Layout, Words, follow_words, remove_panel_everywhere, resolve_words, words_of
+from .regions import Region, panel_regions
 from .script import format_script, load_script, parse_script
 from .story import NO_CHARACTER, TAG_PATTERN, Character, Panel, Story
 
@@ -79,6 +80,7 @@ class ProjectCharacter:
     description: str = ""
     id: str = field(default_factory=new_id)
     photo: str | None = None  # image file name of a reference photo, if the user gave one
+    photo_strength: float = 0.6  # how strongly the photo steers the character's look (0 .. 2; 0: not at all)
     locked: bool = False  # the user is happy with the look: keep its references as they are
     references: list[ImageVersion] = field(default_factory=list)
     chosen_references: list[int] = field(default_factory=list)  # indices into references
@@ -94,6 +96,7 @@ class ProjectCharacter:
             "name": self.name,
             "description": self.description,
             "photo": self.photo,
+            "photo_strength": self.photo_strength,
             "locked": self.locked,
             "references": [version.to_dict() for version in self.references],
             "chosen_references": list(self.chosen_references),
@@ -106,6 +109,7 @@ class ProjectCharacter:
             name=data["name"],
             description=data.get("description", ""),
             photo=data.get("photo"),
+            photo_strength=float(data.get("photo_strength", 0.6)),  # absent in files from before photos acted
             locked=bool(data.get("locked", False)),
             references=[ImageVersion.from_dict(item) for item in data.get("references", [])],
             chosen_references=[int(i) for i in data.get("chosen_references", [])],
@@ -126,6 +130,12 @@ class ProjectPanel:
     duration: float | None = None  # seconds in the animatic; None means automatic
     # (width, height) to generate at, set from the shape of the panel's frame; None uses the settings' size.
     size: tuple[int, int] | None = None
+    # Where each character stands when the panel shows several (project.regions); None: side by side in tag order.
+    regions: list[Region] | None = None
+
+    def drawn_regions(self, cast_names: Iterable[str] | None = None) -> list[Region]:
+        """The boxes the panel is drawn with: its own, and the default place of any character without one."""
+        return panel_regions(self.characters(cast_names), self.regions)
 
     @property
     def chosen_version(self) -> ImageVersion | None:
@@ -166,6 +176,7 @@ class ProjectPanel:
             "chosen": self.chosen,
             "duration": self.duration,
             "size": None if self.size is None else list(self.size),
+            "regions": None if self.regions is None else [r.to_dict() for r in self.regions],
         }
 
     @classmethod
@@ -182,6 +193,7 @@ class ProjectPanel:
             chosen=data.get("chosen"),
             duration=None if duration is None else float(duration),
             size=None if size is None else (int(size[0]), int(size[1])),
+            regions=None if data.get("regions") is None else [Region.from_dict(r) for r in data["regions"]],
         )
 
 
@@ -258,7 +270,8 @@ class Project:
         """The story as the engine reads it; each panel's key is its id, so seeds follow the panel."""
         cast = [c.name for c in self.characters]
         return Story(
-            characters=[Character(c.name, c.description) for c in self.characters],
+            characters=[Character(c.name, c.description, photo=self.images.get(c.photo) if c.photo else None,
+                                  photo_strength=c.photo_strength) for c in self.characters],
             panels=[
                 Panel(
                     key=panel.id,
@@ -267,6 +280,7 @@ class Project:
                     characters=panel.characters(cast),
                     variation=panel.variation,
                     size=panel.size,
+                    regions=None if panel.regions is None else list(panel.regions),
                 )
                 for panel in self.panels
             ],
