@@ -46,7 +46,7 @@ from storystudio.engine.attention.consistent import ConsistentAttention
 from storystudio.engine.attention.regions import RegionalCrossAttention, RegionLayout
 from storystudio.engine.models.random_weights import build_photo_adapter_parts, build_pipeline
 from storystudio.engine.story.photos import FACE_ADAPTERS, PhotoAdapter
-from storystudio.engine.story.regions import photo_for
+from storystudio.engine.story.regions import photo_for, region_photos
 
 GIB = 2**30
 BOXES = [(0.0, 0.0, 0.55, 1.0), (0.45, 0.0, 1.0, 1.0)]  # two characters side by side, overlapping a little
@@ -139,14 +139,15 @@ def measure(args) -> dict:
             banks.append(bank)
         scales = {i.scale for i in csa.layers.values()} | cross.levels_needed
         layout = RegionLayout([BOXES] * n, latent_hw, scales, 2, dev)
-        texts = [inputs(pipe, 2 * n, size, seed=2 + r)[1] for r in range(2)]
+        texts = inputs(pipe, 2 * n * 2, size, seed=2)[1]  # each picture's two regions' texts
 
-        def read(chosen, regions=None, photos=(None, None), photo=None):
+        def read(chosen, regions=None, photos=None, photo=None):
+            kept: dict = {}  # as in a story: the texts' and photos' keys and values are kept for the whole run
+
             def call():
                 with csa.read(chosen, n, halves=2, regions=regions):
                     if regions is not None or photo is not None:
-                        with cross.call(regions, texts if regions is not None else (), photos if regions else (),
-                                        photo):
+                        with cross.call(regions, texts if regions is not None else None, photos, photo, kept):
                             unet(lat, t, encoder_hidden_states=text, added_cond_kwargs=added, return_dict=False)
                     else:
                         unet(lat, t, encoder_hidden_states=text, added_cond_kwargs=added, return_dict=False)
@@ -156,10 +157,9 @@ def measure(args) -> dict:
         row("two_character_read", read(banks))
         row("regions_read", read(banks, layout))
         if adapter is not None:
-            tokens = [adapter.tokens(a_photo(s), name) for s, name in enumerate(("Ann", "Bo"))]
-            photos = [photo_for(tk, 0.6, n, True, dev, dt) for tk in tokens]
-            row("one_character_read_photo", read(banks[:1], photo=photos[0]))
-            row("regions_read_photos", read(banks, layout, photos))
+            tokens = {name: (adapter.tokens(a_photo(s), name), 0.6) for s, name in enumerate(("Ann", "Bo"))}
+            row("one_character_read_photo", read(banks[:1], photo=photo_for(*tokens["Ann"], n, True, dev, dt)))
+            row("regions_read_photos", read(banks, layout, region_photos(["Ann", "Bo"], tokens, n, True, dev, dt)))
             out["regions_photos_vs_one_character_photo"] = round(
                 out["regions_read_photos_ms"] / out["one_character_read_photo_ms"], 3)
     out["regions_vs_one_character"] = round(out["regions_read_ms"] / out["one_character_read_ms"], 3)

@@ -151,7 +151,8 @@ def test_regional_cross_attention_gives_each_region_its_text_and_photo(pipe):
     cross = RegionalCrossAttention(unet, photo_kv)
     halves, n, width = 2, 2, unet.config.cross_attention_dim
     main = torch.randn(halves * n, 77, width, generator=g)
-    texts = [torch.randn(halves * n, 77 * (r + 1), width, generator=g) for r in range(2)]
+    texts = [torch.randn(halves * n, 77, width, generator=g) for r in range(2)]
+    stacked = torch.stack(texts, 1).reshape(halves * n * 2, 77, width)  # row b's region r at b * 2 + r
     with cross:
         layout = RegionLayout(BOXES, (32, 32), cross.levels_needed, halves, "cpu")
         for name in names:
@@ -165,13 +166,15 @@ def test_regional_cross_attention_gives_each_region_its_text_and_photo(pipe):
             base = AttnProcessor2_0()
             with torch.no_grad():
                 assert torch.equal(proc(attn, hidden, main), base(attn, hidden, main))  # outside a call: unchanged
-                with cross.call(layout, texts, [None, None]):
+                with cross.call(layout, stacked):
                     out = proc(attn, hidden, main)
                 expected = [base(attn, hidden, main)] + [base(attn, hidden, t) for t in texts]
                 for r in range(3):
                     torch.testing.assert_close(out[labels == r], expected[r][labels == r], atol=2e-5, rtol=1e-4)
-                poisoned = Photo(torch.full((halves * n, 4, width), float("nan")), 0.7)
-                with cross.call(layout, texts, [None, poisoned]):
+                tokens = torch.zeros(halves * n, 2, 4, width)
+                tokens[:, 1] = float("nan")  # Bo's photo poisoned, Ann has none
+                poisoned = Photo(tokens.view(-1, 4, width), torch.tensor([0.0, 0.7]).repeat(halves * n).view(-1, 1, 1))
+                with cross.call(layout, stacked, poisoned):
                     out = proc(attn, hidden, main)
                 assert torch.equal(out.isnan().any(-1), labels == 2), name  # the photo acts only in its region
     assert all(type(p) is not type(cross) for p in unet.attn_processors.values())

@@ -82,9 +82,10 @@ class LevelRegions:
     # Self-attention, the pictures of a guidance half side by side (n * tokens positions):
     queries: list[torch.Tensor]  # per region (L_r,): the positions inside region r
     inverse: torch.Tensor  # (n * tokens,): where each position's result sits in [empty, region 0, region 1, ...]
-    # Cross-attention, per picture (rows of the call, guidance halves included):
-    rows: list[torch.Tensor]  # per region (batch, M_r): region r's tokens of each row, padded by repeating one
-    rows_inverse: torch.Tensor  # (batch, tokens): where each token's result sits in [plain, region 0, region 1, ...]
+    # Cross-attention, per picture (rows of the call, guidance halves included), all regions at once:
+    rows: torch.Tensor  # (batch, R * M): region r's tokens of each row at [r * M, (r + 1) * M), padded by repeats
+    rows_inverse: torch.Tensor  # (batch, tokens): where each token's result sits in [plain | the R * M]
+    width: int  # M, the most tokens a region has in one picture
 
     def attend(self, q: torch.Tensor, banks: Sequence[tuple[torch.Tensor, torch.Tensor]], scale: float,
                kernel: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,21 +121,21 @@ class RegionLayout:
             queries.append(where)
             inverse[where] = offset + torch.arange(where.shape[0])
             offset += where.shape[0]
-        rows, rows_inverse = [], torch.arange(tokens).repeat(self.n, 1)
-        offset = tokens  # positions 0..tokens-1 are the plain result
-        for r in range(self.regions):
-            per = [(labels[i] == r + 1).nonzero().squeeze(1) for i in range(self.n)]
-            width = max(p.shape[0] for p in per)
-            padded = torch.stack([torch.cat([p, p[-1:].expand(width - p.shape[0])]) for p in per])
-            rows.append(padded)
-            for i, p in enumerate(per):
-                rows_inverse[i, p] = offset + torch.arange(p.shape[0])
-            offset += width
+        # Cross-attention: every region of a picture padded to one width, so that all regions of all
+        # pictures are one attention call (batch * R rows of M queries).
+        per = [[(labels[i] == r + 1).nonzero().squeeze(1) for r in range(self.regions)] for i in range(self.n)]
+        width = max((p.shape[0] for row in per for p in row), default=1)
+        rows = torch.zeros(self.n, self.regions * width, dtype=torch.long)
+        rows_inverse = torch.arange(tokens).repeat(self.n, 1)  # positions 0..tokens-1: the plain result
+        for i, row in enumerate(per):
+            for r, p in enumerate(row):
+                start = r * width
+                rows[i, start : start + width] = torch.cat([p, p[-1:].expand(width - p.shape[0])])
+                rows_inverse[i, p] = tokens + start + torch.arange(p.shape[0])
         # Every guidance half holds the same pictures in the same order.
-        rows = [r.repeat(self.halves, 1) for r in rows]
-        rows_inverse = rows_inverse.repeat(self.halves, 1)
-        return LevelRegions(tokens, [q.to(device) for q in queries], inverse.to(device), [r.to(device) for r in rows],
-                            rows_inverse.to(device))
+        rows, rows_inverse = rows.repeat(self.halves, 1), rows_inverse.repeat(self.halves, 1)
+        return LevelRegions(tokens, [q.to(device) for q in queries], inverse.to(device), rows.to(device),
+                            rows_inverse.to(device), width)
 
     def level(self, scale: int) -> LevelRegions:
         return self.levels[scale]
@@ -161,10 +162,15 @@ def attend_regions(q: torch.Tensor, banks: Sequence[tuple[torch.Tensor, torch.Te
 
 @dataclass
 class Photo:
-    """A reference photo's IP-Adapter tokens for one UNet call: (batch, tokens, C) and its strength."""
+    """Reference photos' IP-Adapter tokens for one UNet call, and their strengths.
+
+    Acting on the whole picture: ``tokens`` (batch, T, C), ``strength`` a float.
+    Acting in regions: ``tokens`` (batch * R, T, C), row b * R + r for region r
+    of row b (zeros for a region without a photo), ``strength`` (batch * R, 1, 1).
+    """
 
     tokens: torch.Tensor
-    strength: float
+    strength: float | torch.Tensor
 
 
 @dataclass
@@ -172,9 +178,12 @@ class CrossSlot:
     """What one cross-attention processor reads in one UNet call (set by :class:`RegionalCrossAttention`)."""
 
     level: LevelRegions | None = None  # None: no regions in this call
-    texts: list[torch.Tensor] = field(default_factory=list)  # per region (batch, L_r, C) text embeddings
-    photos: list[Photo | None] = field(default_factory=list)  # per region
+    texts: torch.Tensor | None = None  # (batch * R, L, C): region r's text for row b at b * R + r
+    photos: Photo | None = None  # the regions' photos
     photo: Photo | None = None  # a photo acting on every token (a picture of its character alone)
+    # This layer's keys and values of the call's fixed inputs (texts, photos), kept for the whole run: they
+    # do not change from step to step. A dict owned by the group being drawn.
+    kept: dict | None = None
 
     @property
     def active(self) -> bool:
@@ -232,20 +241,23 @@ class RegionalCrossAttention:
         return set(self.scales.values())
 
     @contextlib.contextmanager
-    def call(self, layout: RegionLayout | None = None, texts: Sequence[torch.Tensor] = (),
-             photos: Sequence[Photo | None] = (), photo: Photo | None = None) -> Iterator[None]:
-        """One UNet call with regions (``layout``, per-region ``texts`` and ``photos``) and/or a whole-picture
-        ``photo``."""
-        if layout is not None and not (len(texts) == len(photos) == layout.regions):
-            raise ValueError("each region needs its text and its photo (or None)")
+    def call(self, layout: RegionLayout | None = None, texts: torch.Tensor | None = None,
+             photos: Photo | None = None, photo: Photo | None = None, kept: dict | None = None) -> Iterator[None]:
+        """One UNet call with regions (``layout``, the regions' ``texts`` and ``photos``, see :class:`CrossSlot`)
+        and/or a whole-picture ``photo``. ``kept`` (one dict per group of pictures, the same at every step)
+        lets each layer keep the keys and values of these inputs instead of projecting them at every step."""
+        if layout is not None and texts is None:
+            raise ValueError("regions need their texts")
+        kept = {} if kept is None else kept
         for name, slot in self.slots.items():
             slot.level = layout.level(self.scales[name]) if layout is not None else None
-            slot.texts, slot.photos, slot.photo = list(texts), list(photos), photo
+            slot.texts, slot.photos, slot.photo = texts, photos, photo
+            slot.kept = kept.setdefault(name, {})
         try:
             yield
         finally:
             for slot in self.slots.values():
-                slot.level, slot.texts, slot.photos, slot.photo = None, [], [], None
+                slot.level = slot.texts = slot.photos = slot.photo = slot.kept = None
 
 
 class RegionalCrossAttnProcessor:
@@ -274,20 +286,26 @@ class RegionalCrossAttnProcessor:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
         query = attn.to_q(hidden_states)
-        inner = query.shape[-1]
-        out = self._attend(attn, query, encoder_hidden_states)
+        batch, _, inner = query.shape
+        context = encoder_hidden_states
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        out = self._sdpa(attn, query, attn.to_k(context), attn.to_v(context))
         if slot.photo is not None:
-            out = out + self._photo(attn, query, slot.photo)
+            out = out + slot.photo.strength * self._sdpa(attn, query, *self._kept_photo(slot.photo, "photo"),
+                                                          norm_k=False)
         if slot.level is not None:
-            pieces = [out]
-            for index, text, photo in zip(slot.level.rows, slot.texts, slot.photos):
-                q = query.gather(1, index.unsqueeze(-1).expand(-1, -1, inner))
-                part = self._attend(attn, q, text)
-                if photo is not None:
-                    part = part + self._photo(attn, q, photo)
-                pieces.append(part)
-            inverse = slot.level.rows_inverse.unsqueeze(-1).expand(-1, -1, inner)
-            out = torch.cat(pieces, 1).gather(1, inverse)
+            level = slot.level
+            regions = level.rows.shape[1] // level.width
+            # All regions of all rows in one call: row b's region r is row b * R + r of M gathered queries.
+            q = query.gather(1, level.rows.unsqueeze(-1).expand(-1, -1, inner))
+            q = q.view(batch * regions, level.width, inner)
+            part = self._sdpa(attn, q, *self._kept_text(attn, slot.texts))
+            if slot.photos is not None:
+                part = part + slot.photos.strength * self._sdpa(attn, q, *self._kept_photo(slot.photos, "photos"),
+                                                                norm_k=False)
+            out = torch.cat([out, part.view(batch, regions * level.width, inner)], 1)
+            out = out.gather(1, level.rows_inverse.unsqueeze(-1).expand(-1, -1, inner))
         out = attn.to_out[1](attn.to_out[0](out))
         if spatial:
             out = out.transpose(-1, -2).reshape(b, c, h, w)
@@ -310,16 +328,19 @@ class RegionalCrossAttnProcessor:
         batch, heads, length, d = out.shape
         return out.transpose(1, 2).reshape(batch, length, heads * d).to(query.dtype)
 
-    def _attend(self, attn: Any, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        if attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        context = context.to(query.dtype)
-        return self._sdpa(attn, query, attn.to_k(context), attn.to_v(context))
+    def _kept_text(self, attn: Any, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kept = self.slot.kept
+        if "text" not in kept:
+            context = attn.norm_encoder_hidden_states(texts) if attn.norm_cross else texts
+            kept["text"] = (attn.to_k(context), attn.to_v(context))
+        return kept["text"]
 
-    def _photo(self, attn: Any, query: torch.Tensor, photo: Photo) -> torch.Tensor:
-        if self.photo_kv is None:
-            return torch.zeros_like(query)
-        to_k, to_v = self.photo_kv
-        tokens = photo.tokens.to(query.dtype)
-        # As diffusers' IP-Adapter attention: the photo's tokens through the adapter's own projections.
-        return photo.strength * self._sdpa(attn, query, to_k(tokens), to_v(tokens), norm_k=False)
+    def _kept_photo(self, photo: Photo, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        kept = self.slot.kept
+        if key not in kept:
+            if self.photo_kv is None:
+                raise RuntimeError("a photo reached a cross-attention layer without IP-Adapter weights")
+            to_k, to_v = self.photo_kv
+            # As diffusers' IP-Adapter attention: the photo's tokens through the adapter's own projections.
+            kept[key] = (to_k(photo.tokens), to_v(photo.tokens))
+        return kept[key]

@@ -91,30 +91,49 @@ class GroupIdentity:
     """What one group's UNet calls need for regions and photos (tensors on the device, made once per run)."""
 
     layout: Any = None  # attention.regions.RegionLayout, or None without regions
-    texts: list[torch.Tensor] = field(default_factory=list)  # per region (batch, L, C)
-    photos: list[Any] = field(default_factory=list)  # per region attention.regions.Photo or None
-    photo: Any = None  # a photo acting on the whole picture
+    texts: torch.Tensor | None = None  # (batch * R, L, C): row b's region r at b * R + r
+    photos: Any = None  # attention.regions.Photo of the regions (None: no region has a photo)
+    photo: Any = None  # attention.regions.Photo acting on the whole picture
+    kept: dict = field(default_factory=dict)  # the cross-attention layers' keys and values of these inputs
 
     @property
     def empty(self) -> bool:
         return self.layout is None and self.photo is None
 
 
-def _stack_texts(encoded: list, guided: bool, empty: Any, pad) -> torch.Tensor:
-    """(halves * n, L, C): the pictures' encodings of one region, padded to one length, negatives first."""
-    longest = max(e.chunks for e in encoded)
-    encoded = [pad(e, empty, longest) if e.chunks != longest else e for e in encoded]
-    cond = torch.cat([e.cond for e in encoded])
-    return torch.cat([torch.cat([e.uncond for e in encoded]), cond]) if guided else cond
+def _region_texts(encoded: list[list[Any]], guided: bool, empty: Any, pad) -> torch.Tensor:
+    """(halves * n * R, L, C) from ``encoded[i][r]`` (picture i, region r), padded to one length with empty
+    chunks as a batch's shorter prompts are; negatives first, then row b's regions one after another."""
+    longest = max(e.chunks for row in encoded for e in row)
+    rows = [[pad(e, empty, longest) if e.chunks != longest else e for e in row] for row in encoded]
+    cond = torch.cat([e.cond for row in rows for e in row])
+    return torch.cat([torch.cat([e.uncond for row in rows for e in row]), cond]) if guided else cond
 
 
 def photo_for(tokens: Any, strength: float, n: int, guided: bool, device: torch.device, dtype: torch.dtype):
-    """An attention.regions.Photo for a call of ``n`` pictures (the blank image's tokens for the negatives)."""
+    """An attention.regions.Photo on the whole picture for a call of ``n`` pictures (a blank image's tokens
+    for the negatives, as diffusers does)."""
     from ..attention.regions import Photo
 
     cond = tokens.cond.expand(n, -1, -1)
     rows = torch.cat([tokens.uncond.expand(n, -1, -1), cond]) if guided else cond
     return Photo(rows.to(device, dtype), float(strength))
+
+
+def region_photos(cast: Sequence[str], photos: dict[str, tuple[Any, float]], n: int, guided: bool,
+                  device: torch.device, dtype: torch.dtype):
+    """The regions' Photo (rows b * R + r; zeros and strength 0 where a character has none), or None."""
+    from ..attention.regions import Photo
+
+    if not any(name in photos for name in cast):
+        return None
+    shape = next(iter(photos.values()))[0].cond.shape[1:]
+    halves = []
+    for part in (("uncond", "cond") if guided else ("cond",)):
+        per = [getattr(photos[name][0], part)[0] if name in photos else torch.zeros(shape) for name in cast]
+        halves.append(torch.stack([p.to(device, dtype) for p in per]).repeat(n, 1, 1))
+    strength = torch.tensor([photos[name][1] if name in photos else 0.0 for name in cast]).repeat(n * len(halves))
+    return Photo(torch.cat(halves), strength.view(-1, 1, 1).to(device, dtype))
 
 
 def prepare_identity(plan: RegionPlan | None, characters: Sequence[str], photos: dict[str, tuple[Any, float]],
@@ -128,10 +147,10 @@ def prepare_identity(plan: RegionPlan | None, characters: Sequence[str], photos:
     ident = GroupIdentity()
     if plan is not None:
         ident.layout = RegionLayout(plan.boxes, latent_hw, sorted(scales), halves, device)
-        for r, name in enumerate(plan.cast):
-            encoded = [encode(plan.texts[i][r], negatives[i] if guided else None) for i in range(n)]
-            ident.texts.append(_stack_texts(encoded, guided, empty, pad).to(device, dtype))
-            ident.photos.append(photo_for(*photos[name], n, guided, device, dtype) if name in photos else None)
+        encoded = [[encode(plan.texts[i][r], negatives[i] if guided else None) for r in range(len(plan.cast))]
+                   for i in range(n)]
+        ident.texts = _region_texts(encoded, guided, empty, pad).to(device, dtype)
+        ident.photos = region_photos(plan.cast, photos, n, guided, device, dtype)
     elif len(characters) == 1 and characters[0] in photos:
         ident.photo = photo_for(*photos[characters[0]], n, guided, device, dtype)
     return None if ident.empty else ident

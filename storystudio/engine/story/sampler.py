@@ -191,7 +191,7 @@ class StorySampler:
         ident = group.identity
         if self.cross is None or ident is None or ident.empty:
             return contextlib.nullcontext()
-        return self.cross.call(ident.layout, ident.texts, ident.photos, ident.photo)
+        return self.cross.call(ident.layout, ident.texts, ident.photos, ident.photo, ident.kept)
 
 
 class UnetTimer:
