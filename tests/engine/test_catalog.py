@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from storystudio.engine.models.random_weights import PHOTO_ADAPTER_WEIGHTS
+from storystudio.engine.story.photos import CATALOG_IDS, FACE_ADAPTERS
 import torch
 
 from storystudio.engine.models import catalog as catalog_module
@@ -46,9 +49,15 @@ def test_the_bundled_catalog():
         assert e.kind in KINDS and e.licence and e.size_bytes > 0 and e.gpu_memory_gb > 0 and e.description
         assert set(e.good_for) <= set(PURPOSES) and e.good_for
         assert not e.gated  # none of these needs a licence accepted on the Hub; the mechanism is tested with a token
-    ip = {e.kind: e for e in entries if e.repo == "h94/IP-Adapter"}
-    assert ip["ip-adapter"].files == (IP_ADAPTER_WEIGHTS,)  # the layout the video stage loads
-    assert set(ip["image-encoder"].files) == {f"{IP_IMAGE_ENCODER}/config.json", f"{IP_IMAGE_ENCODER}/model.safetensors"}
+    ip = {e.id: e for e in entries if e.repo == "h94/IP-Adapter"}
+    assert ip["ip-adapter-sd15"].files == (IP_ADAPTER_WEIGHTS,)  # the layout the video stage loads
+    assert set(ip["ip-adapter-image-encoder"].files) == {f"{IP_IMAGE_ENCODER}/config.json",
+                                                         f"{IP_IMAGE_ENCODER}/model.safetensors"}
+    for arch, (repo, weights, encoder) in FACE_ADAPTERS.items():  # what reference photos load
+        adapter_id, encoder_id = CATALOG_IDS[arch]
+        assert (ip[adapter_id].repo, ip[adapter_id].files, ip[adapter_id].kind) == (repo, (weights,), "ip-adapter")
+        assert f"{encoder}/config.json" in ip[encoder_id].files and ip[encoder_id].kind == "image-encoder"
+        assert weights == PHOTO_ADAPTER_WEIGHTS[arch]  # the tiny test adapter is laid out the same
     purposes = {p for e in entries if e.is_base for p in e.good_for}
     assert {"comic", "anime", "realistic", "low-memory", "cpu"} <= purposes
 
