@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from storystudio.engine.models.random_weights import PHOTO_ADAPTER_WEIGHTS
-from storystudio.engine.story.photos import CATALOG_IDS, FACE_ADAPTERS
 import torch
 
 from storystudio.engine.models import catalog as catalog_module
@@ -21,7 +18,13 @@ from storystudio.engine.models.catalog import (
     get_entry,
     recommend,
 )
-from storystudio.engine.models.random_weights import IP_ADAPTER_WEIGHTS, IP_IMAGE_ENCODER, build_pipeline
+from storystudio.engine.models.random_weights import (
+    IP_ADAPTER_WEIGHTS,
+    IP_IMAGE_ENCODER,
+    PHOTO_ADAPTER_WEIGHTS,
+    build_pipeline,
+)
+from storystudio.engine.story.photos import CATALOG_IDS, FACE_ADAPTERS
 
 REQUIRED_REPOS = {
     "stabilityai/stable-diffusion-xl-base-1.0": "base-sdxl",
