@@ -230,3 +230,26 @@ def test_regions_change_only_the_shared_panels(shared):
         same = np.array_equal(np.asarray(on.images[panel.key].image), np.asarray(off.images[panel.key].image))
         assert same == (i not in SHARED), i
     assert "regions" not in off.images[story.panels[3].key].parameters
+
+
+def test_regions_compile_whole_and_once_per_shape(tiny_model_dirs):
+    """Shared panels under torch.compile (fullgraph: any graph break is an error): no break, and no
+    recompile after the first steps."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from storystudio.engine.models.loading import load_model
+    from storystudio.engine.story.compile import compile_unet
+
+    model = load_model(str(tiny_model_dirs["sdxl"]), device="cpu")  # its own: compiling changes the UNet
+    torch._dynamo.reset()
+    counters.clear()
+    assert compile_unet(model.pipe.unet, backend="eager", kinds=("transformer",)) > 0
+    graphs = []
+    story = parse_script(STORY)
+    StoryPipeline(model).render(story, fast(steps=4, id_length=1, consistency=ConsistencyConfig()),
+                                progress=lambda p: graphs.append(counters["stats"]["unique_graphs"]))
+    torch._dynamo.reset()
+    assert not counters["graph_break"]
+    per_step = len(graphs) // 4
+    assert graphs[2 * per_step - 1] == graphs[-1] > 0  # steps 2 and 3 compile nothing new
