@@ -24,6 +24,7 @@ from helpers import COLOURS, flat_png
 from storystudio.project.animatic import CameraMove, Cut, Shot
 from storystudio.project.layout import Balloon, auto_layout
 from storystudio.project.model import Project
+from storystudio.project.regions import Region
 
 
 @dataclass
@@ -48,6 +49,10 @@ def real_project() -> Project:
     project.characters[0].photo = project.add_image(flat_png((1, 2, 3), (20, 30)))
     project.panels[1].dialogue = "Grandpa, what is that light?\nOnly the old lighthouse."
     project.panels[2].size = (1024, 576)
+    project.characters[0].photo_strength = 0.75
+    shared = next((p for p in project.panels if len(p.characters()) >= 2), project.panels[0])
+    shared.regions = [Region(name, (0.1 * i, 0.05, 0.1 * i + 0.6, 0.95))
+                      for i, name in enumerate(shared.characters() or ["Nobody"])]
     project.panels[3].duration = 2.5
     project.layout = auto_layout(project.panels, size="us-comic")
     project.layout.pages[0].balloons.append(Balloon("sfx", 40, 60, 120, 50, text="WHOOSH"))

@@ -82,6 +82,14 @@ class RenderCommand(Command):
                        help="pictures denoised together (default: as many as the GPU's free memory allows)")
         r.add_argument("--panels", default=None, metavar="N[,N...]", type=text(10_000, "--panels"),
                        help="only these panels (1-based numbers); others are left as they are")
+        r.add_argument("--photo", action="append", default=[], metavar="NAME=IMAGE", type=text(4096, "--photo"),
+                       help="a reference photo for the character NAME (repeat for several characters); its pictures "
+                            "take the photo's look through the IP-Adapter face model")
+        r.add_argument("--photo-strength", type=number(0, 2, "--photo-strength"), default=None,
+                       help="how strongly the photos given by --photo steer the look, 0 to 2 (default 0.6)")
+        r.add_argument("--photo-adapter", default=None, metavar="DIR_OR_ID", type=path("--photo-adapter"),
+                       help="where the IP-Adapter face model is: a folder laid out like h94/IP-Adapter or a "
+                            "Hugging Face id in the local cache (default h94/IP-Adapter)")
         r.add_argument("--banks", default=None, metavar="DIR", type=path("--banks"),
                        help="reuse character banks saved by --save-banks instead of generating references again")
         r.add_argument("--save-banks", action="store_true", help="save each character's bank in OUT/banks/")
@@ -134,6 +142,9 @@ class RenderCommand(Command):
             except KeyError as exc:
                 raise UserError(f"panel {index}: {exc.args[0] if exc.args else 'it tags an unknown character.'}") from None
         self.only = _panel_selection(args.panels, self.story)
+        _apply_photos(args.photo, args.photo_strength, self.story)
+        if args.photo_adapter:
+            self.settings.photo_adapter = args.photo_adapter
         if args.banks and not Path(args.banks).is_dir():
             raise UserError(f"the bank folder {args.banks} does not exist.")
 
@@ -268,6 +279,43 @@ def _settings(args, project=None):
     )
 
 
+def _apply_photos(given: list[str], strength: float | None, story) -> None:
+    """--photo NAME=IMAGE: each photo read and checked now, before the model loads, into the story's cast."""
+    from ..engine.errors import InputError
+    from ..engine.story.photos import open_photo
+
+    seen = set()
+    for item in given:
+        name, sep, file = item.partition("=")
+        name, file = name.strip(), file.strip()
+        if not sep or not name or not file:
+            raise UserError(f"--photo takes NAME=IMAGE (a character's name, then the photo's file), not "
+                            f"{limits.quote(item)}.")
+        names = [c.name for c in story.characters]
+        if name not in names:
+            raise UserError(f"--photo names {limits.quote(name)}, who is not in this story (characters: "
+                            f"{', '.join(names) or 'none'}).")
+        if name in seen:
+            raise UserError(f"--photo gives [{name}] two photos; give one.")
+        seen.add(name)
+        photo = Path(file).expanduser()
+        if not photo.is_file():
+            raise UserError(f"the photo {file} for [{name}] does not exist.")
+        data = photo.read_bytes()
+        try:
+            open_photo(data, name)
+        except InputError as exc:
+            raise UserError(str(exc)) from None
+        character = story.character(name)
+        character.photo = data
+        if strength is not None:
+            character.photo_strength = strength
+    if strength is not None and not given:
+        for character in story.characters:  # a project's own photos take the strength given
+            if character.photo:
+                character.photo_strength = strength
+
+
 def _panel_selection(spec: str | None, story) -> list[str] | None:
     if not spec:
         return None
@@ -321,6 +369,7 @@ def _comic_project(project, story, folder: Path, files: dict[str, str], args):
 
 def _manifest(args, story, settings, model, result, files, status, load_seconds, total_seconds, numbered) -> dict:
     from ..engine.models.loading import device_summary
+    from ..engine.story.regions import photo_parameters
 
     panels = []
     images = result.images if result else {}
@@ -331,6 +380,7 @@ def _manifest(args, story, settings, model, result, files, status, load_seconds,
             img = images[panel.key]
             entry.update(role=img.role, seed=img.parameters["seed"], full_prompt=img.parameters["prompt"],
                          negative_prompt=img.parameters["negative_prompt"], seconds=round(img.seconds, 3))
+            entry.update({k: img.parameters[k] for k in ("regions", "photos") if k in img.parameters})
         panels.append(entry)
     sheets = [{"key": s.key, "file": files.get(s.key), "seed": s.parameters["seed"],
                "characters": s.parameters["characters"]} for s in (result.sheets if result else [])]
@@ -351,7 +401,8 @@ def _manifest(args, story, settings, model, result, files, status, load_seconds,
         "characters": [{"name": c.name, "description": c.description,
                         "bank_bytes": result.banks[c.name].nbytes if result and c.name in result.banks else 0,
                         "bank_bytes_per_step": result.banks[c.name].bytes_per_step
-                        if result and c.name in result.banks else 0}
+                        if result and c.name in result.banks else 0,
+                        "photo": photo_parameters(story, [c.name]).get(c.name)}
                        for c in story.characters],
         "panels": panels,
         "reference_sheets": sheets,

@@ -48,6 +48,14 @@ MAX_ID_LENGTH = 8
 #: Pictures denoised together in one call (0 chooses from the free GPU memory).
 MAX_BATCH_SIZE = 16
 
+#: How strongly a character's reference photo steers its look. IP-Adapter face models copy the photo
+#: ever more literally up to about 1; past 2 the text no longer changes anything but noise.
+MAX_PHOTO_STRENGTH = 2.0
+
+#: Character boxes on one panel: one per character it shows; each one is one more attention call per
+#: layer when the panel is drawn.
+MAX_REGIONS = 8
+
 # ---- a story ---------------------------------------------------------------------------------------
 
 #: Panels in one story or project: render names them panel-001 ... panel-999, about 170 pages.

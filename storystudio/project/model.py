@@ -27,7 +27,7 @@ from .animatic import Animatic
 from .layout import Layout, Words, follow_words, remove_panel_everywhere, resolve_words, words_of
 from .regions import Region, panel_regions
 from .script import format_script, load_script, parse_script
-from .story import NO_CHARACTER, TAG_PATTERN, Character, Panel, Story
+from .story import DEFAULT_PHOTO_STRENGTH, NO_CHARACTER, TAG_PATTERN, Character, Panel, Story
 
 #: The first eight bytes of every PNG file.
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -80,7 +80,7 @@ class ProjectCharacter:
     description: str = ""
     id: str = field(default_factory=new_id)
     photo: str | None = None  # image file name of a reference photo, if the user gave one
-    photo_strength: float = 0.6  # how strongly the photo steers the character's look (0 .. 2; 0: not at all)
+    photo_strength: float = DEFAULT_PHOTO_STRENGTH  # how strongly the photo steers the character's look (0 .. 2; 0: not at all)
     locked: bool = False  # the user is happy with the look: keep its references as they are
     references: list[ImageVersion] = field(default_factory=list)
     chosen_references: list[int] = field(default_factory=list)  # indices into references
@@ -109,7 +109,7 @@ class ProjectCharacter:
             name=data["name"],
             description=data.get("description", ""),
             photo=data.get("photo"),
-            photo_strength=float(data.get("photo_strength", 0.6)),  # absent in files from before photos acted
+            photo_strength=float(data.get("photo_strength", DEFAULT_PHOTO_STRENGTH)),  # absent in files from before photos acted
             locked=bool(data.get("locked", False)),
             references=[ImageVersion.from_dict(item) for item in data.get("references", [])],
             chosen_references=[int(i) for i in data.get("chosen_references", [])],

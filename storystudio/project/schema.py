@@ -40,6 +40,7 @@ from .animatic import CUT_KINDS, EASINGS, FRAME_RATES, SIZE_PRESETS
 from .animatic import FITS as VIDEO_FITS
 from .layout import ALIGNMENTS, BALLOON_KINDS, PAGE_SIZES, SOURCE_PATTERN, too_large_page
 from .layout import FITS as FRAME_FITS
+from .story import DEFAULT_PHOTO_STRENGTH
 
 #: What an image file name in the store may look like: a plain file name, no folders.
 IMAGE_NAME = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}\.png"
@@ -117,6 +118,8 @@ class Character(Part):
         description="what its [Name] tags say in the prompts")
     description: Text = Field(description="what [Name] stands for in a prompt")
     photo: ImageName | None = Field(None, description="a reference photo the user gave")
+    photo_strength: Annotated[float, Field(ge=0, le=limits.MAX_PHOTO_STRENGTH)] = Field(
+        DEFAULT_PHOTO_STRENGTH, description="how strongly the photo steers its look (0: not at all)")
     locked: bool = Field(False, description="the user keeps its references as they are")
     references: Annotated[list[ImageVersion], Field(max_length=limits.MAX_VERSIONS)] = Field(
         default_factory=list, description="reference pictures drawn for it")
@@ -128,6 +131,22 @@ class Character(Part):
         for index in self.chosen_references:
             if index >= len(self.references):
                 raise ValueError(f"picks reference {index + 1}, but it has {len(self.references)}")
+        return self
+
+
+class Region(Part):
+    """Where one character stands in a panel that shows several."""
+
+    character: Annotated[str, Field(max_length=limits.MAX_NAME_CHARS)] = Field(
+        description="the character's name; a name the panel does not tag is ignored")
+    box: tuple[Unit, Unit, Unit, Unit] = Field(
+        description="left, top, right, bottom as fractions of the panel's width and height")
+
+    @model_validator(mode="after")
+    def _inside(self) -> Region:
+        left, top, right, bottom = self.box
+        if not (left < right and top < bottom):
+            raise ValueError("has a box whose left side is not before its right or whose top is not above its bottom")
         return self
 
 
@@ -144,6 +163,9 @@ class Panel(Part):
     duration: Annotated[float, Field(gt=0, le=limits.MAX_HOLD_SECONDS)] | None = Field(
         None, description="seconds in the animatic; null: from the amount of its words")
     size: tuple[Side, Side] | None = Field(None, description="width and height to draw it at (its frame's shape)")
+    regions: Annotated[list[Region], Field(max_length=limits.MAX_REGIONS)] | None = Field(
+        None, description="each character's box when it shows several (later boxes in front); null: side by "
+                          "side in the order of the tags")
 
     @model_validator(mode="after")
     def _chosen_exists(self) -> Panel:
@@ -359,7 +381,7 @@ def style_keys() -> frozenset[str]:
 
 _ITEMS = {"characters": "character", "panels": "panel", "pages": "page", "frames": "frame", "balloons": "balloon",
           "versions": "version", "references": "reference", "points": "point", "chosen_references": "choice",
-          "clip": "clip frame"}
+          "clip": "clip frame", "regions": "character box"}
 _KEYED = {"shots": "the shot of panel", "cuts": "the transition after panel"}
 _NAMES = {"schema_": "format number", "schema": "format number", "chosen": "chosen version", "id_length": "number of reference images", "w": "width", "h": "height",
           "x": "left edge", "y": "top edge", "dpi": "resolution", "fps": "frame rate", "clip_between": "clip's panels"}
@@ -405,7 +427,8 @@ _FORMS = {"image": "should be a plain picture file name (like img-1.png)", "phot
 #: Pairs and boxes: a mistake inside one is told for the whole.
 _PAIRS = {"size": "should be a width and a height in whole pixels", "pan": "should be two numbers",
           "tail": "should be a point (two numbers)", "start": "should be four numbers (x, y, width, height)",
-          "end": "should be four numbers (x, y, width, height)", "clip_between": "should be two panel ids"}
+          "end": "should be four numbers (x, y, width, height)", "clip_between": "should be two panel ids",
+          "box": "should be four numbers from 0 to 1 (left, top, right, bottom)"}
 
 
 def _expected(error: dict[str, Any]) -> str:

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from .regions import Region
 
+#: How strongly a character's reference photo steers its look unless the user says otherwise.
+DEFAULT_PHOTO_STRENGTH = 0.6
+
 #: Tag written in a prompt to mean "this panel shows no character".
 NO_CHARACTER = "NC"
 
@@ -38,7 +41,7 @@ class Character:
     description: str
     references: ReferenceSet | None = None  # pinned references (a locked character); None: its first solo panels
     photo: bytes | None = None  # a reference photo (PNG or JPEG bytes) whose look the pictures of it take
-    photo_strength: float = 0.6  # how strongly the photo steers the look (0: not at all)
+    photo_strength: float = DEFAULT_PHOTO_STRENGTH  # how strongly the photo steers the look (0: not at all)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -164,9 +165,18 @@ class CharacterSheet(QWidget):
         self.photo_button.setToolTip("Choose a photo or drawing of this character to guide their look.")
         self.clear_photo_button = QPushButton("Clear photo")
         self.clear_photo_button.setToolTip("Stop using the reference photo.")
+        self.photo_strength = QDoubleSpinBox()
+        self.photo_strength.setRange(0.0, 2.0)
+        self.photo_strength.setSingleStep(0.05)
+        self.photo_strength.setDecimals(2)
+        self.photo_strength.setPrefix("Strength ")
+        self.photo_strength.setToolTip("How strongly the photo steers this character's look in every picture of "
+                                       "them (0: not at all; about 0.6 keeps the face and lets the words change "
+                                       "the rest).")
         photo_buttons = QVBoxLayout()
         photo_buttons.addWidget(self.photo_button)
         photo_buttons.addWidget(self.clear_photo_button)
+        photo_buttons.addWidget(self.photo_strength)
         photo_buttons.addStretch(1)
         photo_row = QHBoxLayout()
         photo_row.addWidget(self.photo_label)
@@ -242,6 +252,7 @@ class CharacterSheet(QWidget):
         self.locked_check.toggled.connect(self._on_locked_toggled)
         self.photo_button.clicked.connect(self.choose_photo)
         self.clear_photo_button.clicked.connect(self.clear_photo)
+        self.photo_strength.editingFinished.connect(self._commit_photo_strength)
         self.generate_button.clicked.connect(self._on_generate)
         self.references.itemChanged.connect(self._on_reference_changed)
         self.panel_list.itemActivated.connect(self._on_panel_activated)
@@ -351,6 +362,12 @@ class CharacterSheet(QWidget):
         self.session.undo.push(SetCharacterField(self.session, character.id, "photo", image))
         return True
 
+    def _commit_photo_strength(self) -> None:
+        character = self._shown()
+        value = round(self.photo_strength.value(), 2)
+        if character is not None and not character.locked and character.photo_strength != value:
+            self.session.undo.push(SetCharacterField(self.session, character.id, "photo_strength", value))
+
     def clear_photo(self) -> None:
         """Stop using the shown character's photo (undoable)."""
         character = self._shown()
@@ -449,6 +466,9 @@ class CharacterSheet(QWidget):
             self.description_edit.setReadOnly(locked)
             self.photo_button.setEnabled(character is not None and not locked)
             self.clear_photo_button.setEnabled(bool(character and character.photo) and not locked)
+            self.photo_strength.setEnabled(bool(character and character.photo) and not locked)
+            if character is not None and not self.photo_strength.hasFocus():
+                self.photo_strength.setValue(character.photo_strength)
             self.generate_button.setEnabled(character is not None and not locked)
             self._refresh_photo(character)
             self._refresh_references(character)

@@ -173,6 +173,22 @@ class SetPanelSizes(QUndoCommand):
         return self.old == self.new
 
 
+class SetPanelRegions(QUndoCommand):
+    """Move or resize the characters' boxes on a shared panel (``None``: back to side by side in tag order)."""
+
+    def __init__(self, session: ProjectSession, panel_id: str, regions: list | None):
+        super().__init__("Reset character boxes" if regions is None else "Move character box")
+        self.session, self.panel_id = session, panel_id
+        self.old = copy.deepcopy(session.panel(panel_id).regions)
+        self.new = None if regions is None else list(regions)
+
+    def redo(self) -> None:
+        self.session.set_panel_field(self.panel_id, "regions", copy.deepcopy(self.new))
+
+    def undo(self) -> None:
+        self.session.set_panel_field(self.panel_id, "regions", copy.deepcopy(self.old))
+
+
 class _EditSnapshot(QUndoCommand):
     """A change to one part of the project (the layout, the animatic), kept as before and after copies.
 
@@ -429,7 +445,8 @@ class DeleteCharacter(QUndoCommand):
 
 class SetCharacterField(QUndoCommand):
     LABELS = {"name": "Rename character", "description": "Edit description", "locked": "Lock character",
-              "photo": "Set reference photo", "chosen_references": "Choose references"}
+              "photo": "Set reference photo", "photo_strength": "Set photo strength",
+              "chosen_references": "Choose references"}
 
     def __init__(self, session: ProjectSession, character_id: str, field: str, value: Any):
         super().__init__(self.LABELS.get(field, "Edit character"))

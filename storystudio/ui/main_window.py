@@ -55,6 +55,7 @@ from .preferences import Preferences, PreferencesDialog
 from .recipes import would_repeat
 from .script_view import ScriptView
 from .session import ProjectSession
+from .region_editor import RegionOverlay
 from .settings_panel import SettingsPanel
 from .texts import readable_time, window_title
 from .timeline import PanelTimeline
@@ -192,7 +193,22 @@ class PanelView(QWidget):
         size_row.addWidget(self.size_label, 1)
         size_row.addWidget(self.size_reset)
         form.addRow("Size", size_row)
+        self.regions_label = QLabel()
+        self.regions_label.setWordWrap(True)
+        self.regions_reset = QPushButton("Side by Side")
+        self.regions_reset.setToolTip("Put the characters' boxes back side by side, in the order they are tagged")
+        self.regions_reset.clicked.connect(self._reset_regions)
+        regions_row = QHBoxLayout()
+        regions_row.addWidget(self.regions_label, 1)
+        regions_row.addWidget(self.regions_reset)
+        self.regions_row = QWidget()
+        self.regions_row.setLayout(regions_row)
+        regions_row.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Characters", self.regions_row)
         form.addRow("Versions", self.versions)
+        # Where each character stands in a shared panel: boxes over the picture, dragged with the mouse.
+        self.region_overlay = RegionOverlay(self.image)
+        self.region_overlay.edited.connect(self._commit_regions)
         layout = QVBoxLayout(self)
         layout.addWidget(self.image, 1)
         layout.addLayout(form)
@@ -241,6 +257,8 @@ class PanelView(QWidget):
             w.setEnabled(enabled)
         self.versions.clear()
         if panel is None:
+            self.region_overlay.set_regions([], [], 1.0)
+            self.regions_row.setVisible(False)
             self.image.set_picture(QPixmap())
             self.image.setText("Select a panel in the timeline.")
             for w in (self.prompt, self.caption, self.dialogue):
@@ -255,6 +273,7 @@ class PanelView(QWidget):
         else:
             self.size_label.setText(f"{settings.width} x {settings.height} (the story's size)")
         self.size_reset.setVisible(bool(panel.size))
+        self._refresh_regions(panel)
         for i, version in enumerate(panel.versions):
             pix = QPixmap()
             pix.loadFromData(self.session.project.images.get(version.image, b""))
@@ -274,6 +293,27 @@ class PanelView(QWidget):
         pix = QPixmap()
         pix.loadFromData(self.session.project.images.get(version.image, b""))
         self._set_pixmap(pix)
+
+    def _refresh_regions(self, panel) -> None:
+        cast = [c.name for c in self.session.project.characters]
+        regions = panel.drawn_regions(cast)
+        settings = self.session.project.settings
+        width, height = panel.size or (settings.width, settings.height)
+        self.region_overlay.set_regions(regions, cast, width / max(height, 1))
+        self.regions_row.setVisible(bool(regions))
+        if regions:
+            own = "its own boxes" if panel.regions else "side by side in tag order"
+            self.regions_label.setText(f"{len(regions)} boxes ({own}); drag a box to move it, its corner to "
+                                       "resize it")
+        self.regions_reset.setVisible(panel.regions is not None)
+
+    def _commit_regions(self, regions: list) -> None:
+        if self.panel_id is not None:
+            self.session.undo.push(cmd.SetPanelRegions(self.session, self.panel_id, regions))
+
+    def _reset_regions(self) -> None:
+        if self.panel_id is not None:
+            self.session.undo.push(cmd.SetPanelRegions(self.session, self.panel_id, None))
 
     def _reset_size(self) -> None:
         if self.panel_id is not None:

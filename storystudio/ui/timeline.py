@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractListModel, QByteArray, QMimeData, QModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtCore import QAbstractListModel, QByteArray, QMimeData, QModelIndex, QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu, QStyle, QStyledItemDelegate
 
 from ..project.story import NO_CHARACTER, TAG_PATTERN
 from .commands import MovePanels
 from .messages import MARKS, Severity
+from .region_editor import paint_regions
 from .session import ProjectSession
 
 MIME = "application/x-storystudio-panel-ids"
@@ -45,6 +46,7 @@ class PanelListModel(QAbstractListModel):
     IdRole = Qt.UserRole + 2
     StatusTextRole = Qt.UserRole + 3
     BadgeRole = Qt.UserRole + 4  # the worst severity of the messages about the panel, or None
+    RegionsRole = Qt.UserRole + 5  # (regions, cast) of a panel showing several characters, or None
 
     def __init__(self, session: ProjectSession, jobs=None, messages=None, parent=None):
         super().__init__(parent)
@@ -118,6 +120,10 @@ class PanelListModel(QAbstractListModel):
             return QIcon(pix if not pix.isNull() else _placeholder(status))
         if role == self.StatusRole:
             return status
+        if role == self.RegionsRole:
+            cast = [c.name for c in self.session.project.characters]
+            regions = panel.drawn_regions(cast)
+            return (regions, cast) if regions else None
         if role == self.IdRole:
             return panel.id
         if role == self.BadgeRole:
@@ -187,6 +193,12 @@ class PanelDelegate(QStyledItemDelegate):
         picture = QRect(rect.left() + (rect.width() - THUMB) // 2, rect.top(), THUMB, THUMB)
         if icon is not None:
             icon.paint(painter, picture, Qt.AlignCenter)
+        regions = index.data(PanelListModel.RegionsRole)
+        if regions is not None and icon is not None:  # a shared panel: where each character stands
+            shown = icon.actualSize(picture.size())
+            frame = QRectF(picture.left() + (picture.width() - shown.width()) / 2,
+                           picture.top() + (picture.height() - shown.height()) / 2, shown.width(), shown.height())
+            paint_regions(painter, frame, regions[0], regions[1], labels=False, width=1.5)
         metrics = option.fontMetrics
         line = metrics.height()
         status_rect = QRect(rect.left(), rect.bottom() - line, rect.width(), line)

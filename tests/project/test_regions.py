@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import flat_png
 from storystudio.project.model import Project, ProjectCharacter, ProjectPanel
 from storystudio.project.regions import Region, box_problem, clamp_box
 
@@ -11,8 +12,7 @@ from storystudio.project.regions import Region, box_problem, clamp_box
 def project_with_regions() -> Project:
     project = Project(title="two")
     project.characters = [ProjectCharacter("Ann", "a girl with red hair"), ProjectCharacter("Bo", "a tall man")]
-    photo = b"\x89PNG\r\n\x1a\n" + b"0" * 20
-    project.characters[0].photo = project.add_image(photo)
+    project.characters[0].photo = project.add_image(flat_png((10, 200, 30), (20, 24)))
     project.characters[0].photo_strength = 0.9
     project.panels = [ProjectPanel("[Ann] reads"), ProjectPanel("[Bo] and [Ann] laugh"), ProjectPanel("[Ann] and [Bo] walk")]
     project.panels[1].regions = [Region("Ann", (0.5, 0.1, 0.9, 1.0)), Region("Bo", (0.0, 0.0, 0.5, 1.0))]
@@ -60,3 +60,32 @@ def test_clamped_boxes_stay_inside_and_keep_a_minimum_size():
     assert clamp_box((1.2, 0.5, -0.1, 0.5)) == (0.0, 0.5, 1.0, 0.52)
     with pytest.raises(ValueError):
         clamp_box((0, 0, 1))
+
+
+def test_regions_and_photos_survive_the_project_file(tmp_path):
+    from storystudio.project.fileio import load_project, save_project
+
+    project = project_with_regions()
+    save_project(project, tmp_path / "two.storystudio")
+    again = load_project(tmp_path / "two.storystudio")
+    assert again.panels[1].regions == project.panels[1].regions and again.panels[2].regions is None
+    assert again.characters[0].photo_strength == 0.9
+    assert again.images[again.characters[0].photo] == project.images[project.characters[0].photo]
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d["panels"][1]["regions"][0].update(box=[0.6, 0.1, 0.2, 1.0]), "whose left side is not before its right"),
+    (lambda d: d["panels"][1]["regions"][0].update(box=[0.1, 0.1, 1.5, 1.0]), "box"),
+    (lambda d: d["characters"][0].update(photo_strength=9.0), "photo strength"),
+])
+def test_a_damaged_box_or_strength_is_refused_in_plain_words(change, words):
+    from pydantic import ValidationError
+
+    from storystudio.project import schema
+    from storystudio.project.fileio import FORMAT_NAME, SCHEMA_VERSION
+
+    data = {"format": FORMAT_NAME, "schema": SCHEMA_VERSION, **project_with_regions().to_dict()}
+    change(data)
+    with pytest.raises(ValidationError) as err:
+        schema.validated(data)
+    assert words in schema.problem(err.value)

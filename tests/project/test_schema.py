@@ -64,7 +64,7 @@ def test_defaults_of_the_schema_are_the_projects_own():
     written = _document(project)
     for key in ("settings", "layout", "animatic"):
         assert written[key] == dumped[key], key
-    for key in ("caption", "dialogue", "variation", "versions", "chosen", "duration", "size"):
+    for key in ("caption", "dialogue", "variation", "versions", "chosen", "duration", "size", "regions"):
         assert written["panels"][0][key] == dumped["panels"][0][key], key
-    for key in ("photo", "locked", "references", "chosen_references"):
+    for key in ("photo", "photo_strength", "locked", "references", "chosen_references"):
         assert written["characters"][0][key] == dumped["characters"][0][key], key

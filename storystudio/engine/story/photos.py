@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ...project.limits import MAX_PHOTO_STRENGTH
 from ..errors import InputError, ModelError
 
 #: Where the face IP-Adapter of each architecture lives: (repository, weights file, image encoder folder).
@@ -37,8 +38,6 @@ FACE_ADAPTERS = {
 CATALOG_IDS = {"sdxl": ("ip-adapter-plus-face-sdxl", "ip-adapter-image-encoder"),
                "sd15": ("ip-adapter-plus-face-sd15", "ip-adapter-image-encoder")}
 _ARCH_WORDS = {"sdxl": "SDXL", "sd15": "SD 1.5"}
-DEFAULT_STRENGTH = 0.6
-MAX_STRENGTH = 2.0
 
 
 def photo_hash(data: bytes) -> str:
@@ -47,8 +46,8 @@ def photo_hash(data: bytes) -> str:
 
 
 def strength_problem(strength: float) -> str | None:
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= MAX_STRENGTH:
-        return f"a photo strength must be a number from 0 to {MAX_STRENGTH:g}"
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= MAX_PHOTO_STRENGTH:
+        return f"a photo strength must be a number from 0 to {MAX_PHOTO_STRENGTH:g}"
     return None
 
 
