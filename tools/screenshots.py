@@ -9,7 +9,8 @@ captures the whole screen with ImageMagick's ``import`` for each tab:
     xvfb-run -s "-screen 0 1280x800x24" python tools/screenshots.py /tmp/tiny docs
 
 writes docs/screenshot-main-window.png (the Panel tab, the Script dock in front),
-screenshot-pages.png (the Messages dock in front) and screenshot-animatic.png. The app's settings go to a temporary folder.
+screenshot-pages.png (the Messages dock in front), screenshot-animatic.png and screenshot-regions.png
+(the Panel tab on a panel of two characters, with their boxes). The app's settings go to a temporary folder.
 """
 
 from __future__ import annotations
@@ -68,6 +69,17 @@ def main(model: str, out: str) -> int:
         pump(app, 1.5)
         subprocess.run(["import", "-window", "root", str(folder / f"screenshot-{name}.png")], check=True)
         print(f"wrote {folder / f'screenshot-{name}.png'}")
+    # The Panel tab on a shared panel: each character's box over the picture (moved a little, as a user does).
+    cast = [c.name for c in project.characters]
+    shared = next(p for p in project.panels if len(p.characters(cast)) >= 2)
+    window.timeline.select_id(shared.id)
+    window.tabs.setCurrentIndex(0)
+    boxes = shared.drawn_regions(cast)
+    window.panel_view._commit_regions([boxes[0].with_box((0.05, 0.15, 0.5, 0.95)),
+                                       boxes[1].with_box((0.45, 0.05, 0.95, 0.9))])
+    pump(app, 1.5)
+    subprocess.run(["import", "-window", "root", str(folder / "screenshot-regions.png")], check=True)
+    print(f"wrote {folder / 'screenshot-regions.png'}")
     window.session.undo.setClean()
     window.close()
     return 0

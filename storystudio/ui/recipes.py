@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..engine.story.regions import background_prompt, photo_parameters, plan_regions, uses_regions
 from ..engine.story.settings import GenerationSettings, derive_seed
 from ..engine.story.styles import get_style
 from ..project.model import ProjectPanel, ProjectSettings
@@ -20,10 +21,16 @@ def recipe(panel: ProjectPanel, story: Story, settings: ProjectSettings) -> dict
     """What a version of ``panel`` drawn now would record in its parameters (the parts that shape it)."""
     story_panel = next(p for p in story.panels if p.key == panel.id)
     width, height = panel.size or (settings.width, settings.height)
-    base = story.expand(story_panel)
     style = get_style(settings.style)
     generation = GenerationSettings.from_project(settings)
+    # A shared panel's words are its action (the looks are in its regions, whose boxes and texts count too).
+    shared = uses_regions(story_panel, generation.regions)
+    base = background_prompt(story, story_panel) if shared else story.expand(story_panel)
+    order = {c.name: i for i, c in enumerate(story.characters)}
+    cast = sorted(set(story_panel.characters), key=order.__getitem__)
+    regions = plan_regions(story, [story_panel], cast, style, settings.negative_prompt).parameters(0) if shared else None
     return {
+        "regions": regions, "photos": photo_parameters(story, story_panel.characters) or None,
         "story_prompt": base, "negative_prompt": style.apply(base, settings.negative_prompt)[1],
         "seed": derive_seed(settings.seed, panel.id, panel.variation), "steps": settings.steps,
         "guidance": settings.guidance, "width": width, "height": height, "scheduler": settings.scheduler,

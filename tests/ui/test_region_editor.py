@@ -6,7 +6,7 @@ import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QImage, QPainter
 
-from storystudio.project.model import Project, ProjectCharacter, ProjectPanel
+from storystudio.project.model import ImageVersion, Project, ProjectCharacter, ProjectPanel
 from storystudio.project.regions import Region
 from storystudio.ui.character_sheet import CharacterSheet
 from storystudio.ui.main_window import PanelView
@@ -131,3 +131,19 @@ def test_photo_strength_in_the_character_sheet_is_undoable(qtbot, session):
     assert ann.photo_strength == pytest.approx(0.85)
     session.undo.undo()
     assert ann.photo_strength == pytest.approx(0.6) and sheet.photo_strength.value() == pytest.approx(0.6)
+
+
+def test_moving_a_box_or_changing_a_photo_means_regenerate_draws_a_new_picture(session):
+    from helpers import flat_png
+    from storystudio.ui.recipes import recipe, would_repeat
+
+    project = session.project
+    shared = project.panels[1]
+    shared.versions.append(ImageVersion("img-x.png", recipe(shared, project.to_story(), project.settings)))
+    assert would_repeat(shared, project.to_story(), project.settings)
+    assert "a girl with red hair" not in shared.versions[0].parameters["story_prompt"]  # looks live in the regions
+    shared.regions = [Region("Ann", (0.0, 0.2, 0.4, 1.0))]
+    assert not would_repeat(shared, project.to_story(), project.settings)
+    shared.regions = None
+    project.characters[0].photo = project.add_image(flat_png((200, 10, 10), (20, 20)))
+    assert not would_repeat(shared, project.to_story(), project.settings)

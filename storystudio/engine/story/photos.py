@@ -18,7 +18,6 @@ at every UNet call.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 
 from ...project.limits import MAX_PHOTO_STRENGTH
 from ..errors import InputError, ModelError
+from .regions import photo_hash
 
 #: Where the face IP-Adapter of each architecture lives: (repository, weights file, image encoder folder).
 FACE_ADAPTERS = {
@@ -38,11 +38,6 @@ FACE_ADAPTERS = {
 CATALOG_IDS = {"sdxl": ("ip-adapter-plus-face-sdxl", "ip-adapter-image-encoder"),
                "sd15": ("ip-adapter-plus-face-sd15", "ip-adapter-image-encoder")}
 _ARCH_WORDS = {"sdxl": "SDXL", "sd15": "SD 1.5"}
-
-
-def photo_hash(data: bytes) -> str:
-    """The sha256 of a photo's bytes, as recorded in a picture's parameters."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def strength_problem(strength: float) -> str | None:

@@ -237,11 +237,8 @@ class StoryPipeline:
                                   [derive_seed(settings.seed, p.key, p.variation) for p, *_ in batch],
                                   list(cast), "panel", [m[1] for m in batch], size))
                 if settings.regions and len(cast) >= 2:
-                    panels = [p for p, *_ in batch]
-                    reads[-1].regions = identity.RegionPlan(
-                        list(cast), [identity.panel_boxes(p, cast) for p in panels],
-                        [[style.apply(identity.region_prompt(story, p, c), settings.negative_prompt)[0] for c in cast]
-                         for p in panels])
+                    reads[-1].regions = identity.plan_regions(story, [p for p, *_ in batch], cast, style,
+                                                              settings.negative_prompt)
         for job in writes + reads:
             job.photos = identity.photo_parameters(story, job.characters)
         position = {p.key: i for i, p in enumerate(story.panels)}

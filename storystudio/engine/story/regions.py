@@ -11,23 +11,26 @@
   picture of its references and solo panels, inside its region in a shared
   panel.
 
-:func:`prepare_call` turns a group's plan into the tensors one UNet call of
-the group uses, once per run.
+:func:`prepare_identity` turns a group's plan into the tensors one UNet call of
+the group uses, once per run. Torch is imported only there: the app's
+GUI thread uses the rules above (``ui/recipes.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ...project.regions import Box, panel_regions
 from ...project.story import TAG_PATTERN, Panel, Story
 
-__all__ = ["GroupIdentity", "RegionPlan", "background_prompt", "panel_boxes", "photo_parameters", "region_prompt",
-           "uses_regions"]
+if TYPE_CHECKING:  # torch only where tensors are made (the GUI thread imports the rules of this module)
+    import torch
+
+__all__ = ["GroupIdentity", "RegionPlan", "background_prompt", "panel_boxes", "photo_hash", "photo_parameters",
+           "plan_regions", "region_prompt", "uses_regions"]
 
 
 def uses_regions(panel: Panel, enabled: bool = True) -> bool:
@@ -74,10 +77,20 @@ class RegionPlan:
                 for name, box, text in zip(self.cast, self.boxes[picture], self.texts[picture])]
 
 
+def plan_regions(story: Story, panels: Sequence[Panel], cast: Sequence[str], style: Any,
+                 negative: str) -> RegionPlan:
+    """The regions of a batch of shared panels showing ``cast`` (in cast order), texts styled by ``style``."""
+    return RegionPlan(list(cast), [panel_boxes(p, cast) for p in panels],
+                      [[style.apply(region_prompt(story, p, c), negative)[0] for c in cast] for p in panels])
+
+
+def photo_hash(data: bytes) -> str:
+    """The sha256 of a photo's bytes, as recorded in a picture's parameters."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def photo_parameters(story: Story, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """What a picture's parameters record of the photos that acted on it: each one's sha256 and strength."""
-    from .photos import photo_hash
-
     out = {}
     for name in names:
         character = story.character(name)
@@ -104,6 +117,8 @@ class GroupIdentity:
 def _region_texts(encoded: list[list[Any]], guided: bool, empty: Any, pad) -> torch.Tensor:
     """(halves * n * R, L, C) from ``encoded[i][r]`` (picture i, region r), padded to one length with empty
     chunks as a batch's shorter prompts are; negatives first, then row b's regions one after another."""
+    import torch
+
     longest = max(e.chunks for row in encoded for e in row)
     rows = [[pad(e, empty, longest) if e.chunks != longest else e for e in row] for row in encoded]
     cond = torch.cat([e.cond for row in rows for e in row])
@@ -113,6 +128,8 @@ def _region_texts(encoded: list[list[Any]], guided: bool, empty: Any, pad) -> to
 def photo_for(tokens: Any, strength: float, n: int, guided: bool, device: torch.device, dtype: torch.dtype):
     """An attention.regions.Photo on the whole picture for a call of ``n`` pictures (a blank image's tokens
     for the negatives, as diffusers does)."""
+    import torch
+
     from ..attention.regions import Photo
 
     cond = tokens.cond.expand(n, -1, -1)
@@ -123,6 +140,8 @@ def photo_for(tokens: Any, strength: float, n: int, guided: bool, device: torch.
 def region_photos(cast: Sequence[str], photos: dict[str, tuple[Any, float]], n: int, guided: bool,
                   device: torch.device, dtype: torch.dtype):
     """The regions' Photo (rows b * R + r; zeros and strength 0 where a character has none), or None."""
+    import torch
+
     from ..attention.regions import Photo
 
     if not any(name in photos for name in cast):
