@@ -143,6 +143,12 @@ class RenderCommand(Command):
                 raise UserError(f"panel {index}: {exc.args[0] if exc.args else 'it tags an unknown character.'}") from None
         self.only = _panel_selection(args.panels, self.story)
         _apply_photos(args.photo, args.photo_strength, self.story)
+        try:  # a project's own photos and boxes too, before the model loads
+            from ..engine.story.regions import check_story
+
+            check_story(self.story)
+        except InputError as exc:
+            raise UserError(str(exc)) from None
         if args.photo_adapter:
             self.settings.photo_adapter = args.photo_adapter
         if args.banks and not Path(args.banks).is_dir():

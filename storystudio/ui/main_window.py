@@ -192,19 +192,13 @@ class PanelView(QWidget):
         size_row = QHBoxLayout()
         size_row.addWidget(self.size_label, 1)
         size_row.addWidget(self.size_reset)
-        form.addRow("Size", size_row)
-        self.regions_label = QLabel()
-        self.regions_label.setWordWrap(True)
+        # A shared panel's boxes go back side by side from the Size row (no row of their own: the tab's
+        # height is what the 1280x800 window has).
         self.regions_reset = QPushButton("Side by Side")
         self.regions_reset.setToolTip("Put the characters' boxes back side by side, in the order they are tagged")
         self.regions_reset.clicked.connect(self._reset_regions)
-        regions_row = QHBoxLayout()
-        regions_row.addWidget(self.regions_label, 1)
-        regions_row.addWidget(self.regions_reset)
-        self.regions_row = QWidget()
-        self.regions_row.setLayout(regions_row)
-        regions_row.setContentsMargins(0, 0, 0, 0)
-        form.addRow("Characters", self.regions_row)
+        size_row.addWidget(self.regions_reset)
+        form.addRow("Size", size_row)
         form.addRow("Versions", self.versions)
         # Where each character stands in a shared panel: boxes over the picture, dragged with the mouse.
         self.region_overlay = RegionOverlay(self.image)
@@ -258,7 +252,7 @@ class PanelView(QWidget):
         self.versions.clear()
         if panel is None:
             self.region_overlay.set_regions([], [], 1.0)
-            self.regions_row.setVisible(False)
+            self.regions_reset.setVisible(False)
             self.image.set_picture(QPixmap())
             self.image.setText("Select a panel in the timeline.")
             for w in (self.prompt, self.caption, self.dialogue):
@@ -300,12 +294,9 @@ class PanelView(QWidget):
         settings = self.session.project.settings
         width, height = panel.size or (settings.width, settings.height)
         self.region_overlay.set_regions(regions, cast, width / max(height, 1))
-        self.regions_row.setVisible(bool(regions))
-        if regions:
-            own = "its own boxes" if panel.regions else "side by side in tag order"
-            self.regions_label.setText(f"{len(regions)} boxes ({own}); drag a box to move it, its corner to "
-                                       "resize it")
-        self.regions_reset.setVisible(panel.regions is not None)
+        self.region_overlay.setToolTip("Where each character stands: drag a box to move it, its corner to resize "
+                                       "it. Each box draws only its own character." if regions else "")
+        self.regions_reset.setVisible(bool(regions) and panel.regions is not None)
 
     def _commit_regions(self, regions: list) -> None:
         if self.panel_id is not None:

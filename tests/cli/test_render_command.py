@@ -118,9 +118,13 @@ def test_render_example_writes_eight_panels(example_render, tiny_model_dirs):
     first = read_png_parameters(out / "panel-001.png")
     assert "copper hair" in first["prompt"] and "[Mira]" not in first["prompt"]
     assert "white beard" not in first["prompt"]
-    # panel 8 shows both characters
+    # panel 8 shows both characters: the picture's text is the action, each one's looks are in their region
     last = read_png_parameters(out / "panel-008.png")
-    assert "copper hair" in last["prompt"] and "white beard" in last["prompt"]
+    assert "Mira and Tobias" in last["prompt"] and "copper hair" not in last["prompt"]
+    mira, tobias = last["regions"]
+    assert (mira["character"], tobias["character"]) == ("Mira", "Tobias") and mira["box"][0] < tobias["box"][0]
+    assert "copper hair" in mira["prompt"] and "white beard" not in mira["prompt"]
+    assert "white beard" in tobias["prompt"] and "copper hair" not in tobias["prompt"]
 
 
 def test_render_example_manifest(example_render):
