@@ -147,3 +147,23 @@ def test_the_generation_dock_sets_pose_strength_and_steps(window):
     assert settings.control_start == 0.1 and panel.pose_start_spin.value() == 0.1
     window.session.undo.undo()
     assert settings.control_end == 1.0
+
+
+def test_regenerate_knows_a_new_pose_draws_a_new_picture():
+    from storystudio.project.model import ImageVersion, Project
+    from storystudio.ui.recipes import recipe, would_repeat
+
+    project = Project.example()
+    panel = project.panels[1]
+    made = dict(recipe(panel, project.to_story(), project.settings), model=project.settings.model)
+    made.pop("controls")  # drawn before poses: its parameters have none
+    panel.versions.append(ImageVersion("img-x.png", made))
+    assert would_repeat(panel, project.to_story(), project.settings)
+    panel.poses = [PanelPose(panel.characters()[0], Skeleton.standing())]
+    assert not would_repeat(panel, project.to_story(), project.settings)  # the pose changes the picture
+    posed = recipe(panel, project.to_story(), project.settings)
+    recorded = [dict(c, model="controlnet-openpose-sdxl") for c in posed["controls"]]  # as the engine records it
+    panel.versions.append(ImageVersion("img-y.png", dict(made, controls=recorded)))
+    assert would_repeat(panel, project.to_story(), project.settings)
+    panel.poses[0] = PanelPose(panel.characters()[0], Skeleton.standing().moved(4, 0.2, 0.2))
+    assert not would_repeat(panel, project.to_story(), project.settings)
