@@ -34,6 +34,31 @@ def _rate(value: str) -> float:
     return number(0, 1, "the consistency rate")(value)
 
 
+def _guide_spec(option: str, what: str):
+    """``N=IMAGE``: panel number N draws with the guide picture IMAGE (checked later, with the story)."""
+    def parse(value: str) -> tuple[int, str]:
+        number_text, sep, image = value.partition("=")
+        if not sep or not number_text.strip().isdigit() or not image.strip():
+            raise argparse.ArgumentTypeError(f"{option} takes N=IMAGE (a panel number and {what}), not "
+                                             f"{limits.quote(value)}")
+        return int(number_text.strip()), path(option)(image.strip())
+
+    return parse
+
+
+def _pose_steps(value: str) -> tuple[float, float]:
+    """``START:END``: the fractions of the steps the poses act between (0:1 is every step)."""
+    start_text, sep, end_text = value.partition(":")
+    try:
+        start, end = float(start_text), float(end_text)
+    except ValueError:
+        start = end = float("nan")
+    if not sep or not (0 <= start < end <= 1):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"--pose-steps takes START:END, two fractions of the steps from 0 to 1 with "
+                                         f"the start first (e.g. 0:0.8), not {limits.quote(value)}")
+    return start, end
+
+
 class RenderCommand(Command):
     name = "render"
     help = "generate a story's panels headlessly"
@@ -82,6 +107,25 @@ class RenderCommand(Command):
                        help="pictures denoised together (default: as many as the GPU's free memory allows)")
         r.add_argument("--panels", default=None, metavar="N[,N...]", type=text(10_000, "--panels"),
                        help="only these panels (1-based numbers); others are left as they are")
+        r.add_argument("--pose", action="append", default=[], metavar="N=IMAGE",
+                       type=_guide_spec("--pose", "a pose picture"),
+                       help="draw panel N in the pose of IMAGE, an OpenPose skeleton picture (coloured sticks on "
+                            "black; needs a pose ControlNet); replaces that panel's poses in a project; repeatable")
+        r.add_argument("--pose-strength", type=number(0, limits.MAX_CONTROL_STRENGTH, "--pose-strength"),
+                       default=None,
+                       help="how strongly poses (and depth maps, line art) hold, 0 to 2 (default 1)")
+        r.add_argument("--pose-steps", type=_pose_steps, default=None, metavar="START:END",
+                       help="the fractions of the steps poses (and depth maps, line art) act between (default "
+                            "0:1, every step)")
+        r.add_argument("--pose-model", default=None, metavar="ID_OR_PATH", type=path("--pose-model"),
+                       help="the OpenPose ControlNet: a folder, a catalog id or a Hugging Face id in the local cache "
+                            "(default: the catalog's for the model's family)")
+        for kind, words in (("depth", "a depth map (near is bright)"), ("lineart", "line art (white lines on black)")):
+            r.add_argument(f"--{kind}", action="append", default=[], metavar="N=IMAGE",
+                           type=_guide_spec(f"--{kind}", "a picture"),
+                           help=f"draw panel N over {words} from IMAGE, with the {kind} ControlNet; repeatable")
+            r.add_argument(f"--{kind}-model", default=None, metavar="ID_OR_PATH", type=path(f"--{kind}-model"),
+                           help=f"the {kind} ControlNet (default: the catalog's for the model's family)")
         r.add_argument("--banks", default=None, metavar="DIR", type=path("--banks"),
                        help="reuse character banks saved by --save-banks instead of generating references again")
         r.add_argument("--save-banks", action="store_true", help="save each character's bank in OUT/banks/")
@@ -134,6 +178,17 @@ class RenderCommand(Command):
             except KeyError as exc:
                 raise UserError(f"panel {index}: {exc.args[0] if exc.args else 'it tags an unknown character.'}") from None
         self.only = _panel_selection(args.panels, self.story)
+        for kind in ("pose", "depth", "lineart"):
+            _apply_guides(kind, getattr(args, kind), self.story)
+        if self.family in ("sd15", "sdxl") and any(p.guides for p in self.story.panels):
+            from ..engine.errors import ModelError
+            from ..engine.story.controls import find_controlnet
+
+            for kind in sorted({g.kind for p in self.story.panels for g in p.guides}):
+                try:  # a missing ControlNet is told before the model loads
+                    find_controlnet(kind, self.family, self.settings.control_models.get(kind))
+                except ModelError as exc:
+                    raise UserError(str(exc)) from None
         if args.banks and not Path(args.banks).is_dir():
             raise UserError(f"the bank folder {args.banks} does not exist.")
 
@@ -265,7 +320,39 @@ def _settings(args, project=None):
         negative_prompt=args.negative, scheduler=args.scheduler,
         freeu=None if args.no_freeu is None else not args.no_freeu, id_length=args.id_length,
         batch_size=args.batch_size, rate=args.rate, compile=args.compile or None,
+        control_strength=args.pose_strength,
+        control_start=None if args.pose_steps is None else args.pose_steps[0],
+        control_end=None if args.pose_steps is None else args.pose_steps[1],
+        control_models={kind: model for kind, model in (("pose", args.pose_model), ("depth", args.depth_model),
+                                                        ("lineart", args.lineart_model)) if model} or None,
     )
+
+
+_GUIDE_WORDS = {"pose": "pose picture", "depth": "depth map", "lineart": "line art"}
+
+
+def _apply_guides(kind: str, specs: list[tuple[int, str]], story) -> None:
+    """Give the panels named by ``--pose``/``--depth``/``--lineart N=IMAGE`` that guide picture (over the whole
+    panel, replacing the panel's own of that kind), each checked."""
+    from ..project.pose import WHOLE_PANEL, Guide, PoseError, pose_png
+
+    words = _GUIDE_WORDS[kind]
+    for panel_number, image in specs:
+        if not 1 <= panel_number <= len(story.panels):
+            raise UserError(f"--{kind} names panel {panel_number}, but the story has panels 1 to "
+                            f"{len(story.panels)}.")
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:
+            raise UserError(f"the {words} {limits.quote(image)} cannot be read "
+                            f"({exc.strerror or 'not a file'}).") from None
+        try:
+            png = pose_png(data, f"The {words} {limits.quote(Path(image).name)}", kind)
+        except PoseError as exc:
+            raise UserError(str(exc)) from None
+        panel = story.panels[panel_number - 1]
+        others = tuple(g for g in panel.guides if g.kind != kind)
+        panel.guides = others + (Guide(kind, images=((png, WHOLE_PANEL),)),)
 
 
 def _panel_selection(spec: str | None, story) -> list[str] | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .pose import Guide
+
 #: Tag written in a prompt to mean "this panel shows no character".
 NO_CHARACTER = "NC"
 
@@ -50,6 +52,8 @@ class Panel:
     # (width, height) in pixels, the shape of the comic frame the picture goes into;
     # None draws it at the story's generation size.
     size: tuple[int, int] | None = None
+    # ControlNet guides (project.pose.Guide: a pose, a depth map, line art), at most one of each kind.
+    guides: tuple[Guide, ...] = ()
 
     @property
     def has_characters(self) -> bool:

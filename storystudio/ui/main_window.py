@@ -57,6 +57,7 @@ from .script_view import ScriptView
 from .session import ProjectSession
 from .settings_panel import SettingsPanel
 from .texts import readable_time, window_title
+from .pose_editor import PoseEditorDialog, pose_summary
 from .timeline import PanelTimeline
 from .timing import Speed, SpeedTable, estimate_text, human_duration
 from .worker import GenerationService, ModelChoice, RenderJob, TransitionJob
@@ -192,6 +193,16 @@ class PanelView(QWidget):
         size_row.addWidget(self.size_label, 1)
         size_row.addWidget(self.size_reset)
         form.addRow("Size", size_row)
+        self.pose_label = QLabel()
+        self.pose_label.setWordWrap(True)
+        self.pose_button = QPushButton("Poses…")
+        self.pose_button.setToolTip("Draw each character's pose as a skeleton, or import an OpenPose picture "
+                                    "(needs a pose ControlNet, see the Models dialog)")
+        self.pose_button.clicked.connect(self.edit_poses)
+        pose_row = QHBoxLayout()
+        pose_row.addWidget(self.pose_label, 1)
+        pose_row.addWidget(self.pose_button)
+        form.addRow("Pose", pose_row)
         form.addRow("Versions", self.versions)
         layout = QVBoxLayout(self)
         layout.addWidget(self.image, 1)
@@ -237,7 +248,7 @@ class PanelView(QWidget):
     def refresh(self) -> None:
         panel = self.session.project.panel_by_id(self.panel_id) if self.panel_id else None
         enabled = panel is not None
-        for w in (self.prompt, self.caption, self.dialogue, self.versions):
+        for w in (self.prompt, self.caption, self.dialogue, self.versions, self.pose_button):
             w.setEnabled(enabled)
         self.versions.clear()
         if panel is None:
@@ -255,6 +266,7 @@ class PanelView(QWidget):
         else:
             self.size_label.setText(f"{settings.width} x {settings.height} (the story's size)")
         self.size_reset.setVisible(bool(panel.size))
+        self.pose_label.setText(pose_summary(panel))
         for i, version in enumerate(panel.versions):
             pix = QPixmap()
             pix.loadFromData(self.session.project.images.get(version.image, b""))
@@ -274,6 +286,26 @@ class PanelView(QWidget):
         pix = QPixmap()
         pix.loadFromData(self.session.project.images.get(version.image, b""))
         self._set_pixmap(pix)
+
+    def edit_poses(self) -> PoseEditorDialog | None:
+        """Open the pose editor on this panel; its poses change (one undo step) when it is accepted."""
+        panel = self.session.project.panel_by_id(self.panel_id) if self.panel_id else None
+        if panel is None:
+            return None
+        project = self.session.project
+        size = panel.size or (project.settings.width, project.settings.height)
+        version = panel.chosen_version
+        backdrop = QImage.fromData(project.images.get(version.image, b"")) if version else None
+        dialog = PoseEditorDialog(panel, project.panel_index(panel.id) + 1,
+                                  panel.characters([c.name for c in project.characters]), project.images, size,
+                                  backdrop, self)
+        self.pose_dialog = dialog  # tests and the screenshot tool reach the open dialog here
+        if dialog.exec() == QDialog.Accepted:
+            new, images = dialog.values()
+            command = cmd.SetPanelPoses(self.session, panel.id, new, images)
+            if not command.changes_nothing:
+                self.session.undo.push(command)
+        return dialog
 
     def _reset_size(self) -> None:
         if self.panel_id is not None:
@@ -1082,11 +1114,12 @@ class MainWindow(QMainWindow):
                                    "and its image encoder, then generate the transition again.")
             return
         if error.kind is ErrorKind.MISSING_MODEL and job.draws_pictures:
-            answer = QMessageBox.question(self, "Picture model", error.message + "\n\nOpen Models to choose or "
-                                          "download a picture model?")
+            answer = QMessageBox.question(self, "Models", error.message + "\n\nOpen Models to choose or "
+                                          "download what is missing?")
             if answer == QMessageBox.Yes:
-                self.models_dialog("The project's picture model cannot be used. Pick one that is on this computer "
-                                   "and press <b>Use for This Project</b>, or download one.")
+                self.models_dialog("A model these pictures need is not on this computer: a picture model (pick "
+                                   "one that is here and press <b>Use for This Project</b>, or download one), or "
+                                   "the pose guide (ControlNet) of the model's family for panels with a pose.")
             return
         if error.kind is ErrorKind.OUT_OF_MEMORY and job.draws_pictures:
             lower = {"full": "model-offload", "model-offload": "sequential-offload"}

@@ -109,6 +109,7 @@ class InferenceWorker(QObject):
         self._model = None
         self._model_key: tuple | None = None
         self._bank_cache = None  # engine BankCache, within the budget of the last job
+        self._controlnets: dict = {}  # ControlNets the loaded model's renders loaded (poses), kept between jobs
         self._video = None  # the transition pipeline, once loaded
         self._video_key: tuple | None = None
 
@@ -150,6 +151,7 @@ class InferenceWorker(QObject):
             quiet_libraries()
             self._model = None
             self._bank_cache = None  # banks belong to the model that made them
+            self._controlnets = {}  # and ControlNets to its architecture and device
             self._model = load_model(choice.source, device=choice.device, dtype=choice.dtype,
                                      allow_download=choice.allow_download, memory=choice.memory)
             self._model_key = key
@@ -164,7 +166,7 @@ class InferenceWorker(QObject):
         from ..engine.story.settings import GenerationSettings
 
         model = self._load(job, work.model)
-        engine = StoryPipeline(model)
+        engine = StoryPipeline(model, controlnets=self._controlnets)
         settings = work.settings
         if not isinstance(settings, GenerationSettings):
             settings = GenerationSettings.from_project(settings, compile=work.compile or None)
