@@ -65,6 +65,7 @@ class RenderCommand(Command):
 
     @classmethod
     def register(cls, subparsers) -> argparse.ArgumentParser:
+        from ..engine.distributed.cluster import RAY_EXTRA
         from ..engine.story.settings import SCHEDULERS
         from ..engine.story.styles import default_style, style_names
 
@@ -129,6 +130,10 @@ class RenderCommand(Command):
         r.add_argument("--banks", default=None, metavar="DIR", type=path("--banks"),
                        help="reuse character banks saved by --save-banks instead of generating references again")
         r.add_argument("--save-banks", action="store_true", help="save each character's bank in OUT/banks/")
+        r.add_argument("--ray", default=None, metavar="ADDRESS", type=text(300, "--ray"),
+                       help="render through Ray: auto (a Ray started on this computer's GPUs, one actor each, and "
+                            "stopped after) or a cluster's address (HOST:6379 or ray://HOST:10001); needs "
+                            f"{RAY_EXTRA}")
         r.add_argument("--allow-download", action="store_true",
                        help="download the model if it is not on this computer")
         r.add_argument("--config", default=None, metavar="DIR", type=path("--config"),
@@ -191,6 +196,22 @@ class RenderCommand(Command):
                     raise UserError(str(exc)) from None
         if args.banks and not Path(args.banks).is_dir():
             raise UserError(f"the bank folder {args.banks} does not exist.")
+        if args.ray is not None:
+            self._check_ray()
+
+    def _check_ray(self) -> None:
+        from ..engine.distributed.cluster import check_address, require_ray
+        from ..engine.errors import InputError
+
+        args = self.args
+        if args.banks or args.save_banks:
+            raise UserError("kept banks (--banks, --save-banks) are not used through Ray: each actor draws the "
+                            "references beside its panels. Leave out --ray or the bank options.")
+        try:
+            args.ray = check_address(args.ray)
+            require_ray()
+        except InputError as exc:
+            raise UserError(str(exc)) from None
 
     def _pages(self):
         """The pages the render will export: the project's, or the story laid out as ``_comic_project`` will."""
@@ -205,6 +226,14 @@ class RenderCommand(Command):
 
     # ---- the work ---------------------------------------------------------------------------------------
     def run(self) -> int:
+        self.ray_engine = None
+        try:
+            return self._render()
+        finally:
+            if self.ray_engine is not None:  # its actors end, and a Ray started for this render stops
+                self.ray_engine.close()
+
+    def _render(self) -> int:
         from ..engine.attention.bank import CharacterBank
         from ..engine.errors import GenerationCancelled, InputError, ModelError
         from ..engine.imaging import save_png
@@ -216,21 +245,27 @@ class RenderCommand(Command):
         quiet_libraries()
         banks = _load_banks(args.banks, story, CharacterBank) if args.banks else {}
         started = time.perf_counter()
-        say(f"Loading {args.model} ...")
-        try:
-            model = load_model(args.model, device=args.device, dtype=args.dtype,
-                               allow_download=args.allow_download, config=args.config)
-        except ModelError as exc:
-            raise UserError(str(exc)) from None
+        if args.ray is not None:
+            say(f"Connecting to Ray ({args.ray}) and loading {args.model} on its actors ...")
+            engine = self.ray_engine = _start_ray(args)
+            model = engine.model
+        else:
+            say(f"Loading {args.model} ...")
+            try:
+                model = load_model(args.model, device=args.device, dtype=args.dtype,
+                                   allow_download=args.allow_download, config=args.config)
+            except ModelError as exc:
+                raise UserError(str(exc)) from None
+            engine = StoryPipeline(model)
         load_seconds = time.perf_counter() - started
-        engine = StoryPipeline(model)
-        multiple = model.pipe.vae_scale_factor * 2 ** (len(model.pipe.unet.config.block_out_channels) - 1)
+        multiple = engine.size_multiple
         try:  # what only the loaded model can tell, still before anything is written
             settings.validate(multiple, family=self.family or model.arch)
             check_panel_sizes(story, multiple, self.family or model.arch)
         except InputError as exc:
             raise UserError(str(exc)) from None
-        say(f"Model ready on {model.device.type} ({str(model.dtype).removeprefix('torch.')}) in {load_seconds:.1f} s.")
+        where = model.device if isinstance(model.device, str) else model.device.type
+        say(f"Model ready on {where} ({str(model.dtype).removeprefix('torch.')}) in {load_seconds:.1f} s.")
 
         numbered = {p.key: i for i, p in enumerate(story.panels, 1)}
         files: dict[str, str] = {}  # panel or sheet key -> file name, once the file is complete
@@ -355,6 +390,18 @@ def _apply_guides(kind: str, specs: list[tuple[int, str]], story) -> None:
         panel.guides = others + (Guide(kind, images=((png, WHOLE_PANEL),)),)
 
 
+def _start_ray(args):
+    """The Ray engine for ``--ray``: connected, its actors started with the model loaded (UserError if not)."""
+    from ..engine.distributed.ray_story import RayStoryEngine
+    from ..engine.errors import InputError, ModelError
+
+    try:
+        return RayStoryEngine.start(args.ray, args.model, device=args.device, dtype=args.dtype,
+                                    allow_download=args.allow_download, config=args.config)
+    except (InputError, ModelError) as exc:
+        raise UserError(str(exc)) from None
+
+
 def _panel_selection(spec: str | None, story) -> list[str] | None:
     if not spec:
         return None
@@ -432,7 +479,8 @@ def _manifest(args, story, settings, model, result, files, status, load_seconds,
         "status": status,
         "input": str(Path(args.input).resolve()),
         "title": story.title,
-        "model": {"source": model.source, "arch": model.arch, "device": device_summary(model.device),
+        "model": {"source": model.source, "arch": model.arch,
+                  "device": model.device if isinstance(model.device, str) else device_summary(model.device),
                   "dtype": str(model.dtype).removeprefix("torch.")},
         "settings": settings.to_dict(),
         "characters": [{"name": c.name, "description": c.description,

@@ -987,7 +987,8 @@ class MainWindow(QMainWindow):
         seconds, text = self.estimate(len(targets))
         speed, _device = self._speed(settings)
         budget = tuple(int(self.prefs.get(name) * 2**30) for name in ("bank_ram_gib", "bank_disk_gib"))
-        work = RenderJob(story, settings, choice, only=only, bank_budget=budget, compile=self.prefs.get("compile"))
+        work = RenderJob(story, settings, choice, only=only, bank_budget=budget, compile=self.prefs.get("compile"),
+                         ray_address=self.prefs.ray_address())
         job = self.jobs.submit(kind, work, targets,
                                label="References" if kind is JobKind.REFERENCES else "Generate",
                                estimate_s=seconds, stored_rate=speed.seconds_per_step if speed else None)

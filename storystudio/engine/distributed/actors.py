@@ -84,7 +84,7 @@ class StoryActor:
         if threads:
             torch.set_num_threads(int(threads))
         self.model = None
-        self.batches: dict[tuple[int, int], int] = {}
+        self.controlnets: dict = {}  # ControlNets the renders loaded (poses), kept for the next render
 
     # ---- set-up ---------------------------------------------------------------------------------------
     def load(self, source: str, device: str = "auto", dtype: str = "auto", allow_download: bool = False,
@@ -122,7 +122,7 @@ class StoryActor:
             def auto_batch(self, size, guided):
                 return fixed[tuple(size)] if tuple(size) in fixed else super().auto_batch(size, guided)
 
-        return PlannedPipeline(self.model)
+        return PlannedPipeline(self.model, controlnets=self.controlnets)
 
     def auto_batches(self, sizes: list[tuple[int, int]], guided: bool) -> dict[tuple[int, int], int]:
         """Pictures per UNet call this actor's free memory allows at each size."""

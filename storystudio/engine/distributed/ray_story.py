@@ -32,6 +32,7 @@ local plan makes, and the references it reads are drawn with the same seeds.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ...project.story import Story
@@ -48,20 +49,49 @@ class RayUnavailable(EngineError):
     """Every actor of the cluster is gone; the message says what was left undone."""
 
 
-def assign(units: list[Unit], references: dict[str, int], actors: list[int]) -> dict[int, list[Unit]]:
-    """Units spread over ``actors``: largest first, each where the busiest step loop grows least."""
-    load = {a: 0 for a in actors}
-    characters: dict[int, set[str]] = {a: set() for a in actors}
-    out: dict[int, list[Unit]] = {a: [] for a in actors}
-    for unit in sorted(units, key=lambda u: -u.pictures):
-        def cost(a: int) -> int:
-            return load[a] + unit.pictures + sum(references.get(c, 0) for c in unit.characters
-                                                 if c not in characters[a])
+def load(units: list[Unit], references: dict[str, int]) -> int:
+    """Pictures in the step loop of an actor drawing ``units``: theirs and their characters' references."""
+    characters = {c for u in units for c in u.characters}
+    return sum(u.pictures for u in units) + sum(references.get(c, 0) for c in characters)
 
-        best = min(actors, key=lambda a: (cost(a), a))
-        load[best] = cost(best)
-        characters[best].update(unit.characters)
-        out[best].append(unit)
+
+def assign(units: list[Unit], references: dict[str, int], actors: list[int]) -> dict[int, list[Unit]]:
+    """Units spread over ``actors`` so that the busiest step loop holds as few pictures as it can.
+
+    Units of one cast go together first (largest cast first, each to the actor it leaves least busy),
+    so that a character's references are drawn by as few actors as possible; then single units are
+    moved, or two swapped, off the busiest actor while that makes it less busy.
+    """
+    out: dict[int, list[Unit]] = {a: [] for a in actors}
+    casts: dict[tuple[str, ...], list[Unit]] = {}
+    for unit in units:
+        casts.setdefault(unit.characters, []).append(unit)
+    for group in sorted(casts.values(), key=lambda g: -load(g, references)):
+        best = min(actors, key=lambda a: (load(out[a] + group, references), a))
+        out[best].extend(group)
+    for _ in range(4 * len(units) + 4):
+        top = max(actors, key=lambda a: (load(out[a], references), -a))
+        best_value, best_change = load(out[top], references), None
+        for other in actors:
+            if other == top:
+                continue
+            for i, unit in enumerate(out[top]):
+                rest = out[top][:i] + out[top][i + 1:]
+                value = max(load(rest, references), load(out[other] + [unit], references))
+                if value < best_value:
+                    best_value, best_change = value, (other, i, None)
+                for j, theirs in enumerate(out[other]):
+                    value = max(load(rest + [theirs], references),
+                                load(out[other][:j] + out[other][j + 1:] + [unit], references))
+                    if value < best_value:
+                        best_value, best_change = value, (other, i, j)
+        if best_change is None:
+            break
+        other, i, j = best_change
+        unit = out[top].pop(i)
+        if j is not None:
+            out[top].append(out[other].pop(j))
+        out[other].append(unit)
     return {a: us for a, us in out.items() if us}
 
 
@@ -71,6 +101,17 @@ def raise_cause(exc: BaseException) -> None:
     if isinstance(cause, BaseException):
         raise portable_error(cause) from None
     raise exc
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """The model the actors hold, as the command line and the app describe a loaded model."""
+
+    name: str
+    source: str
+    arch: str
+    device: str  # in words: "Ray, 2 actor(s): NVIDIA H200, 140 GiB"
+    dtype: str
 
 
 class RayStoryEngine:
@@ -140,6 +181,16 @@ class RayStoryEngine:
         return self.infos[self.alive[0] if self.alive else 0]
 
     @property
+    def model(self) -> RemoteModel:
+        i = self.info
+        return RemoteModel(i["name"], i["source"], i["arch"], self.device_words, i["dtype"])
+
+    @property
+    def size_multiple(self) -> int:
+        """What width and height must be multiples of for the actors' model."""
+        return int(self.info["multiple"])
+
+    @property
     def device_words(self) -> str:
         """Where the pictures are drawn, in words (the manifest's and the app's)."""
         kinds = sorted({self.infos[i]["device"] for i in self.alive})
@@ -183,14 +234,22 @@ class RayStoryEngine:
         only: list[str] | None = None,
         on_image: Callable[[Any], None] | None = None,
         previews: bool = True,
+        banks: dict | None = None,
+        keep_banks: bool = False,
+        bank_cache: Any = None,
     ):
-        """As :meth:`StoryPipeline.render` (without kept banks): a :class:`StoryResult`, pictures through
-        ``on_image`` as each actor finishes, progress of the whole story through ``progress``."""
+        """As :meth:`StoryPipeline.render`: a :class:`StoryResult`, pictures through ``on_image`` as each
+        actor finishes, progress of the whole story through ``progress``. Kept banks are not used: every
+        actor draws the references its panels read."""
         import numpy as np
         import ray
         from PIL import Image
 
         from ..story.pipeline import PanelImage, Progress, StoryResult
+
+        if banks or keep_banks:
+            raise InputError("Kept character banks are not used when rendering through Ray: each actor draws "
+                             "the references beside its panels.")
 
         plan = self.plan(story, settings)
         wanted = set(only) if only is not None else None
