@@ -38,3 +38,12 @@ def tiny_sdxl(tiny_model_dirs):
 @pytest.fixture(scope="session")
 def tiny_sd15(tiny_model_dirs):
     return load_model(str(tiny_model_dirs["sd15"]), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnets(tiny_model_dirs, tmp_path_factory) -> dict[str, Path]:
+    """A tiny random ControlNet for each tiny model, saved as the Hub's ControlNets are."""
+    from storystudio.engine.models.random_weights import create_tiny_controlnet
+
+    root = tmp_path_factory.mktemp("controlnets")
+    return {arch: create_tiny_controlnet(root / arch, tiny_model_dirs[arch], seed=3) for arch in ("sd15", "sdxl")}

@@ -24,6 +24,7 @@ from helpers import COLOURS, flat_png
 from storystudio.project.animatic import CameraMove, Cut, Shot
 from storystudio.project.layout import Balloon, auto_layout
 from storystudio.project.model import Project
+from storystudio.project.pose import WHOLE_PANEL, PanelPose, Skeleton, render_skeletons
 from storystudio.project.regions import Region
 
 
@@ -34,9 +35,15 @@ class Mutant:
     data: bytes  # the damaged .storystudio file
 
 
+def _pose_picture() -> bytes:
+    out = io.BytesIO()
+    render_skeletons((32, 48), [(Skeleton.standing(), WHOLE_PANEL)]).save(out, "PNG")
+    return out.getvalue()
+
+
 def real_project() -> Project:
     """The example story as a user leaves it: pictures, references, a photo, pages with lettering, an
-    animatic with camera moves, a crossfade and a generated clip, panels with their own sizes."""
+    animatic with camera moves, a crossfade and a generated clip, panels with their own sizes and poses."""
     project = Project.example()
     for number, (panel, colour) in enumerate(zip(project.panels, COLOURS)):
         project.add_version(panel.id, flat_png(colour, (24, 24)), {"seed": number, "steps": 2})
@@ -54,6 +61,12 @@ def real_project() -> Project:
     shared.regions = [Region(name, (0.1 * i, 0.05, 0.1 * i + 0.6, 0.95))
                       for i, name in enumerate(shared.characters() or ["Nobody"])]
     project.panels[3].duration = 2.5
+    # a drawn pose in its own box and an imported OpenPose picture of the whole panel
+    tagged = project.panels[1].characters()[0]
+    project.panels[1].poses = [
+        PanelPose(tagged, Skeleton.standing().without(16), box=(0.1, 0.0, 0.6, 1.0)),
+        PanelPose("", image=project.add_image(_pose_picture())),
+    ]
     project.layout = auto_layout(project.panels, size="us-comic")
     project.layout.pages[0].balloons.append(Balloon("sfx", 40, 60, 120, 50, text="WHOOSH"))
     first, second = project.panels[0].id, project.panels[1].id

@@ -159,17 +159,8 @@ def export_comic(project, args, pdf: str | None, cbz: str | None, png: str | Non
     for target, label, run in jobs:
         if not target:
             continue
-        try:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)  # a folder under render's --out
-            result = run(target)
-        except ExportError as exc:
-            raise UserError(str(exc)) from None
-        except OSError as exc:
-            raise UserError(f"{target} could not be written ({exc.strerror or exc}).") from None
-        say("")
-        say(f"Wrote the {label} ({result.pages} page(s)) to {result.path}.")
-        for warning in result.warnings:
-            say(f"note: {warning}")
+        result = _write(target, run, ExportError)
+        _written(f"the {label} ({result.pages} page(s))", result)
 
 
 def export_video(project, args) -> None:
@@ -177,15 +168,26 @@ def export_video(project, args) -> None:
         from ..export.animatic import VideoExportError, export_mp4
 
     apply_video_options(project, args)
+    result = _write(args.mp4, lambda target: export_mp4(project, target, progress=export_progress("animatic: ")),
+                    VideoExportError)
+    _written(f"the animatic ({result.seconds:.2f} s, {result.frames} frames at {result.fps} fps)", result)
+
+
+def _write(target: str, run, refused: type[Exception]):
+    """``run(target)`` into its folder (made if needed, e.g. under render's --out); its refusal or a file
+    that cannot be written ends the command with one sentence."""
     try:
-        Path(args.mp4).parent.mkdir(parents=True, exist_ok=True)
-        result = export_mp4(project, args.mp4, progress=export_progress("animatic: "))
-    except VideoExportError as exc:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        return run(target)
+    except refused as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
-        raise UserError(f"{args.mp4} could not be written ({exc.strerror or exc}).") from None
+        raise UserError(f"{target} could not be written ({exc.strerror or exc}).") from None
+
+
+def _written(what: str, result) -> None:
     say("")
-    say(f"Wrote the animatic ({result.seconds:.2f} s, {result.frames} frames at {result.fps} fps) to {result.path}.")
+    say(f"Wrote {what} to {result.path}.")
     for warning in result.warnings:
         say(f"note: {warning}")
 

@@ -34,12 +34,38 @@ def _rate(value: str) -> float:
     return number(0, 1, "the consistency rate")(value)
 
 
+def _guide_spec(option: str, what: str):
+    """``N=IMAGE``: panel number N draws with the guide picture IMAGE (checked later, with the story)."""
+    def parse(value: str) -> tuple[int, str]:
+        number_text, sep, image = value.partition("=")
+        if not sep or not number_text.strip().isdigit() or not image.strip():
+            raise argparse.ArgumentTypeError(f"{option} takes N=IMAGE (a panel number and {what}), not "
+                                             f"{limits.quote(value)}")
+        return int(number_text.strip()), path(option)(image.strip())
+
+    return parse
+
+
+def _pose_steps(value: str) -> tuple[float, float]:
+    """``START:END``: the fractions of the steps the poses act between (0:1 is every step)."""
+    start_text, sep, end_text = value.partition(":")
+    try:
+        start, end = float(start_text), float(end_text)
+    except ValueError:
+        start = end = float("nan")
+    if not sep or not (0 <= start < end <= 1):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"--pose-steps takes START:END, two fractions of the steps from 0 to 1 with "
+                                         f"the start first (e.g. 0:0.8), not {limits.quote(value)}")
+    return start, end
+
+
 class RenderCommand(Command):
     name = "render"
     help = "generate a story's panels headlessly"
 
     @classmethod
     def register(cls, subparsers) -> argparse.ArgumentParser:
+        from ..engine.distributed.cluster import RAY_EXTRA
         from ..engine.story.settings import SCHEDULERS
         from ..engine.story.styles import default_style, style_names
 
@@ -90,9 +116,32 @@ class RenderCommand(Command):
         r.add_argument("--photo-adapter", default=None, metavar="DIR_OR_ID", type=path("--photo-adapter"),
                        help="where the IP-Adapter face model is: a folder laid out like h94/IP-Adapter or a "
                             "Hugging Face id in the local cache (default h94/IP-Adapter)")
+        r.add_argument("--pose", action="append", default=[], metavar="N=IMAGE",
+                       type=_guide_spec("--pose", "a pose picture"),
+                       help="draw panel N in the pose of IMAGE, an OpenPose skeleton picture (coloured sticks on "
+                            "black; needs a pose ControlNet); replaces that panel's poses in a project; repeatable")
+        r.add_argument("--pose-strength", type=number(0, limits.MAX_CONTROL_STRENGTH, "--pose-strength"),
+                       default=None,
+                       help="how strongly poses (and depth maps, line art) hold, 0 to 2 (default 1)")
+        r.add_argument("--pose-steps", type=_pose_steps, default=None, metavar="START:END",
+                       help="the fractions of the steps poses (and depth maps, line art) act between (default "
+                            "0:1, every step)")
+        r.add_argument("--pose-model", default=None, metavar="ID_OR_PATH", type=path("--pose-model"),
+                       help="the OpenPose ControlNet: a folder, a catalog id or a Hugging Face id in the local cache "
+                            "(default: the catalog's for the model's family)")
+        for kind, words in (("depth", "a depth map (near is bright)"), ("lineart", "line art (white lines on black)")):
+            r.add_argument(f"--{kind}", action="append", default=[], metavar="N=IMAGE",
+                           type=_guide_spec(f"--{kind}", "a picture"),
+                           help=f"draw panel N over {words} from IMAGE, with the {kind} ControlNet; repeatable")
+            r.add_argument(f"--{kind}-model", default=None, metavar="ID_OR_PATH", type=path(f"--{kind}-model"),
+                           help=f"the {kind} ControlNet (default: the catalog's for the model's family)")
         r.add_argument("--banks", default=None, metavar="DIR", type=path("--banks"),
                        help="reuse character banks saved by --save-banks instead of generating references again")
         r.add_argument("--save-banks", action="store_true", help="save each character's bank in OUT/banks/")
+        r.add_argument("--ray", default=None, metavar="ADDRESS", type=text(300, "--ray"),
+                       help="render through Ray: auto (a Ray started on this computer's GPUs, one actor each, and "
+                            "stopped after) or a cluster's address (HOST:6379 or ray://HOST:10001); needs "
+                            f"{RAY_EXTRA}")
         r.add_argument("--allow-download", action="store_true",
                        help="download the model if it is not on this computer")
         r.add_argument("--config", default=None, metavar="DIR", type=path("--config"),
@@ -151,8 +200,35 @@ class RenderCommand(Command):
             raise UserError(str(exc)) from None
         if args.photo_adapter:
             self.settings.photo_adapter = args.photo_adapter
+        for kind in ("pose", "depth", "lineart"):
+            _apply_guides(kind, getattr(args, kind), self.story)
+        if self.family in ("sd15", "sdxl") and any(p.guides for p in self.story.panels):
+            from ..engine.errors import ModelError
+            from ..engine.story.controls import find_controlnet
+
+            for kind in sorted({g.kind for p in self.story.panels for g in p.guides}):
+                try:  # a missing ControlNet is told before the model loads
+                    find_controlnet(kind, self.family, self.settings.control_models.get(kind))
+                except ModelError as exc:
+                    raise UserError(str(exc)) from None
         if args.banks and not Path(args.banks).is_dir():
             raise UserError(f"the bank folder {args.banks} does not exist.")
+        if args.ray is not None:
+            self._check_ray()
+
+    def _check_ray(self) -> None:
+        from ..engine.distributed.cluster import check_address, require_ray
+        from ..engine.errors import InputError
+
+        args = self.args
+        if args.banks or args.save_banks:
+            raise UserError("kept banks (--banks, --save-banks) are not used through Ray: each actor draws the "
+                            "references beside its panels. Leave out --ray or the bank options.")
+        try:
+            args.ray = check_address(args.ray)
+            require_ray()
+        except InputError as exc:
+            raise UserError(str(exc)) from None
 
     def _pages(self):
         """The pages the render will export: the project's, or the story laid out as ``_comic_project`` will."""
@@ -167,6 +243,14 @@ class RenderCommand(Command):
 
     # ---- the work ---------------------------------------------------------------------------------------
     def run(self) -> int:
+        self.ray_engine = None
+        try:
+            return self._render()
+        finally:
+            if self.ray_engine is not None:  # its actors end, and a Ray started for this render stops
+                self.ray_engine.close()
+
+    def _render(self) -> int:
         from ..engine.attention.bank import CharacterBank
         from ..engine.errors import GenerationCancelled, InputError, ModelError
         from ..engine.imaging import save_png
@@ -178,21 +262,27 @@ class RenderCommand(Command):
         quiet_libraries()
         banks = _load_banks(args.banks, story, CharacterBank) if args.banks else {}
         started = time.perf_counter()
-        say(f"Loading {args.model} ...")
-        try:
-            model = load_model(args.model, device=args.device, dtype=args.dtype,
-                               allow_download=args.allow_download, config=args.config)
-        except ModelError as exc:
-            raise UserError(str(exc)) from None
+        if args.ray is not None:
+            say(f"Connecting to Ray ({args.ray}) and loading {args.model} on its actors ...")
+            engine = self.ray_engine = _start_ray(args)
+            model = engine.model
+        else:
+            say(f"Loading {args.model} ...")
+            try:
+                model = load_model(args.model, device=args.device, dtype=args.dtype,
+                                   allow_download=args.allow_download, config=args.config)
+            except ModelError as exc:
+                raise UserError(str(exc)) from None
+            engine = StoryPipeline(model)
         load_seconds = time.perf_counter() - started
-        engine = StoryPipeline(model)
-        multiple = model.pipe.vae_scale_factor * 2 ** (len(model.pipe.unet.config.block_out_channels) - 1)
+        multiple = engine.size_multiple
         try:  # what only the loaded model can tell, still before anything is written
             settings.validate(multiple, family=self.family or model.arch)
             check_panel_sizes(story, multiple, self.family or model.arch)
         except InputError as exc:
             raise UserError(str(exc)) from None
-        say(f"Model ready on {model.device.type} ({str(model.dtype).removeprefix('torch.')}) in {load_seconds:.1f} s.")
+        where = model.device if isinstance(model.device, str) else model.device.type
+        say(f"Model ready on {where} ({str(model.dtype).removeprefix('torch.')}) in {load_seconds:.1f} s.")
 
         numbered = {p.key: i for i, p in enumerate(story.panels, 1)}
         files: dict[str, str] = {}  # panel or sheet key -> file name, once the file is complete
@@ -282,6 +372,11 @@ def _settings(args, project=None):
         negative_prompt=args.negative, scheduler=args.scheduler,
         freeu=None if args.no_freeu is None else not args.no_freeu, id_length=args.id_length,
         batch_size=args.batch_size, rate=args.rate, compile=args.compile or None,
+        control_strength=args.pose_strength,
+        control_start=None if args.pose_steps is None else args.pose_steps[0],
+        control_end=None if args.pose_steps is None else args.pose_steps[1],
+        control_models={kind: model for kind, model in (("pose", args.pose_model), ("depth", args.depth_model),
+                                                        ("lineart", args.lineart_model)) if model} or None,
     )
 
 
@@ -320,6 +415,45 @@ def _apply_photos(given: list[str], strength: float | None, story) -> None:
         for character in story.characters:  # a project's own photos take the strength given
             if character.photo:
                 character.photo_strength = strength
+
+
+_GUIDE_WORDS = {"pose": "pose picture", "depth": "depth map", "lineart": "line art"}
+
+
+def _apply_guides(kind: str, specs: list[tuple[int, str]], story) -> None:
+    """Give the panels named by ``--pose``/``--depth``/``--lineart N=IMAGE`` that guide picture (over the whole
+    panel, replacing the panel's own of that kind), each checked."""
+    from ..project.pose import WHOLE_PANEL, Guide, PoseError, pose_png
+
+    words = _GUIDE_WORDS[kind]
+    for panel_number, image in specs:
+        if not 1 <= panel_number <= len(story.panels):
+            raise UserError(f"--{kind} names panel {panel_number}, but the story has panels 1 to "
+                            f"{len(story.panels)}.")
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:
+            raise UserError(f"the {words} {limits.quote(image)} cannot be read "
+                            f"({exc.strerror or 'not a file'}).") from None
+        try:
+            png = pose_png(data, f"The {words} {limits.quote(Path(image).name)}", kind)
+        except PoseError as exc:
+            raise UserError(str(exc)) from None
+        panel = story.panels[panel_number - 1]
+        others = tuple(g for g in panel.guides if g.kind != kind)
+        panel.guides = others + (Guide(kind, images=((png, WHOLE_PANEL),)),)
+
+
+def _start_ray(args):
+    """The Ray engine for ``--ray``: connected, its actors started with the model loaded (UserError if not)."""
+    from ..engine.distributed.ray_story import RayStoryEngine
+    from ..engine.errors import InputError, ModelError
+
+    try:
+        return RayStoryEngine.start(args.ray, args.model, device=args.device, dtype=args.dtype,
+                                    allow_download=args.allow_download, config=args.config)
+    except (InputError, ModelError) as exc:
+        raise UserError(str(exc)) from None
 
 
 def _panel_selection(spec: str | None, story) -> list[str] | None:
@@ -401,7 +535,8 @@ def _manifest(args, story, settings, model, result, files, status, load_seconds,
         "status": status,
         "input": str(Path(args.input).resolve()),
         "title": story.title,
-        "model": {"source": model.source, "arch": model.arch, "device": device_summary(model.device),
+        "model": {"source": model.source, "arch": model.arch,
+                  "device": model.device if isinstance(model.device, str) else device_summary(model.device),
                   "dtype": str(model.dtype).removeprefix("torch.")},
         "settings": settings.to_dict(),
         "characters": [{"name": c.name, "description": c.description,

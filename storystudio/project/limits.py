@@ -106,6 +106,13 @@ MAX_IMAGE_SIDE = 4096
 #: Picture versions of one panel, and reference pictures of one character: each is a picture in the file.
 MAX_VERSIONS = 1000
 
+#: Poses of one panel: one per character of the largest cast, and one for the whole panel.
+MAX_POSES = MAX_CHARACTERS + 1
+
+#: How strongly a pose (a ControlNet guide) may hold: the range A1111 and ComfyUI offer; past 2 the
+#: ControlNet's residuals swamp the picture.
+MAX_CONTROL_STRENGTH = 2.0
+
 #: Pages, frames on one page, lettering on one page, and corners of one frame.
 MAX_PAGES = 999
 MAX_FRAMES_PER_PAGE = 64

@@ -26,6 +26,7 @@ from ..resources_path import resource
 from .animatic import Animatic
 from .layout import Layout, Words, follow_words, remove_panel_everywhere, resolve_words, words_of
 from .regions import Region, panel_regions
+from .pose import PanelPose, guide_of
 from .script import format_script, load_script, parse_script
 from .story import DEFAULT_PHOTO_STRENGTH, NO_CHARACTER, TAG_PATTERN, Character, Panel, Story
 
@@ -132,10 +133,15 @@ class ProjectPanel:
     size: tuple[int, int] | None = None
     # Where each character stands when the panel shows several (project.regions); None: side by side in tag order.
     regions: list[Region] | None = None
+    poses: list[PanelPose] = field(default_factory=list)  # a pose per character (ControlNet OpenPose)
 
     def drawn_regions(self, cast_names: Iterable[str] | None = None) -> list[Region]:
         """The boxes the panel is drawn with: its own, and the default place of any character without one."""
         return panel_regions(self.characters(cast_names), self.regions)
+
+    def pose_of(self, character: str) -> PanelPose | None:
+        """The pose of ``character`` ("" for a pose of the whole panel) in this panel, or None."""
+        return next((p for p in self.poses if p.character == character), None)
 
     @property
     def chosen_version(self) -> ImageVersion | None:
@@ -177,6 +183,7 @@ class ProjectPanel:
             "duration": self.duration,
             "size": None if self.size is None else list(self.size),
             "regions": None if self.regions is None else [r.to_dict() for r in self.regions],
+            "poses": [pose.to_dict() for pose in self.poses],
         }
 
     @classmethod
@@ -194,6 +201,7 @@ class ProjectPanel:
             duration=None if duration is None else float(duration),
             size=None if size is None else (int(size[0]), int(size[1])),
             regions=None if data.get("regions") is None else [Region.from_dict(r) for r in data["regions"]],
+            poses=[PanelPose.from_dict(item) for item in data.get("poses", [])],  # absent before poses
         )
 
 
@@ -215,6 +223,10 @@ class ProjectSettings:
     negative_prompt: str = ""
     device: str = "auto"
     dtype: str = "auto"
+    # How strongly a panel's pose (or other guide) holds, and the fraction of the steps it acts on.
+    control_strength: float = 1.0
+    control_start: float = 0.0
+    control_end: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -222,7 +234,7 @@ class ProjectSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProjectSettings:
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        for name in ("guidance", "rate"):
+        for name in ("guidance", "rate", "control_strength", "control_start", "control_end"):
             if name in values:
                 values[name] = float(values[name])
         return cls(**values)
@@ -281,11 +293,18 @@ class Project:
                     variation=panel.variation,
                     size=panel.size,
                     regions=None if panel.regions is None else list(panel.regions),
+                    guides=self._guides(panel, cast),
                 )
                 for panel in self.panels
             ],
             title=self.title,
         )
+
+    def _guides(self, panel: ProjectPanel, cast: list[str]) -> tuple:
+        """The panel's ControlNet guides for the engine: its poses on one picture (each in its box)."""
+        # Hook for per-character regions: where a panel has them, pass them as ``regions`` (name -> box).
+        guide = guide_of(panel.poses, panel.characters(cast), self.images)
+        return () if guide is None else (guide,)
 
     @classmethod
     def from_story(cls, story: Story, title: str | None = None) -> Project:
@@ -385,8 +404,9 @@ class Project:
         return len(character.references) - 1
 
     def referenced_images(self) -> set[str]:
-        """Names of the images that a panel version, a character reference or a photo uses."""
+        """Names of the images that a panel version or pose, a character reference or a photo uses."""
         names = {version.image for panel in self.panels for version in panel.versions}
+        names.update(pose.image for panel in self.panels for pose in panel.poses if pose.image)
         for cut in self.animatic.cuts.values():
             names.update(cut.clip)
         for character in self.characters:

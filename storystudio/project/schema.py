@@ -101,6 +101,16 @@ class Settings(Part):
     negative_prompt: Text = ""
     device: Annotated[str, Field(pattern=f"^({DEVICES})$")] = Field("auto", description="where pictures are drawn")
     dtype: Literal[DTYPES] = Field("auto", description="number precision")  # type: ignore[valid-type]
+    control_strength: Annotated[float, Field(ge=0, le=limits.MAX_CONTROL_STRENGTH)] = Field(
+        1.0, description="how strongly a panel's pose holds (the ControlNet's conditioning scale)")
+    control_start: Unit = Field(0.0, description="the fraction of the steps after which poses act")
+    control_end: Unit = Field(1.0, description="the fraction of the steps up to which poses act")
+
+    @model_validator(mode="after")
+    def _control_range(self) -> Settings:
+        if self.control_start >= self.control_end:
+            raise ValueError("let poses act from a start before their end (control_start < control_end)")
+        return self
 
     @field_validator("style")
     @classmethod
@@ -150,6 +160,32 @@ class Region(Part):
         return self
 
 
+JointPoint = tuple[Unit, Unit]
+
+
+class Pose(Part):
+    """One character's pose in a panel (a ControlNet OpenPose guide): a skeleton drawn in the pose editor,
+    or an imported OpenPose picture."""
+
+    character: Annotated[str, Field(max_length=limits.MAX_NAME_CHARS)] = Field(
+        "", description="the character's name as tagged in the panel; empty: a pose of the whole panel")
+    skeleton: Annotated[list[JointPoint | None], Field(min_length=18, max_length=18)] | None = Field(
+        None, description="OpenPose's 18 body joints in COCO order, each [x, y] in its box (0..1) or null (not "
+                          "shown); see docs/ENGINE.md")
+    image: ImageName | None = Field(None, description="an imported OpenPose picture (a skeleton on black)")
+    box: tuple[Unit, Unit, Unit, Unit] | None = Field(
+        None, description="left, top, right, bottom in the panel (0..1); null: the character's region, else its "
+                          "column in the order of the tags")
+
+    @model_validator(mode="after")
+    def _drawn_or_imported(self) -> Pose:
+        if (self.skeleton is None) == (self.image is None):
+            raise ValueError("is either drawn (a skeleton) or imported (a picture), not both or neither")
+        if self.box is not None and (self.box[2] - self.box[0] < 0.02 or self.box[3] - self.box[1] < 0.02):
+            raise ValueError("has a box too small to hold a pose")
+        return self
+
+
 class Panel(Part):
     """One panel: what it shows, its words and its picture versions."""
 
@@ -166,6 +202,8 @@ class Panel(Part):
     regions: Annotated[list[Region], Field(max_length=limits.MAX_REGIONS)] | None = Field(
         None, description="each character's box when it shows several (later boxes in front); null: side by "
                           "side in the order of the tags")
+    poses: Annotated[list[Pose], Field(max_length=limits.MAX_POSES)] = Field(
+        default_factory=list, description="a pose per character (ControlNet OpenPose guides)")
 
     @model_validator(mode="after")
     def _chosen_exists(self) -> Panel:
@@ -346,6 +384,9 @@ class ProjectDocument(Part):
         for number, panel in enumerate(self.panels, 1):
             for version in panel.versions:
                 users.setdefault(version.image, f"panel {number}")
+            for pose in panel.poses:
+                if pose.image is not None:
+                    users.setdefault(pose.image, f"a pose in panel {number}")
         for cut in self.animatic.cuts.values():
             for name in cut.clip if cut else ():
                 users.setdefault(name, "a transition clip")
@@ -381,7 +422,8 @@ def style_keys() -> frozenset[str]:
 
 _ITEMS = {"characters": "character", "panels": "panel", "pages": "page", "frames": "frame", "balloons": "balloon",
           "versions": "version", "references": "reference", "points": "point", "chosen_references": "choice",
-          "clip": "clip frame", "regions": "character box"}
+          "clip": "clip frame", "regions": "character box", "poses": "pose",
+          "skeleton": "joint"}
 _KEYED = {"shots": "the shot of panel", "cuts": "the transition after panel"}
 _NAMES = {"schema_": "format number", "schema": "format number", "chosen": "chosen version", "id_length": "number of reference images", "w": "width", "h": "height",
           "x": "left edge", "y": "top edge", "dpi": "resolution", "fps": "frame rate", "clip_between": "clip's panels"}
@@ -397,7 +439,7 @@ def where(loc: tuple[Any, ...]) -> str:
     owners: list[str] = []
     field = ""
     parts = list(loc)
-    if len(parts) >= 3 and parts[-3] == "points" and isinstance(parts[-1], int):
+    if len(parts) >= 3 and parts[-3] in ("points", "skeleton") and isinstance(parts[-1], int):
         parts = parts[:-1]  # "point 3 of frame 1", not its x or y
     i = 0
     while i < len(parts):

@@ -9,6 +9,7 @@ from .regions import Region
 
 #: How strongly a character's reference photo steers its look unless the user says otherwise.
 DEFAULT_PHOTO_STRENGTH = 0.6
+from .pose import Guide
 
 #: Tag written in a prompt to mean "this panel shows no character".
 NO_CHARACTER = "NC"
@@ -59,6 +60,8 @@ class Panel:
     size: tuple[int, int] | None = None
     # Where each character stands when it shows several (see project.regions); None: side by side in tag order.
     regions: list[Region] | None = None
+    # ControlNet guides (project.pose.Guide: a pose, a depth map, line art), at most one of each kind.
+    guides: tuple[Guide, ...] = ()
 
     @property
     def has_characters(self) -> bool:

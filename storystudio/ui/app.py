@@ -84,4 +84,20 @@ def run_app(path: str | None = None) -> int:
         QTimer.singleShot(0, lambda: _smoke_report(window))
     elif problem:
         QMessageBox.warning(window, "StoryStudio", problem)
-    return app.exec()
+    code = app.exec()
+    return end_threads(code)
+
+
+def end_threads(code: int) -> int:
+    """After the window closed: let exports and the like stop, and if a thread is still busy (a model load
+    or a slow step that does not stop within the window's wait) end the process here, cleanly for the
+    user (the project was saved or discarded when the window closed), instead of the abort that Qt gives
+    a running thread destroyed at Python's exit."""
+    from .threads import threads_still_running, wait_for_workers
+
+    wait_for_workers(3000)
+    if threads_still_running():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -189,6 +189,28 @@ class SetPanelRegions(QUndoCommand):
         self.session.set_panel_field(self.panel_id, "regions", copy.deepcopy(self.old))
 
 
+class SetPanelPoses(QUndoCommand):
+    """Give a panel its poses (one per character); pose pictures imported with them join the image store."""
+
+    def __init__(self, session: ProjectSession, panel_id: str, poses: list, images: dict[str, bytes]):
+        super().__init__("Edit poses")
+        self.session, self.panel_id = session, panel_id
+        self.old = copy.deepcopy(session.panel(panel_id).poses)
+        self.new = copy.deepcopy(poses)
+        for name, png in images.items():  # named by their content: the same picture is stored once
+            session.project.images.setdefault(name, png)
+
+    def redo(self) -> None:
+        self.session.set_panel_field(self.panel_id, "poses", copy.deepcopy(self.new))
+
+    def undo(self) -> None:
+        self.session.set_panel_field(self.panel_id, "poses", copy.deepcopy(self.old))
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.old == self.new
+
+
 class _EditSnapshot(QUndoCommand):
     """A change to one part of the project (the layout, the animatic), kept as before and after copies.
 

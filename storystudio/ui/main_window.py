@@ -58,6 +58,7 @@ from .session import ProjectSession
 from .region_editor import RegionOverlay
 from .settings_panel import SettingsPanel
 from .texts import readable_time, window_title
+from .pose_editor import PoseEditorDialog, pose_summary
 from .timeline import PanelTimeline
 from .timing import Speed, SpeedTable, estimate_text, human_duration
 from .worker import GenerationService, ModelChoice, RenderJob, TransitionJob
@@ -199,6 +200,16 @@ class PanelView(QWidget):
         self.regions_reset.clicked.connect(self._reset_regions)
         size_row.addWidget(self.regions_reset)
         form.addRow("Size", size_row)
+        self.pose_label = QLabel()
+        self.pose_label.setWordWrap(True)
+        self.pose_button = QPushButton("Poses…")
+        self.pose_button.setToolTip("Draw each character's pose as a skeleton, or import an OpenPose picture "
+                                    "(needs a pose ControlNet, see the Models dialog)")
+        self.pose_button.clicked.connect(self.edit_poses)
+        pose_row = QHBoxLayout()
+        pose_row.addWidget(self.pose_label, 1)
+        pose_row.addWidget(self.pose_button)
+        form.addRow("Pose", pose_row)
         form.addRow("Versions", self.versions)
         # Where each character stands in a shared panel: boxes over the picture, dragged with the mouse.
         self.region_overlay = RegionOverlay(self.image)
@@ -247,7 +258,7 @@ class PanelView(QWidget):
     def refresh(self) -> None:
         panel = self.session.project.panel_by_id(self.panel_id) if self.panel_id else None
         enabled = panel is not None
-        for w in (self.prompt, self.caption, self.dialogue, self.versions):
+        for w in (self.prompt, self.caption, self.dialogue, self.versions, self.pose_button):
             w.setEnabled(enabled)
         self.versions.clear()
         if panel is None:
@@ -268,6 +279,7 @@ class PanelView(QWidget):
             self.size_label.setText(f"{settings.width} x {settings.height} (the story's size)")
         self.size_reset.setVisible(bool(panel.size))
         self._refresh_regions(panel)
+        self.pose_label.setText(pose_summary(panel))
         for i, version in enumerate(panel.versions):
             pix = QPixmap()
             pix.loadFromData(self.session.project.images.get(version.image, b""))
@@ -305,6 +317,26 @@ class PanelView(QWidget):
     def _reset_regions(self) -> None:
         if self.panel_id is not None:
             self.session.undo.push(cmd.SetPanelRegions(self.session, self.panel_id, None))
+
+    def edit_poses(self) -> PoseEditorDialog | None:
+        """Open the pose editor on this panel; its poses change (one undo step) when it is accepted."""
+        panel = self.session.project.panel_by_id(self.panel_id) if self.panel_id else None
+        if panel is None:
+            return None
+        project = self.session.project
+        size = panel.size or (project.settings.width, project.settings.height)
+        version = panel.chosen_version
+        backdrop = QImage.fromData(project.images.get(version.image, b"")) if version else None
+        dialog = PoseEditorDialog(panel, project.panel_index(panel.id) + 1,
+                                  panel.characters([c.name for c in project.characters]), project.images, size,
+                                  backdrop, self)
+        self.pose_dialog = dialog  # tests and the screenshot tool reach the open dialog here
+        if dialog.exec() == QDialog.Accepted:
+            new, images = dialog.values()
+            command = cmd.SetPanelPoses(self.session, panel.id, new, images)
+            if not command.changes_nothing:
+                self.session.undo.push(command)
+        return dialog
 
     def _reset_size(self) -> None:
         if self.panel_id is not None:
@@ -986,7 +1018,8 @@ class MainWindow(QMainWindow):
         seconds, text = self.estimate(len(targets))
         speed, _device = self._speed(settings)
         budget = tuple(int(self.prefs.get(name) * 2**30) for name in ("bank_ram_gib", "bank_disk_gib"))
-        work = RenderJob(story, settings, choice, only=only, bank_budget=budget, compile=self.prefs.get("compile"))
+        work = RenderJob(story, settings, choice, only=only, bank_budget=budget, compile=self.prefs.get("compile"),
+                         ray_address=self.prefs.ray_address())
         job = self.jobs.submit(kind, work, targets,
                                label="References" if kind is JobKind.REFERENCES else "Generate",
                                estimate_s=seconds, stored_rate=speed.seconds_per_step if speed else None)
@@ -1113,11 +1146,12 @@ class MainWindow(QMainWindow):
                                    "and its image encoder, then generate the transition again.")
             return
         if error.kind is ErrorKind.MISSING_MODEL and job.draws_pictures:
-            answer = QMessageBox.question(self, "Picture model", error.message + "\n\nOpen Models to choose or "
-                                          "download a picture model?")
+            answer = QMessageBox.question(self, "Models", error.message + "\n\nOpen Models to choose or "
+                                          "download what is missing?")
             if answer == QMessageBox.Yes:
-                self.models_dialog("The project's picture model cannot be used. Pick one that is on this computer "
-                                   "and press <b>Use for This Project</b>, or download one.")
+                self.models_dialog("A model these pictures need is not on this computer: a picture model (pick "
+                                   "one that is here and press <b>Use for This Project</b>, or download one), or "
+                                   "the pose guide (ControlNet) of the model's family for panels with a pose.")
             return
         if error.kind is ErrorKind.OUT_OF_MEMORY and job.draws_pictures:
             lower = {"full": "model-offload", "model-offload": "sequential-offload"}

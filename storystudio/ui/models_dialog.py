@@ -38,7 +38,9 @@ from .threads import ThreadWorker, run_in_thread
 
 KIND_WORDS = {"base-sdxl": "Picture model (SDXL)", "base-sd15": "Picture model (SD 1.5)",
               "ip-adapter": "Reference photos / video (IP-Adapter)", "image-encoder": "Image encoder",
-              "motion-adapter": "Video: motion", "sparsectrl": "Video: keyframes"}
+              "motion-adapter": "Video: motion", "sparsectrl": "Video: keyframes",
+              "controlnet-sdxl": "Pose / depth guide (ControlNet, SDXL)",
+              "controlnet-sd15": "Pose / depth / line art guide (ControlNet, SD 1.5)"}
 
 
 def human_bytes(n: float) -> str:

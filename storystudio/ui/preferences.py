@@ -36,6 +36,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..engine.distributed.cluster import RAY_EXTRA, check_address, connection_check
+from ..engine.errors import InputError
 from ..engine.models.base import MEMORY_MODES
 from .machine import Machine
 
@@ -53,6 +55,7 @@ DTYPE_LABELS = {
     "fp32": "Full (fp32): most memory",
 }
 RUN_ON = "Run on"  # the one label for DEVICE_LABELS, in the dialog and in the dock
+RENDER_ON_LABELS = {"here": "This computer", "ray": "A Ray cluster (the address below)"}
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,12 @@ DECLARED: list[Preference] = [
     Preference("bank_disk_gib", "generation/bank-disk-gib", 0.0, "Keep characters on disk (GiB)", "The same on "
                "disk, in StoryStudio's cache folder; the least recently used character is dropped first.",
                minimum=0.0, maximum=4096.0),
+    Preference("render_on", "generation/render-on", "here", "Render on", "Where stories are drawn: on this "
+               "computer, or on the GPUs of a Ray cluster (one actor per GPU; needs " + RAY_EXTRA + ").",
+               RENDER_ON_LABELS),
+    Preference("ray_address", "generation/ray-address", "auto", "Ray cluster address", "auto starts a Ray on "
+               "this computer's GPUs; or HOST:6379 (a node of the cluster) or ray://HOST:10001 (Ray Client). The "
+               "model must be on the cluster's machines at the same place (or in their Hugging Face cache)."),
     # ---- the app's memory --------------------------------------------------------------------
     Preference("window_geometry", "window/geometry", None, shown=False),
     Preference("window_state", "window/state", None, shown=False),
@@ -174,6 +183,10 @@ class Preferences(QObject):
     def shown(self) -> list[Preference]:
         return [p for p in DECLARED if p.shown]
 
+    def ray_address(self) -> str:
+        """The Ray cluster renders go to ("" for this computer)."""
+        return self.get("ray_address") if self.get("render_on") == "ray" else ""
+
 
 class PreferencesDialog(QDialog):
     """The shown preferences, one row each, made from their declarations; then the Hub token."""
@@ -192,6 +205,13 @@ class PreferencesDialog(QDialog):
             widget.setToolTip(pref.description)
             self.fields[pref.name] = widget
             form.addRow(pref.label, widget)
+        self.ray_check = QPushButton("Check Connection")
+        self.ray_check.clicked.connect(self.check_ray)
+        self.ray_state = QLabel()
+        self.ray_state.setWordWrap(True)
+        self._ray_thread = None
+        form.addRow("", self.ray_check)
+        form.addRow("", self.ray_state)
         folders_note = QLabel("Models in other folders: <i>Models… ▸ Import Folder</i> adds a folder where it "
                               "is (nothing is copied); the Hugging Face cache is always searched.")
         folders_note.setWordWrap(True)
@@ -281,7 +301,31 @@ class PreferencesDialog(QDialog):
         save_hub_token(None)
         self._show_token_state()
 
+    def check_ray(self) -> None:
+        """Connect to the address typed, off the GUI thread; the answer shows under the button."""
+        from .threads import run_in_thread
+
+        address = self.fields["ray_address"].text().strip()
+        self.ray_check.setEnabled(False)
+        self.ray_state.setText(f"Checking {address}…")
+
+        def done(text: str) -> None:
+            self.ray_check.setEnabled(True)
+            self.ray_state.setText(text)
+
+        def failed(exc: BaseException) -> None:
+            done(str(exc) if isinstance(exc, InputError) else f"The check failed: {exc}")
+
+        self._ray_thread = run_in_thread(connection_check, address, name="StoryStudio Ray check",
+                                         on_result=done, on_error=failed)
+
     def accept(self) -> None:
+        if self._value(self.fields["render_on"]) == "ray":
+            try:
+                check_address(self.fields["ray_address"].text())
+            except InputError as exc:  # the dialog stays open with the reason; nothing is saved
+                self.ray_state.setText(str(exc))
+                return
         for name, widget in self.fields.items():
             self.preferences.set(name, self._value(widget))
         if self.token.text().strip():

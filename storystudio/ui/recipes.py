@@ -14,6 +14,7 @@ from ..engine.story.regions import background_prompt, photo_parameters, plan_reg
 from ..engine.story.settings import GenerationSettings, derive_seed
 from ..engine.story.styles import get_style
 from ..project.model import ProjectPanel, ProjectSettings
+from ..project.pose import picture_digest
 from ..project.story import Story
 
 
@@ -36,7 +37,24 @@ def recipe(panel: ProjectPanel, story: Story, settings: ProjectSettings) -> dict
         "guidance": settings.guidance, "width": width, "height": height, "scheduler": settings.scheduler,
         "freeu": settings.freeu, "style": style.name, "story_seed": settings.seed, "id_length": settings.id_length,
         "consistency": generation.consistency.to_dict(), "model": settings.model,
+        "controls": _guides(story_panel.guides, (width, height), generation),
     }
+
+
+_GUIDE_KEYS = ("kind", "sha256", "strength", "start", "end")
+
+
+def _guides(guides, size, generation: GenerationSettings) -> list[dict[str, Any]] | None:
+    """A panel's poses as its PNG parameters record them (without the ControlNet's name); None for none."""
+    drawn = [dict(kind=g.kind, sha256=picture_digest(g.render(size)), strength=generation.control_strength,
+                  start=generation.control_start, end=generation.control_end) for g in sorted(guides, key=lambda g: g.kind)]
+    return drawn or None
+
+
+def _made(key: str, value: Any) -> Any:
+    if key == "controls" and value:
+        return [{k: c.get(k) for k in _GUIDE_KEYS} for c in value]
+    return value
 
 
 def would_repeat(panel: ProjectPanel, story: Story, settings: ProjectSettings) -> bool:
@@ -46,6 +64,6 @@ def would_repeat(panel: ProjectPanel, story: Story, settings: ProjectSettings) -
     wanted = recipe(panel, story, settings)
     for version in panel.versions:
         made = version.parameters
-        if all(made.get(key) == value for key, value in wanted.items() if key in made or key != "model"):
+        if all(_made(key, made.get(key)) == value for key, value in wanted.items() if key in made or key != "model"):
             return True
     return False

@@ -176,6 +176,24 @@ class SettingsPanel(QWidget):
         )
         form.addRow("References each", self.id_length_spin)
 
+        # ---- poses (ControlNet guides) ------------------------------------------------------------
+        self.pose_strength_spin = self._float_spin(0.0, 2.0, 0.05, 2)
+        self.pose_strength_spin.setToolTip(
+            "How strongly a panel's poses (Panel tab, Poses…) hold: 1 is the default, lower leaves the model "
+            "more freedom, 0 ignores them."
+        )
+        form.addRow("Pose strength", self.pose_strength_spin)
+        self.pose_start_spin = self._float_spin(0.0, 0.95, 0.05, 2)
+        self.pose_end_spin = self._float_spin(0.05, 1.0, 0.05, 2)
+        for spin, words in ((self.pose_start_spin, "from"), (self.pose_end_spin, "to")):
+            spin.setToolTip(f"Poses act {words} this fraction of the steps (0 to 1: every step). Ending early "
+                            "fixes the figure and leaves the details to the words.")
+        pose_row = QHBoxLayout()
+        pose_row.addWidget(self.pose_start_spin, 1)
+        pose_row.addWidget(QLabel("to"))
+        pose_row.addWidget(self.pose_end_spin, 1)
+        form.addRow("Pose steps", pose_row)
+
         # ---- seed -----------------------------------------------------------------------------
         self.seed_spin = self._int_spin(0, MAX_SEED, 1)
         self.seed_spin.setToolTip(
@@ -241,6 +259,9 @@ class SettingsPanel(QWidget):
         self.guidance_spin.valueChanged.connect(lambda v: self._push("guidance", round(float(v), 2)))
         self.rate_spin.valueChanged.connect(lambda v: self._push("rate", round(float(v), 3)))
         self.id_length_spin.valueChanged.connect(lambda v: self._push("id_length", int(v)))
+        self.pose_strength_spin.valueChanged.connect(lambda v: self._push("control_strength", round(float(v), 3)))
+        self.pose_start_spin.valueChanged.connect(lambda v: self._push_pose_steps("control_start", float(v)))
+        self.pose_end_spin.valueChanged.connect(lambda v: self._push_pose_steps("control_end", float(v)))
         self.seed_spin.valueChanged.connect(lambda v: self._push("seed", int(v)))
         self.seed_button.clicked.connect(self.random_seed)
         self.scheduler_combo.activated.connect(lambda _i: self._push("scheduler", self.scheduler_combo.currentData()))
@@ -297,6 +318,15 @@ class SettingsPanel(QWidget):
         finally:
             self.session.undo.endMacro()
 
+    def _push_pose_steps(self, field: str, value: float) -> None:
+        """A pose step range whose start comes before its end (else the boxes show the range as it was)."""
+        s = self.session.project.settings
+        start, end = (value, s.control_end) if field == "control_start" else (s.control_start, value)
+        if start >= end:
+            self.refresh()
+            return
+        self._push(field, round(value, 3))
+
     def random_seed(self) -> int:
         """Pick a random seed (one undo step) and return it."""
         seed = random.randint(0, MAX_SEED)
@@ -318,6 +348,9 @@ class SettingsPanel(QWidget):
             self.guidance_spin.setValue(float(s.guidance))
             self.rate_spin.setValue(float(s.rate))
             self.id_length_spin.setValue(int(s.id_length))
+            self.pose_strength_spin.setValue(float(s.control_strength))
+            self.pose_start_spin.setValue(float(s.control_start))
+            self.pose_end_spin.setValue(float(s.control_end))
             self.seed_spin.setValue(int(s.seed))
             self._set_combo(self.scheduler_combo, s.scheduler)
             self.freeu_check.setChecked(bool(s.freeu))

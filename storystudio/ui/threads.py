@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 _running: set[ThreadWorker] = set()  # workers not yet ended: nothing else may hold them
 
@@ -131,6 +131,16 @@ def wait_for_workers(msecs: int = 10000) -> bool:
     return all(worker.wait(msecs) for worker in list(_running))
 
 
+def threads_still_running() -> bool:
+    """Whether any thread of ours is still busy (a model load, or a step on a slow processor, that did not
+    stop when asked at the app's end). Destroying a running QThread aborts the process, so the app then
+    ends its process directly instead of leaving it to Python's clean-up."""
+    return any(t.isRunning() for t in list(_long_lived)) or any(w.isRunning() for w in list(_running))
+
+
+_long_lived: set[QThread] = set()
+
+
 class WorkerThread:
     """A long-lived thread for one ``QObject``: its slots run there, queued one after another."""
 
@@ -140,6 +150,8 @@ class WorkerThread:
         self.thread.setObjectName(name)
         worker.moveToThread(self.thread)
         self.thread.start()
+        _long_lived.add(self.thread)
+        self.thread.finished.connect(lambda: _long_lived.discard(self.thread), Qt.DirectConnection)
 
     def stop(self, wait_ms: int = 10000) -> bool:
         """Let the thread finish what it is doing and end; True when it ended within ``wait_ms``."""

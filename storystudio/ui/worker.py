@@ -49,6 +49,7 @@ class RenderJob:
     # a character's references again beside the panels that need them; see docs/ENGINE.md).
     bank_budget: tuple[int, int] = (0, 0)
     compile: bool = False  # run the UNet through torch.compile (Preferences; a one-time cost, cached on disk)
+    ray_address: str = ""  # Preferences > Render on: "" this computer, else a Ray cluster ("auto": started here)
 
 
 @dataclass
@@ -109,8 +110,11 @@ class InferenceWorker(QObject):
         self._model = None
         self._model_key: tuple | None = None
         self._bank_cache = None  # engine BankCache, within the budget of the last job
+        self._controlnets: dict = {}  # ControlNets the loaded model's renders loaded (poses), kept between jobs
         self._video = None  # the transition pipeline, once loaded
         self._video_key: tuple | None = None
+        self._ray_engine = None  # engine.distributed RayStoryEngine, while renders go to a Ray cluster
+        self._ray_key: tuple | None = None
 
     @Slot(object)
     def run(self, job: Job) -> None:
@@ -150,6 +154,7 @@ class InferenceWorker(QObject):
             quiet_libraries()
             self._model = None
             self._bank_cache = None  # banks belong to the model that made them
+            self._controlnets = {}  # and ControlNets to its architecture and device
             self._model = load_model(choice.source, device=choice.device, dtype=choice.dtype,
                                      allow_download=choice.allow_download, memory=choice.memory)
             self._model_key = key
@@ -163,8 +168,8 @@ class InferenceWorker(QObject):
         from ..engine.story.pipeline import StoryPipeline
         from ..engine.story.settings import GenerationSettings
 
-        model = self._load(job, work.model)
-        engine = StoryPipeline(model)
+        engine = (self._ray(job, work) if work.ray_address
+                  else StoryPipeline(self._load(job, work.model), controlnets=self._controlnets))
         settings = work.settings
         if not isinstance(settings, GenerationSettings):
             settings = GenerationSettings.from_project(settings, compile=work.compile or None)
@@ -184,6 +189,30 @@ class InferenceWorker(QObject):
         for note in result.messages:
             self.message.emit(job.id, note)
 
+
+    def _ray(self, job: Job, work: RenderJob):
+        """The Ray engine for this address and model: its actors keep the model loaded between jobs."""
+        from ..engine.distributed.ray_story import RayStoryEngine
+
+        choice = work.model
+        key = (work.ray_address, choice.source, choice.device, choice.dtype, choice.memory)
+        if self._ray_engine is None or self._ray_key != key:
+            self.close_ray()
+            self.model_loading.emit(job.id, f"{choice.source} on the Ray cluster ({work.ray_address})")
+            self._ray_engine = RayStoryEngine.start(work.ray_address, choice.source, device=choice.device,
+                                                    dtype=choice.dtype, allow_download=choice.allow_download,
+                                                    memory=choice.memory)
+            self._ray_key = key
+        m = self._ray_engine.model
+        self.model_ready.emit(job.id, {"name": m.name, "source": choice.source, "arch": m.arch, "device": m.device})
+        self.model_loaded.emit(job.id, f"{m.name} ({m.arch.upper()}) on {m.device}")
+        return self._ray_engine
+
+    def close_ray(self) -> None:
+        """End the Ray actors (and a Ray started for them)."""
+        engine, self._ray_engine, self._ray_key = self._ray_engine, None, None
+        if engine is not None:
+            engine.close()
 
     def _banks_within(self, budget: tuple[int, int]):
         """The bank cache for this budget (the same one while the budget stays; none for a zero budget)."""

@@ -13,7 +13,7 @@ import pytest
 
 from cli_helpers import SNAPSHOT
 from helpers import COLOURS, SMALL_STORY, flat_png
-from model_fixtures import tiny_model, tiny_model_dirs, tiny_sd15, tiny_sdxl  # noqa: F401
+from model_fixtures import tiny_controlnets, tiny_model, tiny_model_dirs, tiny_sd15, tiny_sdxl  # noqa: F401
 from qt_fixtures import comic, qt_gui  # noqa: F401
 from storystudio.project.fileio import save_project
 from storystudio.project.layout import Balloon

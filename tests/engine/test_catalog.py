@@ -33,6 +33,8 @@ REQUIRED_REPOS = {
     "stable-diffusion-v1-5/stable-diffusion-v1-5": "base-sd15",
     "guoyww/animatediff-motion-adapter-v1-5-3": "motion-adapter",
     "guoyww/animatediff-sparsectrl-rgb": "sparsectrl",
+    "thibaud/controlnet-openpose-sdxl-1.0": "controlnet-sdxl",
+    "lllyasviel/control_v11p_sd15_openpose": "controlnet-sd15",
 }
 TOKENIZER_FILES = {"merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json"}
 

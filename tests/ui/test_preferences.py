@@ -85,3 +85,40 @@ def test_the_tests_never_touch_the_users_settings_file(qtbot):
     window.session.undo.setClean()
     window.close()
     assert QSettings("StoryStudio", "StoryStudio").value("window/geometry") is not None
+
+
+def test_render_on_a_ray_cluster_with_a_connection_check(qtbot, tmp_path, monkeypatch):
+    prefs = store(tmp_path)
+    assert prefs.ray_address() == ""  # this computer by default
+    dialog = PreferencesDialog(prefs)
+    qtbot.addWidget(dialog)
+    asked = []
+
+    def check(address):
+        asked.append(address)
+        return f"Connected: 2 GPU(s) and 32 processor core(s) at {address}."
+
+    monkeypatch.setattr(prefs_module, "connection_check", check)
+    dialog.fields["render_on"].setCurrentIndex(dialog.fields["render_on"].findData("ray"))
+    dialog.fields["ray_address"].setText("gpu-box:6379")
+    dialog.ray_check.click()
+    qtbot.waitUntil(lambda: dialog.ray_state.text().startswith("Connected"), timeout=5000)
+    assert asked == ["gpu-box:6379"] and dialog.ray_check.isEnabled()
+    dialog.fields["ray_address"].setText("not an address")
+    dialog.accept()  # refused: the dialog says why and saves nothing
+    assert "is not a Ray cluster address" in dialog.ray_state.text() and prefs.get("render_on") == "here"
+    dialog.fields["ray_address"].setText("ray://gpu-box:10001")
+    dialog.accept()
+    assert prefs.ray_address() == "ray://gpu-box:10001"
+
+
+def test_the_connection_check_without_ray_says_how_to_get_it(qtbot, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    dialog = PreferencesDialog(store(tmp_path))
+    qtbot.addWidget(dialog)
+    dialog.ray_check.click()  # the real check, in its thread
+    qtbot.waitUntil(lambda: "pip install" in dialog.ray_state.text(), timeout=5000)
+    assert dialog.ray_state.text() == ('Rendering through Ray needs Ray, which is not installed; install it with '
+                                       'pip install "storystudio[ray]".')

@@ -75,3 +75,48 @@ def test_a_long_lived_worker_thread_runs_requests_in_order(qtbot):
     assert [v for v, _ in got] == [0, 1, 2] and all(t is thread.thread for _, t in got)
     assert thread.thread.objectName() == "StoryStudio echo"
     assert thread.stop(5000) and not thread.running
+
+
+def test_a_thread_busy_past_the_apps_end_is_seen_and_the_process_ends_cleanly(tmp_path):
+    """Closing the window while the worker is in a long step: Qt aborts a process whose running QThread is
+    destroyed at exit; the app sees the busy thread and ends its process itself, with the window's code."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "busy.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "from PySide6.QtCore import QMetaObject, QObject, Qt, QTimer, Slot\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from storystudio.ui.app import end_threads\n"
+        "from storystudio.ui.threads import WorkerThread, threads_still_running\n"
+        "class Slow(QObject):\n"
+        "    @Slot()\n"
+        "    def work(self):\n"
+        "        time.sleep(30)\n"
+        "app = QApplication([])\n"
+        "slow = Slow()\n"
+        "thread = WorkerThread(slow, 'busy')\n"
+        "QMetaObject.invokeMethod(slow, 'work', Qt.QueuedConnection)\n"  # runs on the worker's thread
+        "QTimer.singleShot(300, app.quit)\n"
+        "code = app.exec()\n"
+        "assert not thread.stop(200) and threads_still_running()\n"
+        "print('ending', flush=True)\n"
+        "sys.exit(end_threads(7))\n",
+        encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.stdout.strip() == "ending", done.stderr
+    assert done.returncode == 7, done.stderr  # ended by the app, not aborted (-6) by Qt
+    assert "Destroyed while thread" not in done.stderr
+
+
+def test_threads_that_ended_are_not_counted(qtbot):
+    from storystudio.ui.threads import threads_still_running
+
+    class Quick(QObject):
+        pass
+
+    thread = WorkerThread(Quick(), "quick")
+    assert thread.stop(5000)
+    qtbot.waitUntil(lambda: not threads_still_running(), timeout=5000)

@@ -131,3 +131,66 @@ def test_gui_event_loop_keeps_turning_during_a_job(qtbot, service, tiny_model_di
     timer.stop()
     assert time.perf_counter() - start > 0.2 and len(gaps) > 10  # the job really ran while we measured
     assert max(gaps) < 100, f"the GUI thread stalled for {max(gaps)} ms"
+
+
+class _LocalAsRay:
+    """Stands in for engine.distributed's RayStoryEngine: draws locally, counts its starts and closes."""
+
+    started: list = []
+    closed: list = []
+
+    def __init__(self, address, source, **kw):
+        from storystudio.engine.distributed.ray_story import RemoteModel
+        from storystudio.engine.models.loading import load_model
+        from storystudio.engine.story.pipeline import StoryPipeline
+
+        self.engine = StoryPipeline(load_model(source, device="cpu"))
+        self.model = RemoteModel("tiny", source, self.engine.model.arch, "Ray, 1 actor(s): CPU", "float32")
+        self.started.append((address, source))
+
+    @classmethod
+    def start(cls, address, source, **kw):
+        return cls(address, source, **kw)
+
+    def render(self, *args, **kw):
+        return self.engine.render(*args, **kw)
+
+    def close(self):
+        self.closed.append(self)
+
+
+def test_renders_go_to_the_ray_cluster_when_preferences_say_so(qtbot, service, tiny_model_dirs, monkeypatch):
+    from storystudio.engine.distributed import ray_story
+
+    monkeypatch.setattr(ray_story, "RayStoryEngine", _LocalAsRay)
+    _LocalAsRay.started, _LocalAsRay.closed = [], []
+    rec = Recorder(service)
+    loaded = []
+    service.worker.model_loaded.connect(lambda job, text: loaded.append(text))
+    model = ModelChoice(str(tiny_model_dirs["sd15"]), device="cpu")
+    first = service.render(RenderJob(parse_script(STORY), settings(), model, ray_address="auto"))
+    second = service.render(RenderJob(parse_script(STORY), settings(), model, only=["panel-4"],
+                                      ray_address="auto"))
+    qtbot.waitUntil(lambda: (second, "done") in rec.finished, timeout=60000)
+    assert (first, "done") in rec.finished and not rec.failed
+    assert _LocalAsRay.started == [("auto", str(tiny_model_dirs["sd15"]))]  # the actors keep the model
+    assert loaded and "on Ray, 1 actor(s)" in loaded[0]
+    assert sorted(k for j, k, *_ in rec.images if j == first) == ["panel-1", "panel-2", "panel-3", "panel-4"]
+    other = service.render(RenderJob(parse_script(STORY), settings(), model, only=["panel-4"],
+                                     ray_address="gpu-box:6379"))
+    qtbot.waitUntil(lambda: (other, "done") in rec.finished, timeout=60000)
+    assert len(_LocalAsRay.started) == 2 and len(_LocalAsRay.closed) == 1  # another cluster: the old actors end
+
+
+def test_ray_not_installed_says_how_to_get_it(qtbot, service, tiny_model_dirs, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as without the extra
+    failed = []
+    service.worker.failed.connect(lambda job, kind, msg: failed.append((kind, msg)))
+    rec = Recorder(service)
+    model = ModelChoice(str(tiny_model_dirs["sd15"]), device="cpu")
+    job = service.render(RenderJob(parse_script(STORY), settings(), model, ray_address="auto"))
+    qtbot.waitUntil(lambda: (job, "failed") in rec.finished, timeout=30000)
+    assert failed == [("user-mistake", 'Rendering through Ray needs Ray, which is not installed; install it with '
+                                       'pip install "storystudio[ray]".')]

@@ -21,10 +21,14 @@ from ...resources_path import resource
 
 CATALOG_ENV = "STORYSTUDIO_MODEL_CATALOG"
 FORMAT = "storystudio-models/1"
-KINDS = ("base-sdxl", "base-sd15", "ip-adapter", "image-encoder", "motion-adapter", "sparsectrl")
+KINDS = ("base-sdxl", "base-sd15", "ip-adapter", "image-encoder", "motion-adapter", "sparsectrl", "controlnet-sdxl",
+         "controlnet-sd15")
 BASE_KINDS = {"base-sdxl": "sdxl", "base-sd15": "sd15"}
+# ControlNets guide the picture models of one architecture; ``control`` says what their guide picture is.
+CONTROLNET_KINDS = {"controlnet-sdxl": "sdxl", "controlnet-sd15": "sd15"}
+CONTROLS = ("pose", "depth", "lineart")
 # What a model is good for, in the words the Models dialog shows.
-PURPOSES = ("general", "comic", "anime", "realistic", "low-memory", "cpu", "video")
+PURPOSES = ("general", "comic", "anime", "realistic", "low-memory", "cpu", "video", "poses", "depth", "line art")
 _GLOB = set("*?[")
 
 
@@ -49,6 +53,12 @@ class CatalogEntry:
     gpu_memory_gb: float = 0.0
     good_for: tuple[str, ...] = ()
     description: str = ""
+    control: str | None = None  # ControlNets: what the guide picture is (one of CONTROLS)
+
+    @property
+    def control_arch(self) -> str | None:
+        """ControlNets: ``sd15`` or ``sdxl``, the picture models it guides; ``None`` for other entries."""
+        return CONTROLNET_KINDS.get(self.kind)
 
     @property
     def arch(self) -> str | None:
@@ -81,6 +91,7 @@ class CatalogEntry:
                 licence_url=str(data.get("licence_url", "")), gated=bool(data.get("gated", False)),
                 gpu_memory_gb=float(data.get("gpu_memory_gb", 0)), good_for=tuple(data.get("good_for", ())),
                 description=str(data.get("description", "")),
+                control=None if data.get("control") is None else str(data["control"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             name = data.get("id", "an entry") if isinstance(data, dict) else "an entry"
@@ -101,6 +112,10 @@ class CatalogEntry:
             # Every file is named, never a pattern: "installed" must mean every file is there.
             if _GLOB & set(path) or path.startswith("/") or ".." in path.split("/"):
                 raise CatalogError(f"{self.id} in {where} names {path!r}; name each file exactly, without patterns.")
+        if (self.kind in CONTROLNET_KINDS) != (self.control is not None) or (
+                self.control is not None and self.control not in CONTROLS):
+            raise CatalogError(f"{self.id} in {where}: a ControlNet names what it is guided by (control: "
+                               f"{', '.join(CONTROLS)}), and nothing else does.")
         unknown = set(self.good_for) - set(PURPOSES)
         if unknown:
             raise CatalogError(f"{self.id} in {where} is good for {', '.join(sorted(unknown))}, which StoryStudio "

@@ -424,3 +424,36 @@ def create_tiny_photo_adapter(folder: str | Path, unet, arch: str, seed: int = 0
     save_file({f"{part}.{k}": v.contiguous() for part, tensors in state.items() for k, v in tensors.items()},
               str(target))
     return folder
+
+
+# ---- ControlNets (poses, depth, line art) ------------------------------------------------------------
+
+def build_controlnet(unet, size: str = "tiny", seed: int = 0):
+    """A ControlNet with random weights shaped for ``unet`` (a UNet2DConditionModel), in memory.
+
+    ``full`` on the SDXL UNet is the architecture of the SDXL ControlNets in the catalog (a copy of the
+    UNet's encoder and middle block, 1.25 B parameters); ``tiny`` shrinks only the control picture's
+    encoder. Its zero-initialised outputs get small random weights, so a random ControlNet changes the
+    picture as a trained one does.
+    """
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    channels = (16, 32, 96, 256) if size == "full" else (8, 8, 16, 16)  # three halvings: latents are 1/8
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels,
+                                    load_weights_from_unet=False)
+    _wake(net)
+    return net
+
+
+def create_tiny_controlnet(folder: str | Path, model_folder: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random ControlNet for the tiny model in ``model_folder``, in the diffusers layout of the
+    Hub's ControlNets (``config.json`` and ``diffusion_pytorch_model.safetensors``)."""
+    from diffusers import UNet2DConditionModel
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} is not empty; choose a new folder for the tiny ControlNet.")
+    unet = UNet2DConditionModel.from_pretrained(str(model_folder), subfolder="unet")
+    build_controlnet(unet, "tiny", seed).save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ...project.pose import PoseError, picture_digest
 from ...project.story import Panel, Story
 from ..attention.bank import BankCache, BankFeed, BankWriter, CharacterBank, recipe_key
 from ..attention.config import Phase
@@ -45,6 +46,7 @@ from ..errors import GenerationCancelled, InputError
 from ..imaging import decode_latents, preview_image
 from ..models.loading import LoadedModel
 from . import regions as identity
+from .controls import CONTROL_KINDS, StoryControls
 from .prompts import EncodedPrompt, PromptEncoder
 from .sampler import Group, StepReport, StorySampler, UnetTimer
 from .settings import (  # noqa: F401  (derive_seed and the checks are part of the pipeline's interface)
@@ -132,17 +134,23 @@ class _Job:
     chosen: list[int] | None = None  # write jobs: the references whose look panels take (all when None)
     regions: identity.RegionPlan | None = None  # read jobs of shared panels: each character's box and text
     photos: dict[str, dict] = field(default_factory=dict)  # the photos acting on these pictures (hash, strength)
+    guides: list[tuple] = field(default_factory=list)  # each picture's ControlNet guides (project.pose.Guide)
+    # each picture's guide pictures at the job's size, by kind (drawn once, before the step loop)
+    pictures: list[dict[str, Image.Image]] = field(default_factory=list)
 
 
 class StoryPipeline:
     """Generates a story's panels with consistent characters over a loaded diffusers pipeline."""
 
-    def __init__(self, model: LoadedModel):
+    def __init__(self, model: LoadedModel, controlnets: dict | None = None):
         self.model = model
         self.pipe = model.pipe
         self.encoder = PromptEncoder(self.pipe)
         self._photo_adapter = None  # .photos.PhotoAdapter, loaded when a story first has a photo
         self._photo_key = ""  # the settings' photo_adapter it was loaded from
+        # ControlNets loaded by earlier renders, by kind and source; a caller that makes a pipeline per
+        # job (the app's worker) hands the same dict to each, for the same model
+        self._controlnets: dict = {} if controlnets is None else controlnets
 
     @property
     def size_multiple(self) -> int:
@@ -188,6 +196,7 @@ class StoryPipeline:
                         f"image(s) are used instead of {settings.id_length}; more solo panels give a steadier likeness.",
                         tuple(p.key for p in refs)))
                 base = [story.expand(p) for p in refs]
+                guides = [tuple(p.guides) for p in refs]
                 keys = [p.key for p in refs]
                 seeds = [derive_seed(settings.seed, p.key, p.variation) for p in refs]
                 role = "reference"
@@ -205,13 +214,14 @@ class StoryPipeline:
                     "the description alone (they are not panels of the story).",
                     tuple(p.key for p in story.panels if character.name in p.characters)))
                 base = [f"{character.description}, character reference, full figure"] * count
+                guides = [()] * count
                 keys = [f"sheet-{character.name}-{i + 1}" for i in range(count)]
                 seeds = [derive_seed(settings.seed, k) for k in keys]
                 role = "sheet"
                 redrawn = set()
             prompts, negatives = zip(*(style.apply(b, settings.negative_prompt) for b in base))
             writes.append(_Job(Phase.WRITE, keys, list(prompts), list(negatives), seeds, [character.name], role, base,
-                               default, redrawn))
+                               default, redrawn, guides=guides))
 
         order = {c.name: i for i, c in enumerate(story.characters)}
         # One UNet call draws pictures of one size and one text length, so a batch shares both with its cast.
@@ -235,7 +245,8 @@ class StoryPipeline:
                 reads.append(_Job(Phase.READ if cast else Phase.PLAIN, [p.key for p, *_ in batch], [m[2] for m in batch],
                                   [m[3] for m in batch],
                                   [derive_seed(settings.seed, p.key, p.variation) for p, *_ in batch],
-                                  list(cast), "panel", [m[1] for m in batch], size))
+                                  list(cast), "panel", [m[1] for m in batch], size,
+                                  guides=[tuple(p.guides) for p, *_ in batch]))
                 if settings.regions and len(cast) >= 2:
                     reads[-1].regions = identity.plan_regions(story, [p for p, *_ in batch], cast, style,
                                                               settings.negative_prompt)
@@ -254,7 +265,8 @@ class StoryPipeline:
             panel = panels.get(key)
             same = (panel is not None and panel.characters == [character.name] and story.expand(panel) == prompt
                     and derive_seed(settings.seed, key, panel.variation) == seed
-                    and self.panel_size(panel, settings) == default)
+                    and self.panel_size(panel, settings) == default
+                    and not panel.guides)  # pinned references are drawn as they were: without guides
             if not same:
                 redrawn.add(key)  # its pinned picture is a reference only; a panel of that key is drawn as a reader
         style = get_style(settings.style)
@@ -264,7 +276,7 @@ class StoryPipeline:
             raise InputError(f"The chosen references of [{character.name}] do not match its reference pictures; "
                              "choose them again.")
         return _Job(Phase.WRITE, list(pinned.keys), list(prompts), list(negatives), list(pinned.seeds), [character.name],
-                    "reference", list(pinned.prompts), default, redrawn, chosen)
+                    "reference", list(pinned.prompts), default, redrawn, chosen, guides=[()] * len(pinned.keys))
 
     @staticmethod
     def panel_size(panel: Panel, settings: GenerationSettings) -> tuple[int, int]:
@@ -275,11 +287,22 @@ class StoryPipeline:
         """InputError in plain words for anything that would stop the story, before any work."""
         settings.validate(self.size_multiple)
         check_panel_sizes(story, self.size_multiple)
-        for panel in story.panels:
+        for number, panel in enumerate(story.panels, 1):
             try:
                 story.expand(panel)  # an unknown character fails here with its name
             except KeyError as exc:
                 raise InputError(str(exc.args[0]) if exc.args else "A panel tags an unknown character.") from None
+            kinds = [g.kind for g in panel.guides]
+            for kind in kinds:
+                if kind not in CONTROL_KINDS:
+                    raise InputError(f"Panel {number} has a guide of the unknown kind {kind!r}.")
+            if len(set(kinds)) != len(kinds):
+                raise InputError(f"Panel {number} has two guides of the same kind; keep one.")
+            for guide in panel.guides:
+                try:
+                    guide.render((64, 64))  # an unreadable imported picture fails here, before any work
+                except PoseError as exc:
+                    raise InputError(f"Panel {number}: {exc}") from None
         identity.check_story(story)
 
     # ---- running ----------------------------------------------------------------
@@ -324,6 +347,7 @@ class StoryPipeline:
         drawn = {w.characters[0] for w in writes}
         kept = {name: bank for name, bank in kept.items() if name in needed_chars and name not in drawn}
 
+        controls = self._controls(writes + reads, settings)  # a missing ControlNet stops here, before any work
         numbers = {p.key: i for i, p in enumerate(story.panels, 1)}
         encoded = {id(j): self._encode(j, settings, notes, numbers) for j in writes + reads}
         csa = ConsistentAttention(self.pipe.unet, settings.consistency, seed=settings.seed)
@@ -345,7 +369,7 @@ class StoryPipeline:
                     group.identity = self._identity(job, settings, photos, scales)
                 self._check_kept(kept, settings)
                 feed = BankFeed(kept, layer_names, self.model.device) if kept else None
-                sampler = StorySampler(self.pipe, csa, self.model.device, self.model.arch, cross)
+                sampler = StorySampler(self.pipe, csa, self.model.device, self.model.arch, controls, cross)
                 timer = UnetTimer(self.pipe.unet, self.model.device, lambda: sampler.call_phase)
                 started = time.perf_counter()
                 with timer:
@@ -371,6 +395,19 @@ class StoryPipeline:
         order = [p.key for p in story.panels]
         result.images = {k: result.images[k] for k in order if k in result.images}
         return result
+
+    def _controls(self, jobs: list[_Job], settings: GenerationSettings) -> StoryControls | None:
+        """The ControlNets the guides of these jobs need (loaded once per pipeline), with each picture's guide
+        pictures drawn at its job's size; ``None`` when no picture has a guide."""
+        for job in jobs:
+            job.pictures = [{g.kind: g.render(job.size) for g in guides} for guides in job.guides] or [
+                {} for _ in job.keys]
+        kinds = {kind for job in jobs for picture in job.pictures for kind in picture}
+        if not kinds:
+            return None
+        return StoryControls.load(kinds, self.pipe, self.model.arch, settings.control_models, self.model.device,
+                                  self.pipe.unet.dtype, settings.control_strength, settings.control_start,
+                                  settings.control_end, loaded=self._controlnets)
 
     def _encode(self, job: _Job, settings: GenerationSettings, notes: list[Note],
                 numbers: dict[str, int]) -> list[EncodedPrompt]:
@@ -407,8 +444,9 @@ class StoryPipeline:
                 record = BankWriter(character, list(csa.layers), settings.steps)
             return Group(Phase.WRITE, list(job.keys), job.size, list(job.seeds), prompts, character=character,
                          sample_seed=derive_seed(settings.seed, f"write:{character}"), chosen=job.chosen,
-                         record=record)
-        return Group(job.phase, list(job.keys), job.size, list(job.seeds), prompts, cast=tuple(job.characters))
+                         record=record, guides=list(job.pictures))
+        return Group(job.phase, list(job.keys), job.size, list(job.seeds), prompts, cast=tuple(job.characters),
+                     guides=list(job.pictures))
 
     # ---- regions and photos ---------------------------------------------------------------
     def _photos(self, story: Story, jobs: list[_Job], settings: GenerationSettings) -> dict[str, tuple[Any, float]]:
@@ -468,13 +506,17 @@ class StoryPipeline:
     def _finish(self, job: _Job, group: Group, settings, wanted, seconds: float, result: StoryResult,
                 on_image) -> None:
         images = decode_latents(self.pipe.vae, group.latents, self.pipe.image_processor)
-        for key, base, prompt, neg, seed, image in zip(job.keys, job.base_prompts, job.prompts, job.negatives,
-                                                        job.seeds, images):
-            out = PanelImage(key, image, job.role, self._parameters(settings, job, base, prompt, neg, seed), seconds)
+        for index, (key, base, prompt, neg, seed, image) in enumerate(zip(job.keys, job.base_prompts, job.prompts,
+                                                                           job.negatives, job.seeds, images)):
+            parameters = self._parameters(settings, job, base, prompt, neg, seed)
+            controls = self._guide_records(settings, job, index)
+            if controls:
+                parameters["controls"] = controls
             if job.regions is not None:
-                out.parameters["regions"] = job.regions.parameters(job.keys.index(key))
+                parameters["regions"] = job.regions.parameters(index)
             if job.photos:
-                out.parameters["photos"] = job.photos
+                parameters["photos"] = job.photos
+            out = PanelImage(key, image, job.role, parameters, seconds)
             if job.role == "sheet":
                 result.sheets.append(out)
             elif wanted is not None and key not in wanted:
@@ -504,7 +546,7 @@ class StoryPipeline:
 
     # ---- kept banks ---------------------------------------------------------------------
     _RECIPE_KEYS = ("model", "prompts", "negative_prompts", "seeds", "chosen", "steps", "width", "height", "guidance",
-                    "scheduler", "freeu", "story_seed", "consistency", "dtype", "photos")
+                    "scheduler", "freeu", "story_seed", "consistency", "dtype", "controls", "photos")
 
     def bank_is_current(self, bank: CharacterBank, job: _Job, settings: GenerationSettings) -> bool:
         """Whether a bank was kept from exactly this write job (same model, prompts, seeds and settings)."""
@@ -537,7 +579,26 @@ class StoryPipeline:
             width=settings.width, height=settings.height, guidance=settings.guidance, scheduler=settings.scheduler,
             freeu=settings.freeu, story_seed=settings.seed, consistency=settings.consistency.to_dict(),
             dtype=str(self.model.dtype).removeprefix("torch."), photos=job.photos or None,
+            # a guided reference writes another bank; None (as in banks kept before guides) when none is
+            controls=[self._guide_records(settings, job, i, resolved=False) for i in range(len(job.keys))]
+            if any(job.guides) else None,
         )
+
+    def _guide_records(self, settings: GenerationSettings, job: _Job, index: int,
+                       resolved: bool = True) -> list[dict[str, Any]]:
+        """What a picture's guides were: kind, the guide picture's sha256, strength, step range and the
+        ControlNet (the one loaded, or with ``resolved`` false the one asked for: "" for the default)."""
+        pictures = job.pictures[index] if index < len(job.pictures) else {
+            g.kind: g.render(job.size) for g in (job.guides[index] if index < len(job.guides) else ())}
+        return [dict(kind=kind, sha256=picture_digest(picture), strength=settings.control_strength,
+                     start=settings.control_start, end=settings.control_end,
+                     model=self._control_source(kind, settings, resolved))
+                for kind, picture in sorted(pictures.items())]
+
+    def _control_source(self, kind: str, settings: GenerationSettings, resolved: bool) -> str:
+        source = settings.control_models.get(kind) or None
+        loaded = self._controlnets.get((kind, source)) if resolved else None
+        return loaded[1] if loaded is not None else (source or "")
 
     def _parameters(self, settings, job, base, prompt, negative, seed) -> dict[str, Any]:
         return dict(

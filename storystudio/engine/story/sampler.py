@@ -29,6 +29,7 @@ from ..attention.bank import BankFeed, BankWriter
 from ..attention.config import Phase
 from ..attention.consistent import ConsistentAttention
 from ..errors import GenerationCancelled
+from .controls import GroupGuides, StoryControls
 from .prompts import EncodedPrompt
 
 
@@ -47,12 +48,15 @@ class Group:
     cast: tuple[str, ...] = ()  # read: whose banks
     record: BankWriter | None = None  # write: keep every step of the bank
     identity: Any = None  # .regions.GroupIdentity: regions and photos of these pictures (None: neither)
+    # each picture's ControlNet guide pictures at the group's size, by kind (empty: none; see .controls)
+    guides: list[dict[str, Any]] = field(default_factory=list)
     # set by the sampler
     latents: torch.Tensor | None = field(default=None, repr=False)
     scheduler: Any = field(default=None, repr=False)
     generators: list[torch.Generator] = field(default_factory=list, repr=False)
     embeds: torch.Tensor | None = field(default=None, repr=False)
     added: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    control: GroupGuides | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -74,9 +78,11 @@ class StepReport:
 class StorySampler:
     """Runs groups of pictures through the denoising steps in lockstep."""
 
-    def __init__(self, pipe: Any, csa: ConsistentAttention, device: torch.device, arch: str, cross: Any = None):
+    def __init__(self, pipe: Any, csa: ConsistentAttention, device: torch.device, arch: str,
+                 controls: StoryControls | None = None, cross: Any = None):
         self.pipe = pipe
         self.csa = csa
+        self.controls = controls  # the run's ControlNets, when a picture has a guide
         self.cross = cross  # attention.regions.RegionalCrossAttention, when some group has regions or photos
         self.device = torch.device(device)
         self.arch = arch
@@ -119,6 +125,9 @@ class StorySampler:
             group.latents = self._initial_latents(group.seeds, group.size) * base.init_noise_sigma
             group.generators = [torch.Generator().manual_seed(s + 1) for s in group.seeds]
             self._conditioning(group, guided)
+            group.control = None
+            if self.controls is not None and any(group.guides):
+                group.control = self.controls.prepare(group.guides, 2 if guided else 1, self.device, self.unet.dtype)
         return timesteps
 
     def _step_kwargs(self, scheduler: Any, group: Group) -> dict[str, Any]:
@@ -162,9 +171,12 @@ class StorySampler:
                 model_in = torch.cat([latents, latents]) if guided else latents
                 model_in = group.scheduler.scale_model_input(model_in, t)
                 self.call_phase = group.phase.value
+                # ControlNet residuals for the guided pictures of this call (none outside the guides' steps)
+                control = {} if group.control is None else self.controls.residuals(
+                    group.control, i, len(timesteps), model_in, t, group.embeds, group.added)
                 with self._phase(group, halves, kept_banks) as bank, self._identity(group):
                     noise = self.unet(model_in, t, encoder_hidden_states=group.embeds, added_cond_kwargs=group.added,
-                                      return_dict=False)[0]
+                                      return_dict=False, **control)[0]
                 if group.record is not None:
                     group.record.put(bank)
                 if guided:

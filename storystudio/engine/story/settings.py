@@ -75,6 +75,22 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+MAX_CONTROL_STRENGTH = limits.MAX_CONTROL_STRENGTH
+
+
+def control_problems(strength: Any, start: Any, end: Any) -> list[str]:
+    """What is wrong with a guide's strength and step range (empty when nothing)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    problems = []
+    if not (number(strength) and 0 <= strength <= MAX_CONTROL_STRENGTH):
+        problems.append(f"the pose strength must be a number from 0 to {MAX_CONTROL_STRENGTH:g}")
+    if not (number(start) and number(end) and 0 <= start < end <= 1):
+        problems.append("the pose's steps must be a range from 0 to 1 whose start comes before its end")
+    return problems
+
+
 @dataclass
 class GenerationSettings:
     steps: int = 35
@@ -98,6 +114,13 @@ class GenerationSettings:
     # Where the reference photos' IP-Adapter face model is: a folder laid out like h94/IP-Adapter or a Hub id
     # in the Hugging Face cache; empty: h94/IP-Adapter.
     photo_adapter: str = ""
+    # ControlNet guides (a panel's pose, depth map, line art): how strongly they hold, the fraction of the
+    # steps they act on, and which ControlNet draws each kind (a folder, catalog id or Hub id; missing or
+    # empty: the catalog's default for the model's architecture).
+    control_strength: float = 1.0
+    control_start: float = 0.0
+    control_end: float = 1.0
+    control_models: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_project(cls, project_settings: Any, **overrides: Any) -> GenerationSettings:
@@ -137,6 +160,7 @@ class GenerationSettings:
             problems.append(f"batch size must be from 1 to {limits.MAX_BATCH_SIZE} (or 0 to choose automatically)")
         if not isinstance(self.negative_prompt, str) or len(self.negative_prompt) > limits.MAX_TEXT_CHARS:
             problems.append(f"the negative prompt must be text of at most {limits.MAX_TEXT_CHARS} characters")
+        problems += control_problems(self.control_strength, self.control_start, self.control_end)
         if self.scheduler not in SCHEDULERS:
             problems.append(f"unknown scheduler {limits.quote(self.scheduler)} (choose {', '.join(SCHEDULERS)})")
         if problems:
@@ -158,4 +182,6 @@ class GenerationSettings:
             style=get_style(self.style).name, negative_prompt=self.negative_prompt, scheduler=self.scheduler,
             freeu=self.freeu, id_length=self.id_length, batch_size=self.batch_size,
             consistency=self.consistency.to_dict(), compile=self.compile, regions=self.regions,
+            control=dict(strength=self.control_strength, start=self.control_start, end=self.control_end,
+                         models=dict(self.control_models)),
         )
