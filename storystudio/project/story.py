@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .pose import Guide
 from .regions import Region
 
 #: How strongly a character's reference photo steers its look unless the user says otherwise.
 DEFAULT_PHOTO_STRENGTH = 0.6
-from .pose import Guide
 
 #: Tag written in a prompt to mean "this panel shows no character".
 NO_CHARACTER = "NC"
