@@ -302,8 +302,9 @@ class Project:
 
     def _guides(self, panel: ProjectPanel, cast: list[str]) -> tuple:
         """The panel's ControlNet guides for the engine: its poses on one picture (each in its box)."""
-        # Hook for per-character regions: where a panel has them, pass them as ``regions`` (name -> box).
-        guide = guide_of(panel.poses, panel.characters(cast), self.images)
+        # A character's pose stands in its region (the default boxes are the columns in tag order).
+        boxes = {r.character: r.box for r in panel.drawn_regions(cast)}
+        guide = guide_of(panel.poses, panel.characters(cast), self.images, boxes or None)
         return () if guide is None else (guide,)
 
     @classmethod

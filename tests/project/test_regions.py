@@ -89,3 +89,16 @@ def test_a_damaged_box_or_strength_is_refused_in_plain_words(change, words):
     with pytest.raises(ValidationError) as err:
         schema.validated(data)
     assert words in schema.problem(err.value)
+
+
+def test_a_characters_pose_stands_in_its_region():
+    from storystudio.project.pose import PanelPose, Skeleton
+
+    project = project_with_regions()
+    shared = project.panels[1]  # Ann's own box is (0.5, 0.1, 0.9, 1.0)
+    shared.poses = [PanelPose("Ann", skeleton=Skeleton.standing()), PanelPose("Bo", skeleton=Skeleton.standing())]
+    guide = project.to_story().panels[1].guides[0]
+    assert [box for _, box in guide.skeletons] == [(0.5, 0.1, 0.9, 1.0), (0.0, 0.0, 0.5, 1.0)]
+    shared.regions = None  # side by side in tag order: Bo, then Ann
+    guide = project.to_story().panels[1].guides[0]
+    assert [box for _, box in guide.skeletons] == [(0.5, 0.0, 1.0, 1.0), (0.0, 0.0, 0.5, 1.0)]
