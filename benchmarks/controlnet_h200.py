@@ -66,8 +66,8 @@ def timed(fn, device: torch.device, warmup: int, repeat: int) -> dict:
 
 def unet_rows(tiny: bool, device: torch.device, dtype: torch.dtype, warmup: int, repeat: int) -> dict:
     pipe = build_pipeline("sdxl", "tiny" if tiny else "full", dtype=dtype, device=str(device))
-    unet = pipe.unet.eval()
-    net = build_controlnet(unet, "tiny" if tiny else "full").to(device, dtype).eval()
+    unet = pipe.unet.eval().requires_grad_(False)
+    net = build_controlnet(unet, "tiny" if tiny else "full").to(device, dtype).eval().requires_grad_(False)
     side = 64 if tiny else 1024
     latent = side // pipe.vae_scale_factor
     controls = StoryControls({"pose": net}, {"pose": "random"}, strength=1.0)
@@ -86,7 +86,6 @@ def unet_rows(tiny: bool, device: torch.device, dtype: torch.dtype, warmup: int,
                  "time_ids": torch.tensor([[side, side, 0, 0, side, side]] * batch, device=device, dtype=dtype)}
         return sample, embeds, added
 
-    @torch.no_grad()
     def call(batch: int, posed: int | None):
         sample, embeds, added = inputs(batch)
         pictures = batch // 2
@@ -95,8 +94,10 @@ def unet_rows(tiny: bool, device: torch.device, dtype: torch.dtype, warmup: int,
             guides = controls.prepare([{"pose": pose} if i < posed else {} for i in range(pictures)], 2, device, dtype)
 
         def run():
-            extra = {} if guides is None else controls.residuals(guides, 0, 1, sample, t, embeds, added)
-            unet(sample, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **extra)
+            # as the story's step loop runs (under no_grad): no autograd graph, no activations kept
+            with torch.inference_mode():
+                extra = {} if guides is None else controls.residuals(guides, 0, 1, sample, t, embeds, added)
+                unet(sample, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **extra)
 
         return run
 
