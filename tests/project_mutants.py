@@ -79,6 +79,24 @@ def real_project() -> Project:
     return project
 
 
+def _changed(written: Any, checked: Any, here: str = "") -> list[str]:
+    """Places where the schema's reading of a value differs from the value written."""
+    if isinstance(written, dict) and isinstance(checked, dict):
+        return [m for key in written.keys() & checked.keys() for m in _changed(written[key], checked[key], f"{here}/{key}")]
+    if isinstance(written, list) and isinstance(checked, list) and len(written) == len(checked):
+        return [m for i, (a, b) in enumerate(zip(written, checked)) for m in _changed(a, b, f"{here}/{i}")]
+    same = written == checked and isinstance(written, (bool, str)) == isinstance(checked, (bool, str))
+    return [] if same else [f"{here}: {written!r} -> {checked!r}"]
+
+
+def changed_by_schema(doc: dict[str, Any]) -> list[str]:
+    """Where the schema reads a (valid) project document differently from what it holds: a value of another
+    JSON type than the schema's ("5" for 5) that a lax check would have let through."""
+    from storystudio.project import schema
+
+    return _changed(doc, schema.validated(doc).model_dump(mode="json", by_alias=True))
+
+
 def archive(members: dict[str, bytes], comment: bytes = b"") -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as out:
@@ -126,8 +144,8 @@ TEXTS = ["", " ", "x" * 20_000, "\x00\x01\x02", "../../etc/passwd", "[NC] fog", 
          "\u202e\u0301\U0001f600", "a" * 65, "dialogue:99999", "C:\\\\x", "/abs/path.png"]
 
 
-def mutants(seed: int = 1234, size: int = 1100) -> list[Mutant]:
-    """At least ``size`` mutants of :func:`real_project`'s file: every kind, and byte flips (300 or more)."""
+def mutants(seed: int = 1234, size: int = 1200) -> list[Mutant]:
+    """At least ``size`` mutants of :func:`real_project`'s file: every kind, and byte flips (250 or more)."""
     rng = random.Random(seed)
     original = _saved(real_project())
     members = members_of(original)
@@ -142,13 +160,13 @@ def mutants(seed: int = 1234, size: int = 1100) -> list[Mutant]:
         text = raw if raw is not None else json.dumps(new_doc, ensure_ascii=False)
         out.append(Mutant(kind, what, archive({**members, "project.json": text.encode("utf-8")})))
 
-    # wrong JSON types at every path, two of them each (the path's own kind left out)
+    # a wrong JSON type at every path (the path's own kind left out)
     for path, value in all_paths:
         choices = [w for w in WRONG_TYPES if type(w) is not type(value)]
-        for wrong in rng.sample(choices, 2):
-            with_doc("wrong type", f"{_name(path)} = {json.dumps(wrong)[:20]}", replaced(doc, path, wrong))
+        wrong = rng.choice(choices)
+        with_doc("wrong type", f"{_name(path)} = {json.dumps(wrong)[:20]}", replaced(doc, path, wrong))
     # huge, tiny, negative and edge numbers at numeric paths; non-finite ones as JSON text cannot say them
-    for path, _ in rng.sample(numbers, min(len(numbers), 60)):
+    for path, _ in rng.sample(numbers, min(len(numbers), 40)):
         for number in rng.sample(NUMBERS, 3):
             if isinstance(number, str):  # a number of 5000 digits: only JSON text can hold it
                 text = json.dumps(replaced(doc, path, "__HUGE__")).replace('"__HUGE__"', number)
@@ -159,7 +177,7 @@ def mutants(seed: int = 1234, size: int = 1100) -> list[Mutant]:
         text = json.dumps(replaced(doc, path, marker)).replace(f'"{marker}"', rng.choice(["1e999", "-1e999"]))
         with_doc("non-finite", f"{_name(path)} = 1e999", None, raw=text)
     # hostile texts at text paths
-    for path, _ in rng.sample(texts, min(len(texts), 60)):
+    for path, _ in rng.sample(texts, min(len(texts), 40)):
         for hostile in rng.sample(TEXTS, 2):
             with_doc("text", f"{_name(path)} = {hostile[:12]!r}", replaced(doc, path, hostile))
     # deep nesting, at the root of a field and inside free-form parameters
@@ -200,11 +218,17 @@ def mutants(seed: int = 1234, size: int = 1100) -> list[Mutant]:
             for lie in (0, 1, 0xFFFF, 0x7FFFFFFF if fmt == "<I" else 0xFF):
                 out.append(Mutant("lying header", f"{target}: central {field} = {lie}",
                                   _lie(original, target, offset, fmt, lie)))
+    for field, offset, fmt in (("crc", 14, "<I"), ("compressed size", 18, "<I"), ("size", 22, "<I"),
+                               ("method", 8, "<H"), ("name length", 26, "<H")):
+        for target in ("project.json", images[0]):
+            for lie in (0, 0xFFFF if fmt == "<H" else 0x7FFFFFFF):
+                out.append(Mutant("lying header", f"{target}: local {field} = {lie}",
+                                  _lie(original, target, offset, fmt, lie, local=True)))
     # truncation and byte flips (of the whole file: the central directory, the JSON, the pictures)
-    for _ in range(60):
+    for _ in range(40):
         cut = rng.randrange(len(original))
         out.append(Mutant("truncated", f"first {cut} bytes", original[:cut]))
-    for _ in range(max(300, size - len(out))):
+    for _ in range(max(250, size - len(out))):
         damaged = bytearray(original)
         flips = rng.randint(1, 4)
         where = [rng.randrange(len(damaged)) for _ in range(flips)]
@@ -238,18 +262,20 @@ def _twice(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _lie(data: bytes, member: str, offset: int, fmt: str, value: int) -> bytes:
-    """``data`` with one field of ``member``'s central directory entry set to ``value``."""
+def _lie(data: bytes, member: str, offset: int, fmt: str, value: int, local: bool = False) -> bytes:
+    """``data`` with one field of ``member``'s central directory entry (or, ``local``, of its local file
+    header) set to ``value``."""
     out = bytearray(data)
-    at = out.find(b"PK\x01\x02")
+    signature, name_at, length_at = (b"PK\x03\x04", 30, 26) if local else (b"PK\x01\x02", 46, 28)
+    at = out.find(signature)
     while at != -1:
-        name_length = struct.unpack_from("<H", out, at + 28)[0]
-        name = bytes(out[at + 46:at + 46 + name_length]).decode("utf-8", "replace")
+        name_length = struct.unpack_from("<H", out, at + length_at)[0]
+        name = bytes(out[at + name_at:at + name_at + name_length]).decode("utf-8", "replace")
         if name == member:
             struct.pack_into(fmt, out, at + offset, value)
             return bytes(out)
-        at = out.find(b"PK\x01\x02", at + 4)
-    raise ValueError(f"no central directory entry for {member}")
+        at = out.find(signature, at + 4)
+    raise ValueError(f"no {'local header' if local else 'central directory entry'} for {member}")
 
 
 @cache
