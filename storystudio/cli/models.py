@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from .base import Command, Stopped, UserError, interrupts, path, say
+from ..project import limits
+from .base import Command, Stopped, UserError, interrupts, path, say, whole
 
 
 class ModelsCommand(Command):
@@ -49,7 +50,7 @@ class ModelsCommand(Command):
                                         "folder layout, built offline.")
         t.add_argument("dir", metavar="DIR", type=path("DIR"))
         t.add_argument("--arch", choices=["sd15", "sdxl"], default="sd15")
-        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--seed", type=whole(0, limits.MAX_SEED, "--seed"), default=0)
         return m
 
     def check(self) -> None:
@@ -71,6 +72,8 @@ def _create_tiny(args) -> int:
         folder = create_tiny_model(args.dir, args.arch, seed=args.seed)
     except FileExistsError as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:  # a file where the folder should be, no permission, a full disk
+        raise UserError(f"the tiny model could not be written to {args.dir} ({exc.strerror or exc}).") from None
     print(f"Wrote a tiny random {args.arch} model to {folder} (its images are noise; for tests and demos).")
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -213,8 +214,22 @@ class RenderCommand(Command):
                     raise UserError(str(exc)) from None
         if args.banks and not Path(args.banks).is_dir():
             raise UserError(f"the bank folder {args.banks} does not exist.")
-        if args.ray is not None:
+        if args.config and not Path(args.config).is_dir():
+            raise UserError(f"the configuration folder {args.config} does not exist.")
+        if args.ray is None:
+            self._check_model()
+        else:  # through Ray the actors load the model, maybe on other machines
             self._check_ray()
+
+    def _check_model(self) -> None:
+        """The model's files, read without loading it (the other checks are quicker, so this one is last)."""
+        from ..engine.errors import ModelError
+        from ..engine.models.loading import check_model_source
+
+        try:
+            check_model_source(self.args.model, allow_download=self.args.allow_download)
+        except ModelError as exc:
+            raise UserError(str(exc)) from None
 
     def _check_ray(self) -> None:
         from ..engine.distributed.cluster import check_address, require_ray
@@ -462,7 +477,7 @@ def _panel_selection(spec: str | None, story) -> list[str] | None:
     keys = []
     for part in spec.split(","):
         part = part.strip()
-        if not part.isdigit() or not 1 <= int(part) <= len(story.panels):
+        if not re.fullmatch(r"[0-9]{1,6}", part) or not 1 <= int(part) <= len(story.panels):
             raise UserError(f"{limits.quote(part)} is not a panel number of this story (1 to {len(story.panels)}).")
         keys.append(story.panels[int(part) - 1].key)
     return keys

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ...project.limits import quote
 from ...resources_path import resource
 
 CATALOG_ENV = "STORYSTUDIO_MODEL_CATALOG"
@@ -172,7 +173,7 @@ def get_entry(model_id: str) -> CatalogEntry:
     for entry in entries:
         if entry.repo == model_id:
             return entry
-    raise CatalogError(f'"{model_id}" is not in the model catalog; choose one of: {", ".join(e.id for e in entries)}.')
+    raise CatalogError(f'{quote(model_id)} is not in the model catalog; choose one of: {", ".join(e.id for e in entries)}.')
 
 
 def find_entry(model_id: str) -> CatalogEntry | None:

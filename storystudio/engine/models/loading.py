@@ -115,14 +115,11 @@ def load_model(
     path = Path(source).expanduser()
     common = _dtype_kwargs(dt)
     try:
-        if not path.exists() and (folder := _catalog_folder(source)) is not None:
-            path = folder  # a catalog id such as "sdxl-base", downloaded into the Hugging Face cache
-        if path.is_dir():
+        kind, path = _source_kind(source)
+        if kind == "folder":
             pipe, cls_name = _load_folder(path, str(path), common)
-        elif path.is_file():
+        elif kind == "file":
             pipe, cls_name = _load_single_file(path, config, allow_download, allow_pickle, common)
-        elif path.suffix in (".safetensors", ".ckpt", ".bin") or source.startswith((".", "/", "~")):
-            raise ModelError(f"The model file {source} does not exist.")
         else:
             pipe, cls_name = _load_hub(source, allow_download, common)
     except ModelError:
@@ -146,6 +143,56 @@ def load_model(
     else:
         pipe = pipe.to(dev)
     return LoadedModel(pipe=pipe, arch=SUPPORTED_PIPELINES[cls_name], source=str(source), device=dev, dtype=dt)
+
+
+def _source_kind(source: str) -> tuple[str, Path]:
+    """("folder", path), ("file", path) or ("hub", path) for a model source; ModelError for a path that does
+    not exist or a catalog model that is not downloaded."""
+    path = Path(source).expanduser()
+    if not path.exists() and (folder := _catalog_folder(source)) is not None:
+        path = folder  # a catalog id such as "sdxl-base", downloaded into the Hugging Face cache
+    if path.is_dir():
+        return "folder", path
+    if path.is_file():
+        return "file", path
+    if path.suffix in (".safetensors", ".ckpt", ".bin") or source.startswith((".", "/", "~")):
+        raise ModelError(f"The model file {source} does not exist.")
+    return "hub", path
+
+
+def check_model_source(source: str, allow_download: bool = False, allow_pickle: bool = False) -> None:
+    """ModelError in one sentence for what can be told about a model without loading it (what load_model
+    would say after a while): a path that does not exist, a folder or file that is no model or is damaged, a
+    Hub id that is not on this computer when downloads are not allowed. Reads files' headers only."""
+    kind, path = _source_kind(source)
+    if kind == "folder":
+        check_model_folder(path, str(path))
+    elif kind == "file":
+        _single_file_arch(path, allow_pickle)
+    elif not allow_download:
+        snapshot = hub_snapshot(source)
+        if snapshot is not None and (snapshot / "model_index.json").is_file():
+            missing = missing_parts(snapshot)
+            if missing:
+                raise ModelError(_partly_here(source, missing))
+            check_model_folder(snapshot, f'The model "{source}" in the Hugging Face cache')
+            return
+        from diffusers import DiffusionPipeline
+
+        try:
+            DiffusionPipeline.load_config(source, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(_not_here(source)) from exc
+
+
+def _not_here(repo_id: str) -> str:
+    return (f'The model "{repo_id}" is not on this computer (neither a folder, a file, nor in the Hugging Face '
+            "cache). Download it first, or allow downloads.")
+
+
+def _partly_here(repo_id: str, missing: list[str]) -> str:
+    return (f'The model "{repo_id}" is only partly on this computer ({", ".join(missing)} missing: its download '
+            "did not finish). Download it again to finish it.")
 
 
 def _catalog_folder(source: str) -> Path | None:
@@ -243,7 +290,8 @@ def _load_folder(path: Path, where: str, common: dict):
     return pipe, cls_name
 
 
-def _load_single_file(path: Path, config: str | None, allow_download: bool, allow_pickle: bool, common: dict):
+def _single_file_arch(path: Path, allow_pickle: bool) -> str:
+    """The family of a single-file checkpoint, its header checked; ModelError for a file that is not one."""
     if path.suffix in (".ckpt", ".bin", ".pt", ".pth"):
         if not allow_pickle:
             raise ModelError(
@@ -253,7 +301,11 @@ def _load_single_file(path: Path, config: str | None, allow_download: bool, allo
         raise ModelError(f"Loading pickled checkpoints such as {path.name} is not supported yet; convert it to .safetensors.")
     if path.suffix != ".safetensors":
         raise ModelError(f"{path.name} is not a model file StoryStudio knows (.safetensors or a diffusers folder).")
-    arch = checks.check_checkpoint(path)
+    return checks.check_checkpoint(path)
+
+
+def _load_single_file(path: Path, config: str | None, allow_download: bool, allow_pickle: bool, common: dict):
+    arch = _single_file_arch(path, allow_pickle)
     cls = _pipeline_class(arch)
     cfg = config or SINGLE_FILE_CONFIGS[arch]
     try:
@@ -277,8 +329,7 @@ def _load_hub(repo_id: str, allow_download: bool, common: dict):
         # download left out (the safety checker) are taken into account.
         missing = missing_parts(snapshot)
         if missing and not allow_download:
-            raise ModelError(f'The model "{repo_id}" is only partly on this computer ({", ".join(missing)} '
-                             "missing: its download did not finish). Download it again to finish it.")
+            raise ModelError(_partly_here(repo_id, missing))
         if not missing:
             return _load_folder(snapshot, f'The model "{repo_id}" in the Hugging Face cache', common)
     try:
@@ -286,10 +337,7 @@ def _load_hub(repo_id: str, allow_download: bool, common: dict):
     except (OSError, ValueError) as exc:
         if allow_download:
             raise ModelError(f"The model {repo_id} could not be downloaded: {exc}") from exc
-        raise ModelError(
-            f'The model "{repo_id}" is not on this computer (neither a folder, a file, nor in the Hugging Face cache). '
-            "Download it first, or allow downloads."
-        ) from exc
+        raise ModelError(_not_here(repo_id)) from exc
     name = index.get("_class_name") if isinstance(index, dict) else None
     if not isinstance(name, str) or name not in SUPPORTED_PIPELINES:
         what = "a " + quote(name).strip('"') if isinstance(name, str) and name else "an unknown"
