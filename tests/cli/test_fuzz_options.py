@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from cli_helpers import cli, point_hf_cache
 from storystudio.cli import build_parser
@@ -88,6 +89,10 @@ def bad_values(action: argparse.Action, rng: random.Random) -> list[str]:
         return ["x" * (bounds["most"] + 1), "x" * (bounds["most"] * 10)]
     if kind == "path":
         return ["", " ", "a\x00b", "p" * 5000]
+    if kind == "guide_spec":  # N=IMAGE
+        return ["", "x", "1", "=a.png", "1=", "x=a.png", "1.5=a.png", "-1=a.png", "9" * 5000 + "=a.png"]
+    if kind == "pose_steps":  # START:END
+        return ["", "0.5", "1:0", "0.5:0.5", "0:2", "-1:1", "nan:1", "0:inf", "a:b", "0:0.5:1", "1e999:1"]
     return []
 
 
@@ -106,6 +111,8 @@ def meaning_values(words: tuple[str, ...], option: str, place: Path) -> list[str
         "--mp4": [str(folder), str(missing)], "--png": [str(text_file)],
         "--audio": [str(missing), str(text_file), str(folder)],
         "--token-file": [str(missing), str(folder)],
+        **{guide: [f"1={missing}", f"1={text_file}", f"99={place / 'pose.png'}", f"0={place / 'pose.png'}",
+                   f"²={place / 'pose.png'}"] for guide in ("--pose", "--depth", "--lineart")},
         "input": [str(missing), str(folder), str(place / "empty.story.txt"), str(place / "broken.storystudio")],
         "project": [str(missing), str(folder), str(text_file), str(place / "broken.storystudio")],
         "id": ["nope", "", "x" * 100_000] if words[-1] in ("download", "remove") else [],
@@ -123,7 +130,7 @@ def _names(message: str, option: str, value: str) -> bool:
     """Whether a refusal says what it refuses: the option, (an excerpt of) the value, a piece of a list of
     values or the value's file name; for an argument, what it holds."""
     said = message.lower()
-    pieces = [value, *value.split(",")] if "," in value else [value]
+    pieces = [value, *value.replace("=", ",").split(",")]  # "1,x": a list; "1=IMAGE": a panel and a file
     for piece in pieces:
         excerpt = "".join(c for c in piece.strip()[:20] if c.isprintable()).lower()
         if f'"{excerpt}' in said or (len(excerpt) > 2 and excerpt in said):
@@ -153,6 +160,7 @@ def place(tmp_path, monkeypatch):
     (work / "empty.story.txt").write_text("", encoding="utf-8")
     (work / "broken.storystudio").write_bytes(b"PK\x03\x04 not a zip")
     (work / "fake.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}" + b"\x00" * 94)
+    Image.new("RGB", (64, 64)).save(work / "pose.png")
     (work / "full").mkdir()
     (work / "full" / "keep.txt").write_text("mine", encoding="utf-8")
     home = tmp_path / "home"
