@@ -1,5 +1,5 @@
 """What the loader accepts can be exported and drawn: every damaged copy of a real project that loads
-(tests/project_mutants.py: about 200 of the 1,413) is checked by the engine's own checks and exported to PDF,
+(tests/project_mutants.py: about 200 of the 1,437) is checked by the engine's own checks and exported to PDF,
 and a seeded sample of them is rendered with the tiny model.
 
 What is left out to stay fast, and how it is still covered:

@@ -1,4 +1,4 @@
-"""The loader against 1,413 damaged copies of a real project: each one is refused with the loader's own
+"""The loader against 1,437 damaged copies of a real project: each one is refused with the loader's own
 error in one short sentence, or loads, saves and loads back equal. Nothing else may come out of it.
 
 The mutants (tests/project_mutants.py) are seeded; tests/export/test_fuzz_exports.py renders and exports

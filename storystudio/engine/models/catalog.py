@@ -173,7 +173,10 @@ def get_entry(model_id: str) -> CatalogEntry:
     for entry in entries:
         if entry.repo == model_id:
             return entry
-    raise CatalogError(f'{quote(model_id)} is not in the model catalog; choose one of: {", ".join(e.id for e in entries)}.')
+    # the picture models by name (the whole catalog, with its ControlNets and adapters, would be a paragraph)
+    named = [e.id for e in entries if e.is_base] or [e.id for e in entries]
+    more = " or another id that storystudio models list shows" if len(named) < len(entries) else ""
+    raise CatalogError(f'{quote(model_id)} is not in the model catalog; choose one of: {", ".join(named)}{more}.')
 
 
 def find_entry(model_id: str) -> CatalogEntry | None:
