@@ -112,6 +112,17 @@ class StoryActor:
 
         return os.getpid()
 
+    def peak_memory(self, reset: bool = False) -> dict:
+        """Bytes of GPU memory allocated and reserved at most since the last reset (0 on the CPU)."""
+        import torch
+
+        if self.model is None or self.model.device.type != "cuda":
+            return {"allocated": 0, "reserved": 0}
+        peak = {"allocated": torch.cuda.max_memory_allocated(), "reserved": torch.cuda.max_memory_reserved()}
+        if reset:
+            torch.cuda.reset_peak_memory_stats()
+        return peak
+
     def _engine(self, batches: dict[tuple[int, int], int] | None = None):
         from ..story.pipeline import StoryPipeline
 

@@ -123,6 +123,7 @@ class RayStoryEngine:
         self.infos = infos
         self.alive = list(range(len(actors)))
         self.retries = 0  # units drawn again because their actor died (in the last render)
+        self.drawn: dict[int, list[str]] = {}  # actor -> panel keys it drew in the last render (retries included)
 
     # ---- starting ------------------------------------------------------------------------------------------
     @classmethod
@@ -263,6 +264,7 @@ class RayStoryEngine:
         work: dict[int, list[int]] = {}  # task -> [done, total, pictures] (picture-steps; estimate until told)
         counter = iter(range(1, 1 << 30))
         self.retries = 0
+        self.drawn = {}
 
         def submit(assigned: dict[int, list[Unit]]) -> None:
             for actor, its in assigned.items():
@@ -273,6 +275,7 @@ class RayStoryEngine:
                 work[task] = [0, pictures * settings.steps, pictures]
                 ref = self.actors[actor].render.remote(task, story, settings, keys, plan.batches, board, previews)
                 tasks[ref] = (actor, its, task)
+                self.drawn.setdefault(actor, []).extend(keys)
 
         def show(events: list[dict]) -> None:
             for e in events:
@@ -305,6 +308,7 @@ class RayStoryEngine:
                         out = ray.get(ref)
                     except ray.exceptions.RayActorError:
                         work.pop(task, None)
+                        self.drawn.pop(actor, None)
                         if actor in self.alive:
                             self.alive.remove(actor)
                         if stopping:
