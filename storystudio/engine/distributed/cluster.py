@@ -51,30 +51,31 @@ def check_address(text: str) -> str:
 
 @dataclass
 class Connection:
-    """A connection to Ray; ``started_here`` when :func:`connect` started a local Ray that ``close`` stops."""
+    """A connection to Ray; ``owned`` when :func:`connect` made it, so that ``close`` ends it (stopping a Ray
+    started here, or leaving a cluster, which runs on)."""
 
     address: str
-    started_here: bool
+    owned: bool
     cpus: float
     gpus: float
 
     def close(self) -> None:
-        if self.started_here:
+        if self.owned:
             import ray
 
             ray.shutdown()
-            self.started_here = False
+            self.owned = False
 
 
 def connect(address: str, num_cpus: int | None = None) -> Connection:
     """Connect to Ray at ``address`` (checked), or start one here for ``auto``.
 
-    A Ray already running in this process (a test's, or an earlier job's) is
-    used as it is and left running. InputError when the cluster cannot be reached.
+    A Ray this process already holds (a test's, a benchmark's) is used as it
+    is and left to its owner. InputError when the cluster cannot be reached.
     """
     ray = require_ray()
     address = check_address(address)
-    started = False
+    owned = False
     if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
         raise RayMissing(f"A ray:// address needs Ray's client, which is not installed; install it with {RAY_EXTRA}.")
     if not ray.is_initialized():
@@ -88,9 +89,9 @@ def connect(address: str, num_cpus: int | None = None) -> Connection:
             ray.shutdown()
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"Could not reach a Ray cluster at {quote(address)}: {reason[:200]}") from None
-        started = address == AUTO
+        owned = True
     resources = ray.cluster_resources()
-    return Connection(address, started, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)))
+    return Connection(address, owned, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)))
 
 
 def connection_check(address: str, timeout: float = 60.0) -> str:

@@ -115,7 +115,8 @@ class RemoteModel:
 
 
 class RayStoryEngine:
-    """Draws stories on the actors of a Ray cluster; ``close`` ends them (and a Ray started for them)."""
+    """Draws stories on the actors of a Ray cluster; ``close`` ends them and the connection it made (a Ray
+    started for them stops; a cluster runs on)."""
 
     def __init__(self, connection: Connection, actors: list[Any], infos: list[dict]):
         self.connection = connection
