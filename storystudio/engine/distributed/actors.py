@@ -64,8 +64,9 @@ class Board:
 
 
 def portable_error(exc: BaseException) -> BaseException:
-    """``exc`` as an error that crosses Ray and keeps its kind: torch's out-of-memory becomes the engine's
-    OutOfMemoryError (torch's own needs CUDA to be unpickled); the engine's errors stay as they are."""
+    """``exc`` as the error the caller of a local render would see: torch's out-of-memory becomes the
+    engine's OutOfMemoryError with one plain sentence (its kind is OUT_OF_MEMORY either way, but the
+    engine's type needs nothing of torch to be told apart); the engine's own errors stay as they are."""
     from ..errors import EngineError, OutOfMemoryError, is_out_of_memory
 
     if isinstance(exc, EngineError):
