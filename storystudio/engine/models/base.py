@@ -16,8 +16,8 @@ from ..errors import ModelError
 
 __all__ = [
     "COMMIT_ID", "LINKED_FOLDERS_FILE", "MEMORY_MODES", "MODELS_DIR_ENV", "ModelError", "OPTIONAL_PARTS", "SINGLE_FILE_CONFIGS",
-    "SUPPORTED_PIPELINES", "folder_arch", "hub_cache", "hub_snapshot", "linked_folders", "model_folders",
-    "path_size", "repo_storage",
+    "SUPPORTED_PIPELINES", "folder_arch", "has_file", "hub_cache", "hub_snapshot", "is_path", "linked_folders",
+    "model_folders", "path_size", "repo_storage",
 ]
 
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd15", "StableDiffusionXLPipeline": "sdxl"}
@@ -118,3 +118,21 @@ def path_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def is_path(source: str) -> bool:
+    """A folder or file name rather than a Hub id ("owner/name")."""
+    path = Path(source).expanduser()
+    return path.exists() or path.is_absolute() or source.startswith((".", "~")) or "\\" in source
+
+
+def has_file(source: str, filename: str) -> bool:
+    """Whether ``filename`` of a folder or of a Hub repository in the Hugging Face cache is on this computer."""
+    if is_path(source):
+        return (Path(source).expanduser() / filename).is_file()
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(source, filename), str)
+    except Exception:  # not a valid repository id: not on this computer either
+        return False

@@ -27,6 +27,7 @@ import torch
 
 from ...project.limits import MAX_PHOTO_STRENGTH
 from ..errors import InputError, ModelError
+from ..models.base import has_file, is_path
 from .regions import photo_hash
 
 #: Where the face IP-Adapter of each architecture lives: (repository, weights file, image encoder folder).
@@ -61,28 +62,12 @@ def open_photo(data: bytes, name: str):
                          "choose a PNG or JPEG photo.") from None
 
 
-def _is_path(source: str) -> bool:
-    path = Path(source).expanduser()
-    return path.exists() or path.is_absolute() or source.startswith((".", "~")) or "\\" in source
-
-
-def _have(source: str, filename: str) -> bool:
-    if _is_path(source):
-        return (Path(source).expanduser() / filename).is_file()
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        return isinstance(try_to_load_from_cache(source, filename), str)
-    except Exception:  # not a valid repository id: not on this computer either
-        return False
-
-
 def missing_photo_models(arch: str, source: str = "") -> list[str]:
     """The files reference photos need that are not on this computer (empty: all there). Reads no weights."""
     repo, weights, encoder = FACE_ADAPTERS[arch]
     source = source or repo
     needed = [weights, f"{encoder}/config.json"]
-    return [f for f in needed if not _have(source, f)]
+    return [f for f in needed if not has_file(source, f)]
 
 
 @dataclass
@@ -130,7 +115,7 @@ class PhotoAdapter:
 
         unet = pipe.unet
         saved = dict(unet.attn_processors)
-        local = isinstance(source, dict) or _is_path(str(source))
+        local = isinstance(source, dict) or is_path(str(source))
         where = source if isinstance(source, dict) else (str(Path(source).expanduser()) if local else source)
         folder, _, name = weights.rpartition("/")
         try:

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from ..errors import ModelError
+from ..models.base import has_file, is_path
 from ..models.loading import load_model, pick_device, pick_dtype
 from .transitions import Cancel, Progress, TransitionCancelled, TransitionRequest, cover, slerp
 
@@ -92,28 +93,10 @@ class VideoModels:
 
 # ---- finding the parts ----------------------------------------------------------------
 
-def _is_path(source: str) -> bool:
-    """A folder or file name rather than a Hub id ("owner/name")."""
-    path = Path(source).expanduser()
-    return path.exists() or path.is_absolute() or source.startswith((".", "~")) or "\\" in source
-
-
-def _have(source: str, filename: str) -> bool:
-    """Whether ``filename`` of a folder or of a Hub repository in the Hugging Face cache is on this computer."""
-    if _is_path(source):
-        return (Path(source).expanduser() / filename).is_file()
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        return isinstance(try_to_load_from_cache(source, filename), str)
-    except Exception:  # not a valid repository id: not on this computer either
-        return False
-
-
 def _missing_part(part: str, source: str, filename: str, why: str) -> str | None:
     """A plain sentence about one part that is not on this computer, or None when it is."""
     role = _ROLES[part]
-    if _is_path(source):
+    if is_path(source):
         path = Path(source).expanduser()
         if part == "base" and path.is_file():
             return None
@@ -122,7 +105,7 @@ def _missing_part(part: str, source: str, filename: str, why: str) -> str | None
         if not (path / filename).is_file():
             return f"{role}: {path} has no {filename}{why}"
         return None
-    if _have(source, filename):
+    if has_file(source, filename):
         return None
     return f'{role} "{source}" ({filename}) is not in the Hugging Face cache'
 
@@ -167,7 +150,7 @@ def _load_part(cls: Any, part: str, source: str, allow_download: bool, common: d
     kwargs = dict(common)
     if subfolder:
         kwargs["subfolder"] = subfolder
-    local = _is_path(source)
+    local = is_path(source)
     try:
         return cls.from_pretrained(str(Path(source).expanduser()) if local else source,
                                    local_files_only=local or not allow_download, **kwargs)
@@ -230,7 +213,7 @@ def load_video_models(
     encoder = _load_part(CLIPVisionModelWithProjection, "image_encoder", encoder_source, allow_download,
                          {"dtype": dt}, subfolder=encoder_dir)
     weights = Path(ip_adapter_weights)
-    ip_local = _is_path(ip_adapter)
+    ip_local = is_path(ip_adapter)
     ip_kwargs = dict(subfolder=weights.parent.as_posix() if weights.parent != Path(".") else None,
                      weight_name=weights.name, local_files_only=ip_local or not allow_download)
     ip_source = str(Path(ip_adapter).expanduser()) if ip_local else ip_adapter
