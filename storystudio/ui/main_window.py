@@ -166,7 +166,7 @@ class PanelView(QWidget):
         self.panel_id: str | None = None
         self.image = ImageLabel("Select a panel in the timeline.")
         self.image.setAlignment(Qt.AlignCenter)
-        self.image.setMinimumSize(160, 120)
+        self.image.setMinimumSize(160, 80)  # small on a short screen; the picture takes whatever height is left
         self.image.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.image.setStyleSheet("background:#202124; color:#bdc1c6;")
         self.image.setWordWrap(True)
