@@ -81,6 +81,38 @@ def attention_kernel(device: torch.device, dtype: torch.dtype) -> str:
     return "cpu-flash" if device.type == "cpu" else "math"
 
 
+def tokens_in(attn: Any, hidden_states: torch.Tensor, temb: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
+    """An attention layer's input as (batch, tokens, channels), normed as diffusers' processors norm it, and
+    the feature map's shape to put the output back into (None when the input was tokens already)."""
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    shape = None
+    if hidden_states.ndim == 4:
+        shape = hidden_states.shape
+        b, c, h, w = shape
+        hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    return hidden_states, shape
+
+
+def tokens_out(attn: Any, out: torch.Tensor, residual: torch.Tensor, shape: Any) -> torch.Tensor:
+    """The attended tokens through the output projection, back into the input's shape, with the residual."""
+    out = attn.to_out[1](attn.to_out[0](out))
+    if shape is not None:
+        out = out.transpose(-1, -2).reshape(shape)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
+def split_heads(attn: Any, t: torch.Tensor, norm: Any = None) -> torch.Tensor:
+    """(batch, tokens, heads x dim) -> (batch, heads, tokens, dim), with the layer's q/k norm if it has one."""
+    batch, length, inner = t.shape
+    t = t.view(batch, length, attn.heads, inner // attn.heads).transpose(1, 2)
+    return norm(t) if norm is not None else t
+
+
 def attend_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
                     kernel: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention output (B, H, L, d) and its log-sum-exp (B, H, L) in float32, by ``kernel``."""
@@ -379,14 +411,7 @@ class ConsistentAttnProcessor:
         **kwargs: Any,
     ) -> torch.Tensor:
         residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        spatial = hidden_states.ndim == 4
-        if spatial:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        hidden_states, shape = tokens_in(attn, hidden_states, temb)
 
         x = hidden_states
         phase = self.state.phase
@@ -408,20 +433,9 @@ class ConsistentAttnProcessor:
             out = self._read(attn, query, key, value)
         else:
             out = self._plain(attn, query, key, value, attention_mask)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if spatial:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return tokens_out(attn, out, residual, shape)
 
     # ---- the three paths ---------------------------------------------------------------
-    @staticmethod
-    def _heads(attn: Any, t: torch.Tensor, norm: Any = None) -> torch.Tensor:
-        batch, length, inner = t.shape
-        t = t.view(batch, length, attn.heads, inner // attn.heads).transpose(1, 2)
-        return norm(t) if norm is not None else t
-
     @staticmethod
     def _tokens(t: torch.Tensor) -> torch.Tensor:
         batch, heads, length, d = t.shape
@@ -432,9 +446,9 @@ class ConsistentAttnProcessor:
         if mask is not None:
             mask = attn.prepare_attention_mask(mask, key.shape[1], batch)
             mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
-        q = self._heads(attn, query, attn.norm_q)
-        k = self._heads(attn, key, attn.norm_k)
-        v = self._heads(attn, value)
+        q = split_heads(attn, query, attn.norm_q)
+        k = split_heads(attn, key, attn.norm_k)
+        v = split_heads(attn, value)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False, scale=attn.scale)
         return self._tokens(out).to(query.dtype)
 
@@ -455,11 +469,11 @@ class ConsistentAttnProcessor:
         # Image i borrows the sampled tokens of every other image j != i of its half.
         borrowed_k = sampled_k[:, slot.others].reshape(batch, (n - 1) * k, channels)
         borrowed_v = sampled_v[:, slot.others].reshape(batch, (n - 1) * k, channels)
-        q = self._heads(attn, query, attn.norm_q)
-        own, own_lse = attend_with_lse(q, self._heads(attn, key, attn.norm_k), self._heads(attn, value), attn.scale,
+        q = split_heads(attn, query, attn.norm_q)
+        own, own_lse = attend_with_lse(q, split_heads(attn, key, attn.norm_k), split_heads(attn, value), attn.scale,
                                         self.state.kernel)
-        extra, extra_lse = attend_with_lse(q, self._heads(attn, borrowed_k, attn.norm_k),
-                                           self._heads(attn, borrowed_v), attn.scale, self.state.kernel)
+        extra, extra_lse = attend_with_lse(q, split_heads(attn, borrowed_k, attn.norm_k),
+                                           split_heads(attn, borrowed_v), attn.scale, self.state.kernel)
         return self._tokens(merge_attention(own, own_lse, extra, extra_lse, slot.log_gate)).to(query.dtype)
 
     def _read(self, attn, query, key, value):
@@ -469,18 +483,18 @@ class ConsistentAttnProcessor:
             raise RuntimeError(f"batch of {batch} is not a multiple of {n} images")
         halves = batch // n
         bank_k, bank_v = slot.bank_k.to(query.dtype), slot.bank_v.to(query.dtype)
-        q = self._heads(attn, query, attn.norm_q)
-        own, own_lse = attend_with_lse(q, self._heads(attn, key, attn.norm_k), self._heads(attn, value), attn.scale,
+        q = split_heads(attn, query, attn.norm_q)
+        own, own_lse = attend_with_lse(q, split_heads(attn, key, attn.norm_k), split_heads(attn, value), attn.scale,
                                         self.state.kernel)
         # Every panel of a half reads the same bank: one call with the half's panels side by side as queries.
-        q_half = self._heads(attn, query.reshape(halves, n * tokens, channels), attn.norm_q)
+        q_half = split_heads(attn, query.reshape(halves, n * tokens, channels), attn.norm_q)
         if slot.regions is not None:  # one call per region, each region's queries against its own bank
-            banks = [(self._heads(attn, k.to(query.dtype), attn.norm_k), self._heads(attn, v.to(query.dtype)))
+            banks = [(split_heads(attn, k.to(query.dtype), attn.norm_k), split_heads(attn, v.to(query.dtype)))
                      for k, v in slot.region_banks]
             extra, extra_lse = slot.regions.attend(q_half, banks, attn.scale, self.state.kernel)
         else:
-            extra, extra_lse = attend_with_lse(q_half, self._heads(attn, bank_k, attn.norm_k),
-                                               self._heads(attn, bank_v), attn.scale, self.state.kernel)
+            extra, extra_lse = attend_with_lse(q_half, split_heads(attn, bank_k, attn.norm_k),
+                                               split_heads(attn, bank_v), attn.scale, self.state.kernel)
         heads, d = extra.shape[1], extra.shape[-1]
         # Merged in token order (batch, tokens, heads, d), where the side-by-side panels are already apart
         # (no copy when the kernel writes its output token-major, as flash attention does).

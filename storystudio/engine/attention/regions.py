@@ -36,7 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .consistent import attend_with_lse, block_scale
+from .consistent import attend_with_lse, block_scale, split_heads, tokens_in, tokens_out
 
 Box = tuple[float, float, float, float]
 
@@ -276,14 +276,7 @@ class RegionalCrossAttnProcessor:
                 or isinstance(encoder_hidden_states, tuple):
             return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        spatial = hidden_states.ndim == 4
-        if spatial:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        hidden_states, shape = tokens_in(attn, hidden_states, temb)
 
         query = attn.to_q(hidden_states)
         batch, _, inner = query.shape
@@ -306,24 +299,13 @@ class RegionalCrossAttnProcessor:
                                                                 norm_k=False)
             out = torch.cat([out, part.view(batch, regions * level.width, inner)], 1)
             out = out.gather(1, level.rows_inverse.unsqueeze(-1).expand(-1, -1, inner))
-        out = attn.to_out[1](attn.to_out[0](out))
-        if spatial:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
-
-    @staticmethod
-    def _heads(attn: Any, t: torch.Tensor, norm: Any = None) -> torch.Tensor:
-        batch, length, width = t.shape
-        t = t.view(batch, length, attn.heads, width // attn.heads).transpose(1, 2)
-        return norm(t) if norm is not None else t
+        return tokens_out(attn, out, residual, shape)
 
     def _sdpa(self, attn: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
               norm_k: bool = True) -> torch.Tensor:
-        q = self._heads(attn, query, attn.norm_q)
-        k = self._heads(attn, key, attn.norm_k if norm_k else None)
-        v = self._heads(attn, value)
+        q = split_heads(attn, query, attn.norm_q)
+        k = split_heads(attn, key, attn.norm_k if norm_k else None)
+        v = split_heads(attn, value)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False, scale=attn.scale)
         batch, heads, length, d = out.shape
         return out.transpose(1, 2).reshape(batch, length, heads * d).to(query.dtype)
