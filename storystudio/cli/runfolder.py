@@ -89,10 +89,12 @@ class RunFolder:
         prefix = "" if home == self.out else f"{self.out.name}."
         self._remove_stale(home)
         folder = home / f".{prefix}storystudio-render-{os.getpid()}.part"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-        self._staging = folder
         try:
+            # inside the try: a Ctrl+C landing just after the folder is made (it waits until then) removes it
+            with interrupts.held():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                self._staging = folder
             yield folder
         finally:
             with interrupts.held():

@@ -385,8 +385,9 @@ def export_mp4(project: Project, path: str | os.PathLike[str], *, progress: Prog
             os.replace(final, part)
             os.replace(part, target)
         except OSError as exc:
-            part.unlink(missing_ok=True)
             raise VideoExportError(f"could not write {target} ({exc.strerror or exc}).") from None
+        finally:  # a full disk, or Ctrl+C between the two moves: no .part is left behind
+            part.unlink(missing_ok=True)
     return VideoResult(target, total, animatic.fps, total / animatic.fps, warnings)
 
 

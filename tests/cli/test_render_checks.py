@@ -149,6 +149,34 @@ def test_a_staging_folder_left_by_a_killed_render_is_removed(tmp_path, tiny_mode
     assert pngs(out) == ["panel-001.png", "panel-002.png"]
 
 
+@pytest.mark.parametrize("exists", [False, True], ids=["new out", "existing out"])
+def test_a_ctrl_c_just_as_the_staging_folder_is_made_removes_it(tmp_path, monkeypatch, exists):
+    """The signal is handled right after ``mkdir`` returns (as Python runs handlers between bytecodes):
+    the folder it made must still go. The CI once found one left after Ctrl+C on "Model ready"."""
+    import signal
+
+    from storystudio.cli import runfolder
+    from storystudio.cli.base import interrupts
+
+    out = tmp_path / "out"
+    if exists:
+        out.mkdir()
+    real_mkdir = Path.mkdir
+
+    def mkdir_then_sigint(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        interrupts.handler(signal.SIGINT, None)  # what the SIGINT handler does at that moment
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_sigint)
+    with pytest.raises(KeyboardInterrupt):
+        with runfolder.RunFolder(out).staging():
+            pytest.fail("the block must not start once Ctrl+C came")
+    monkeypatch.undo()
+    assert list(tmp_path.rglob("*storystudio-render-*")) == []
+    assert out.exists() == exists
+    interrupts.stop.clear()
+
+
 
 def test_a_project_tagging_somebody_not_in_the_cast_is_refused_before_loading(tmp_path, tiny_model_dirs):
     """The app keeps a prompt's tag when its character is deleted; render names the panel to fix."""
