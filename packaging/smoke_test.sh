@@ -95,7 +95,8 @@ if command -v xdg-mime >/dev/null; then
   run env DISPLAY=:0 STORYSTUDIO_SMOKE_TEST=1 xdg-open "$T/Double-clicked.storystudio" > "$T/open.txt" 2>&1 || true
   for _ in $(seq 60); do grep -q "StoryStudio window" "$T/open.txt" && break; sleep 1; done
   cat "$T/open.txt"
-  grep -q "StoryStudio window: 'Double-clicked.storystudio - StoryStudio'" "$T/open.txt" || fail "double-click did not open it"
+  # the title names the story, then the file: 'Lighthouse — Double-clicked.storystudio - StoryStudio'
+  grep -q "StoryStudio window: '.*Double-clicked.storystudio - StoryStudio'" "$T/open.txt" || fail "double-click did not open it"
 fi
 run "$APP" uninstall-desktop
 [[ ! -e "$entry" ]] || fail "uninstall-desktop left the entry"
