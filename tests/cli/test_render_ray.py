@@ -39,6 +39,19 @@ def test_without_ray_installed_the_option_says_how_to_get_it(tmp_path, small_scr
     assert not out.exists()
 
 
+def test_the_packaged_program_says_that_ray_needs_a_pip_install(tmp_path, small_script, tiny_model_dirs,
+                                                                 monkeypatch):
+    """pip cannot add an extra to the bundle: the sentence says where Ray can be had instead."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)  # what PyInstaller sets in the bundle
+    run = cli("render", small_script, "--out", tmp_path / "out", "--model", tiny_model_dirs["sd15"], *TINY,
+              "--ray", "auto")
+    assert_plain_error(run)
+    assert [line for line in run.err.splitlines() if line.strip()] == [
+        "storystudio: Rendering through Ray needs Ray, which the StoryStudio program does not include; install "
+        'StoryStudio with pip to use it (pip install "storystudio[ray]").']
+
+
 def test_a_cluster_that_does_not_answer_is_one_sentence(tmp_path, small_script, tiny_model_dirs, monkeypatch):
     import ray
 

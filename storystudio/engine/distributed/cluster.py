@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +28,21 @@ class RayMissing(InputError):
     """Ray is not installed; the message says how to get it."""
 
 
+def ray_missing(what: str = "Rendering through Ray", part: str = "Ray") -> RayMissing:
+    """The one sentence saying that ``what`` needs ``part`` and how to get it, for this kind of install: pip
+    can add the extra to an environment, but not to the packaged program, which carries no Ray."""
+    if getattr(sys, "frozen", False):
+        return RayMissing(f"{what} needs {part}, which the StoryStudio program does not include; install "
+                          f"StoryStudio with pip to use it ({RAY_EXTRA}).")
+    return RayMissing(f"{what} needs {part}, which is not installed; install it with {RAY_EXTRA}.")
+
+
 def require_ray() -> Any:
     """The ``ray`` module, or :class:`RayMissing` saying in one line how to install it."""
     try:
         import ray
     except ImportError:
-        raise RayMissing(f"Rendering through Ray needs Ray, which is not installed; install it with {RAY_EXTRA}.") \
-            from None
+        raise ray_missing() from None
     return ray
 
 
@@ -77,7 +86,7 @@ def connect(address: str, num_cpus: int | None = None) -> Connection:
     address = check_address(address)
     owned = False
     if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
-        raise RayMissing(f"A ray:// address needs Ray's client, which is not installed; install it with {RAY_EXTRA}.")
+        raise ray_missing("A ray:// address", "Ray's client")
     if not ray.is_initialized():
         try:
             if address == AUTO:
