@@ -4,8 +4,8 @@
 their camera moves and burned-in captions, crossfades, generated transition
 clips) with QPainter; the in-app preview and the MP4 export both use it, so
 the preview shows the file's frames. ``export_mp4`` pipes the frames, straight
-from their memory, to ffmpeg (the binary imageio-ffmpeg ships) as raw rgb24,
-which converts them to yuv420p and encodes H.264 with ``+faststart`` (see
+from their memory, to ffmpeg (the binary imageio-ffmpeg ships) as raw 32-bit
+pixels in Qt's own format (``FRAME_PIX_FMT``), which converts them to yuv420p and encodes H.264 with ``+faststart`` (see
 ``X264_OPTIONS``); then, when there is an audio track or soft subtitles, it muxes
 them in a second ffmpeg pass that pads or trims the audio to the video's
 exact length (``-shortest`` is not used: with a shorter audio track it ends
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from bisect import bisect_right
 from collections import OrderedDict
@@ -35,7 +36,10 @@ from ..project.model import Project
 from ..resources_path import resource
 
 Progress = Callable[[int, int, str], None]
-FRAME_FORMAT = QImage.Format_RGB888  # three bytes a pixel, red first: ffmpeg's rgb24
+#: Frames are drawn in Qt's own painting format (32 bits a pixel, 0xffRRGGBB), which QPainter draws into
+#: fastest, and reach ffmpeg as they are: in memory the bytes are B, G, R, 255 on a little-endian machine.
+FRAME_FORMAT = QImage.Format_RGB32
+FRAME_PIX_FMT = "bgr0" if sys.byteorder == "little" else "0rgb"
 Cancel = Callable[[], bool]
 
 
@@ -121,8 +125,7 @@ def framed(image: QImage, box: tuple[float, float, float, float], size: tuple[in
     iw, ih = image.width(), image.height()
     src = QRectF(bx * iw, by * ih, bw * iw, bh * ih)
     out = QImage(w, h, FRAME_FORMAT)
-    out.fill(Qt.black)
-    if fit == "crop":  # shrink the source box to the frame's shape, around its centre
+    if fit == "crop":  # the picture covers the whole frame: nothing to clear first  # shrink the source box to the frame's shape, around its centre
         target = QRectF(0, 0, w, h)
         if src.width() / src.height() > w / h:
             new = src.height() * w / h
@@ -131,6 +134,7 @@ def framed(image: QImage, box: tuple[float, float, float, float], size: tuple[in
             new = src.width() * h / w
             src = QRectF(src.x(), src.center().y() - new / 2, src.width(), new)
     else:
+        out.fill(Qt.black)
         scale = min(w / src.width(), h / src.height())
         pw, ph = max(1, round(src.width() * scale)), max(1, round(src.height() * scale))
         target = QRectF((w - pw) // 2, (h - ph) // 2, pw, ph)
@@ -158,18 +162,17 @@ def to_pil(image: QImage) -> Image.Image:
 
 
 def frame_array(image: QImage) -> np.ndarray:
-    """A frame's pixels as a height x width x 3 array of bytes (a copy)."""
-    rgb = image if image.format() == FRAME_FORMAT else image.convertToFormat(FRAME_FORMAT)
+    """A frame's pixels as a height x width x 3 array of bytes, red first (a copy)."""
+    rgb = image if image.format() == QImage.Format_RGB888 else image.convertToFormat(QImage.Format_RGB888)
     rows = np.frombuffer(rgb.constBits(), np.uint8, count=rgb.sizeInBytes()).reshape(rgb.height(), rgb.bytesPerLine())
     return rows[:, : 3 * rgb.width()].reshape(rgb.height(), rgb.width(), 3).copy()
 
 
 def frame_bytes(image: QImage) -> bytes | memoryview:
-    """A frame's pixels as ffmpeg's rgb24 reads them, row after row (no copy unless rows are padded)."""
-    data = image.constBits()
-    if image.bytesPerLine() == 3 * image.width():
-        return data
-    return frame_array(image).tobytes()
+    """A frame's pixels as ffmpeg reads them (:data:`FRAME_PIX_FMT`), straight from the frame's memory."""
+    if image.format() != FRAME_FORMAT:  # a frame of another format (not drawn by the renderer)
+        image = image.convertToFormat(FRAME_FORMAT)
+    return image.constBits()  # 32-bit rows are never padded
 
 
 class AnimaticRenderer:
@@ -177,7 +180,7 @@ class AnimaticRenderer:
 
     The preview player and the MP4 export both draw their frames with
     :meth:`frame`, so what plays in the window is what the file holds. Frames
-    are QImages (RGB888) painted with QPainter; a hold whose camera does not
+    are QImages (:data:`FRAME_FORMAT`) painted with QPainter; a hold whose camera does not
     move is drawn once, and a transition's two keyframes once, so a still
     shot costs one frame's work however long it lasts.
     """
@@ -285,7 +288,7 @@ class AnimaticRenderer:
         return self._clips[key]
 
     def frame(self, index: int) -> QImage:
-        """Frame ``index`` of the animatic (RGB888, the renderer's size). Do not paint on it: it may be shared."""
+        """Frame ``index`` of the animatic (:data:`FRAME_FORMAT`, the renderer's size). Do not paint on it: it may be shared."""
         seg = self.segment_at(index)
         local = index - seg.first
         t = local / (seg.frames - 1) if seg.frames > 1 else 0.0
@@ -401,10 +404,11 @@ X264_OPTIONS = ["-preset", "superfast",
 
 
 def encoder_command(path: Path, size: tuple[int, int], fps: int, quality: int) -> list[str]:
-    """ffmpeg reading raw rgb24 frames from its standard input and writing H.264 (yuv420p, +faststart)."""
+    """ffmpeg reading raw frames (:data:`FRAME_PIX_FMT`) from its standard input and writing H.264 (yuv420p,
+    +faststart)."""
     w, h = size
     return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0",
+            "-f", "rawvideo", "-pix_fmt", FRAME_PIX_FMT, "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0",
             "-an", "-c:v", "libx264", *X264_OPTIONS, "-crf", str(quality), "-pix_fmt", "yuv420p",
             "-movflags", "+faststart", str(path)]
 
