@@ -102,6 +102,9 @@ class RenderCommand(Command):
         r.add_argument("--rate", type=_rate, default=None,
                        help="consistency strength: share of tokens borrowed between images (default 0.5)")
         r.add_argument("--no-freeu", action="store_true", default=None, help="turn FreeU off")
+        r.add_argument("--no-regions", action="store_true", default=None,
+                       help="let every character's looks act on the whole of a shared panel (as the paper's code "
+                            "does) instead of one region per character")
         r.add_argument("--compile", action="store_true",
                        help="compile the UNet's blocks with torch.compile: a one-time cost of minutes per picture "
                             "size and batch (cached on disk for the next run), then faster steps on a GPU")
@@ -385,7 +388,8 @@ def _settings(args, project=None):
         project.settings if project is not None else ProjectSettings(),
         steps=args.steps, width=w, height=h, guidance=args.guidance, seed=args.seed, style=args.style,
         negative_prompt=args.negative, scheduler=args.scheduler,
-        freeu=None if args.no_freeu is None else not args.no_freeu, id_length=args.id_length,
+        freeu=None if args.no_freeu is None else not args.no_freeu,
+        regions=None if args.no_regions is None else not args.no_regions, id_length=args.id_length,
         batch_size=args.batch_size, rate=args.rate, compile=args.compile or None,
         control_strength=args.pose_strength,
         control_start=None if args.pose_steps is None else args.pose_steps[0],

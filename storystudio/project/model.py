@@ -220,6 +220,9 @@ class ProjectSettings:
     id_length: int = 4
     scheduler: str = "ddim"
     freeu: bool = True
+    # A panel of two or more characters gives each its own region (its box reads only that character's
+    # looks); False lets every character's looks act everywhere in the panel, as the paper's code does.
+    regions: bool = True
     negative_prompt: str = ""
     device: str = "auto"
     dtype: str = "auto"
@@ -299,6 +302,13 @@ class Project:
             ],
             title=self.title,
         )
+
+    def shown_regions(self, panel: ProjectPanel) -> list[Region]:
+        """The boxes ``panel`` is drawn with, as the app shows them: none when the project lets every
+        character's looks act on the whole panel (``settings.regions`` off)."""
+        if not self.settings.regions:
+            return []
+        return panel.drawn_regions([c.name for c in self.characters])
 
     def _guides(self, panel: ProjectPanel, cast: list[str]) -> tuple:
         """The panel's ControlNet guides for the engine: its poses on one picture (each in its box)."""

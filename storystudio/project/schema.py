@@ -98,6 +98,8 @@ class Settings(Part):
     id_length: Annotated[int, Field(ge=1, le=limits.MAX_ID_LENGTH)] = Field(4, description="reference images per character")
     scheduler: Literal[SCHEDULER_IDS] = Field("ddim", description="the sampler")  # type: ignore[valid-type]
     freeu: bool = Field(True, description="FreeU on")
+    regions: bool = Field(True, description="characters kept apart in shared panels (one region each); false: "
+                                            "every character's looks act on the whole panel")
     negative_prompt: Text = ""
     device: Annotated[str, Field(pattern=f"^({DEVICES})$")] = Field("auto", description="where pictures are drawn")
     dtype: Literal[DTYPES] = Field("auto", description="number precision")  # type: ignore[valid-type]

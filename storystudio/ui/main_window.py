@@ -302,7 +302,7 @@ class PanelView(QWidget):
 
     def _refresh_regions(self, panel) -> None:
         cast = [c.name for c in self.session.project.characters]
-        regions = panel.drawn_regions(cast)
+        regions = self.session.project.shown_regions(panel)
         settings = self.session.project.settings
         width, height = panel.size or (settings.width, settings.height)
         self.region_overlay.set_regions(regions, cast, width / max(height, 1))

@@ -175,6 +175,13 @@ class SettingsPanel(QWidget):
             "More uses more memory (4 is the default)."
         )
         form.addRow("References each", self.id_length_spin)
+        self.regions_check = QCheckBox("Keep characters apart in shared panels")
+        self.regions_check.setToolTip(
+            "In a panel with two or more characters, each one is drawn in its own box (Panel tab) from its own "
+            "references and description. Turn it off to let every character's looks act on the whole panel, "
+            "as StoryDiffusion's own code does (looks may mix)."
+        )
+        form.addRow(self.regions_check)
 
         # ---- poses (ControlNet guides) ------------------------------------------------------------
         self.pose_strength_spin = self._float_spin(0.0, 2.0, 0.05, 2)
@@ -266,6 +273,7 @@ class SettingsPanel(QWidget):
         self.seed_button.clicked.connect(self.random_seed)
         self.scheduler_combo.activated.connect(lambda _i: self._push("scheduler", self.scheduler_combo.currentData()))
         self.freeu_check.toggled.connect(lambda checked: self._push("freeu", bool(checked)))
+        self.regions_check.toggled.connect(lambda checked: self._push("regions", bool(checked)))
         self.negative_edit.editingFinished.connect(
             lambda: self._push("negative_prompt", self.negative_edit.text().strip())
         )
@@ -354,6 +362,7 @@ class SettingsPanel(QWidget):
             self.seed_spin.setValue(int(s.seed))
             self._set_combo(self.scheduler_combo, s.scheduler)
             self.freeu_check.setChecked(bool(s.freeu))
+            self.regions_check.setChecked(bool(s.regions))
             self.negative_edit.setText(s.negative_prompt)
             self._offer_devices(s.device)
             self._set_combo(self.device_combo, s.device)

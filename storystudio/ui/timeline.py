@@ -58,6 +58,7 @@ class PanelListModel(QAbstractListModel):
         session.project_replaced.connect(self._reset)
         session.panel_changed.connect(self._panel_changed)
         session.characters_changed.connect(self._reset)
+        session.settings_changed.connect(self._all_changed)  # e.g. regions on or off: the thumbnails' boxes
         if jobs is not None:
             jobs.panels_changed.connect(self._panels_changed)
         if messages is not None:
@@ -66,6 +67,10 @@ class PanelListModel(QAbstractListModel):
     def _reset(self) -> None:
         self.beginResetModel()
         self.endResetModel()
+
+    def _all_changed(self) -> None:
+        if self.rowCount():
+            self.dataChanged.emit(self.index(0), self.index(self.rowCount() - 1))
 
     def _panels_changed(self, panel_ids: list) -> None:
         for panel_id in panel_ids:
@@ -121,9 +126,8 @@ class PanelListModel(QAbstractListModel):
         if role == self.StatusRole:
             return status
         if role == self.RegionsRole:
-            cast = [c.name for c in self.session.project.characters]
-            regions = panel.drawn_regions(cast)
-            return (regions, cast) if regions else None
+            regions = self.session.project.shown_regions(panel)
+            return (regions, [c.name for c in self.session.project.characters]) if regions else None
         if role == self.IdRole:
             return panel.id
         if role == self.BadgeRole:

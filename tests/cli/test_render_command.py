@@ -127,6 +127,28 @@ def test_render_example_writes_eight_panels(example_render, tiny_model_dirs):
     assert "white beard" in tobias["prompt"] and "copper hair" not in tobias["prompt"]
 
 
+def test_no_regions_lets_every_look_act_on_the_shared_panel(tmp_path, tiny_model_dirs):
+    """--no-regions: the shared panel is drawn as the paper's code draws it, with both looks in its one
+    prompt and no regions; panels of one character are the same pictures as with regions."""
+    script = tmp_path / "two.story.txt"
+    script.write_text("[Ann] a girl with red hair\n[Bo] a tall man in a hat\n\n[Ann] reads\n[Bo] waits\n"
+                      "[Ann] and [Bo] laugh\n", encoding="utf-8")
+    runs = {}
+    for name, extra in (("on", []), ("off", ["--no-regions"])):
+        out = tmp_path / name
+        run = cli("render", script, "--out", out, "--model", tiny_model_dirs["sd15"], "--steps", "1", "--size",
+                  "64x64", "--device", "cpu", "--id-length", "1", *extra)
+        assert run.rc == 0, run.err
+        runs[name] = out
+    on, off = (read_png_parameters(runs[k] / "panel-003.png") for k in ("on", "off"))
+    assert [r["character"] for r in on["regions"]] == ["Ann", "Bo"] and "red hair" not in on["prompt"]
+    assert off.get("regions") is None and "red hair" in off["prompt"] and "tall man" in off["prompt"]
+    manifest = json.loads((runs["off"] / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["settings"]["regions"] is False, manifest["settings"]
+    for solo in ("panel-001.png", "panel-002.png"):
+        assert (runs["on"] / solo).read_bytes() == (runs["off"] / solo).read_bytes(), solo
+
+
 def test_render_example_manifest(example_render):
     run, out = example_render
     assert run.rc == 0, run.err

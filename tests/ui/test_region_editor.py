@@ -115,6 +115,28 @@ def test_thumbnails_mark_the_boxes_of_shared_panels(session):
     assert image.pixelColor(50, 1) != image.pixelColor(25, 50)  # outlines drawn, insides lightly tinted
 
 
+def test_with_regions_off_no_boxes_are_shown_and_the_setting_is_undoable(qtbot, view, session):
+    """Generation ▸ Keep characters apart off: the panel is drawn without regions, so the Panel tab and the
+    thumbnails show no boxes (and offer no Side by Side); back on, they are there again."""
+    from storystudio.ui.settings_panel import SettingsPanel
+
+    settings = SettingsPanel(session)
+    qtbot.addWidget(settings)
+    model = PanelListModel(session)
+    changed = []
+    model.dataChanged.connect(lambda first, last: changed.append((first.row(), last.row())))
+    assert settings.regions_check.isChecked() and view.region_overlay.isVisibleTo(view)
+    settings.regions_check.click()
+    assert session.project.settings.regions is False and session.undo.count() == 1
+    assert not view.region_overlay.isVisibleTo(view) and view.region_overlay.regions == []
+    assert not view.regions_reset.isVisibleTo(view)
+    assert model.data(model.index(1), PanelListModel.RegionsRole) is None and changed == [(0, 1)]
+    session.undo.undo()
+    assert session.project.settings.regions is True and settings.regions_check.isChecked()
+    assert view.region_overlay.isVisibleTo(view) and [r.character for r in view.region_overlay.regions] == ["Bo", "Ann"]
+    assert model.data(model.index(1), PanelListModel.RegionsRole) is not None
+
+
 def test_photo_strength_in_the_character_sheet_is_undoable(qtbot, session):
     from helpers import flat_png
 
