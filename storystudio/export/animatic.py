@@ -5,10 +5,10 @@ their camera moves and burned-in captions, crossfades, generated transition
 clips) with QPainter; the in-app preview and the MP4 export both use it, so
 the preview shows the file's frames. ``export_mp4`` pipes the frames, straight
 from their memory, to ffmpeg (the binary imageio-ffmpeg ships) as raw 32-bit
-pixels in Qt's own format (``FRAME_PIX_FMT``), which converts them to yuv420p and encodes H.264 with ``+faststart`` (see
-``X264_OPTIONS``); then, when there is an audio track or soft subtitles, it muxes
-them in a second ffmpeg pass that pads or trims the audio to the video's
-exact length (``-shortest`` is not used: with a shorter audio track it ends
+pixels in Qt's own format (``FRAME_PIX_FMT``), which converts them to yuv420p
+and encodes H.264 with ``+faststart`` (see ``X264_OPTIONS``); then, when
+there is an audio track or soft subtitles, it muxes them in a second ffmpeg
+pass that pads or trims the audio to the video's exact length (``-shortest`` is not used: with a shorter audio track it ends
 the file early).
 """
 
@@ -125,7 +125,8 @@ def framed(image: QImage, box: tuple[float, float, float, float], size: tuple[in
     iw, ih = image.width(), image.height()
     src = QRectF(bx * iw, by * ih, bw * iw, bh * ih)
     out = QImage(w, h, FRAME_FORMAT)
-    if fit == "crop":  # the picture covers the whole frame: nothing to clear first  # shrink the source box to the frame's shape, around its centre
+    if fit == "crop":  # shrink the source box to the frame's shape, around its centre; it covers the frame,
+        # so the frame is not cleared first
         target = QRectF(0, 0, w, h)
         if src.width() / src.height() > w / h:
             new = src.height() * w / h
@@ -180,9 +181,9 @@ class AnimaticRenderer:
 
     The preview player and the MP4 export both draw their frames with
     :meth:`frame`, so what plays in the window is what the file holds. Frames
-    are QImages (:data:`FRAME_FORMAT`) painted with QPainter; a hold whose camera does not
-    move is drawn once, and a transition's two keyframes once, so a still
-    shot costs one frame's work however long it lasts.
+    are QImages (:data:`FRAME_FORMAT`) painted with QPainter; a hold whose
+    camera does not move is drawn once, and a transition's two keyframes once,
+    so a still shot costs one frame's work however long it lasts.
     """
 
     def __init__(self, project: Project, animatic: Animatic | None = None, size: tuple[int, int] | None = None):
@@ -288,7 +289,8 @@ class AnimaticRenderer:
         return self._clips[key]
 
     def frame(self, index: int) -> QImage:
-        """Frame ``index`` of the animatic (:data:`FRAME_FORMAT`, the renderer's size). Do not paint on it: it may be shared."""
+        """Frame ``index`` of the animatic (:data:`FRAME_FORMAT`, the renderer's size). Do not paint on it: it
+        may be shared."""
         seg = self.segment_at(index)
         local = index - seg.first
         t = local / (seg.frames - 1) if seg.frames > 1 else 0.0
