@@ -8,8 +8,8 @@ from their memory, to ffmpeg (the binary imageio-ffmpeg ships) as raw 32-bit
 pixels in Qt's own format (``FRAME_PIX_FMT``), which converts them to yuv420p
 and encodes H.264 with ``+faststart`` (see ``X264_OPTIONS``); then, when
 there is an audio track or soft subtitles, it muxes them in a second ffmpeg
-pass that pads or trims the audio to the video's exact length (``-shortest`` is not used: with a shorter audio track it ends
-the file early).
+pass that pads or trims the audio to the video's exact length (``-shortest``
+is not used: with a shorter audio track it ends the file early).
 """
 
 from __future__ import annotations
