@@ -8,14 +8,18 @@ come from its kind (the bounds of a number, the length of a text, the choices), 
 draw of values outside those bounds, plus the mistakes that only its meaning makes (a folder given for
 a file, a model that is not one, a panel number the story does not have). Each command starts from a
 command line that works (render with the tiny model, export of a saved project), so a bad value that
-slips through is seen: the command then runs, writes, or says more than one line.
+slips through is seen: the command then runs, writes, or says more than one line. A case that is still
+running after ``CASE_SECONDS`` (a refusal takes milliseconds; a slipped value may start a long render) is
+stopped there and reported, so a broken check fails the test quickly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,30 @@ from storystudio.cli import build_parser
 
 SEED = 2024
 RANDOM_PER_OPTION = 3
+CASE_SECONDS = 20  # the longest a case may run (a refused one takes about 10 ms)
+
+
+class CaseTooSlow(Exception):
+    """A case ran past ``CASE_SECONDS``: the value was not refused before real work began."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise CaseTooSlow in this (the main) thread once ``seconds`` have passed; no limit without SIGALRM."""
+    if not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise CaseTooSlow(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _leaves(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()):
@@ -215,7 +243,8 @@ def test_every_option_refuses_bad_values_in_one_line_and_writes_nothing(place, s
         value = argv[len(argv) - 1 - argv[::-1].index(option) + 1] if option in argv else argv[len(words)]
         shown = f"{' '.join(words)} {option} {value[:30]!r}"
         try:
-            run = cli(*argv)
+            with time_limit(CASE_SECONDS):
+                run = cli(*argv)
         except BaseException as exc:  # noqa: BLE001 - what this test is about
             wrong.append(f"{shown}: {type(exc).__name__}: {str(exc)[:150]}")
             continue
