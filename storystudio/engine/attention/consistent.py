@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ConsistencyConfig, Phase
+from .swap import ProcessorSwap
 
 __all__ = ["ConsistencyConfig", "ConsistentAttention", "ConsistentAttnProcessor", "LayerInfo", "Phase",
            "attend_with_lse", "attention_kernel", "block_scale", "level_tokens"]
@@ -187,7 +188,7 @@ class StepBank:
         return k, v
 
 
-class ConsistentAttention:
+class ConsistentAttention(ProcessorSwap):
     """Consistent self-attention on one UNet: installs processors and holds their state.
 
     Use as a context manager (or :meth:`install` / :meth:`uninstall`); the
@@ -207,7 +208,6 @@ class ConsistentAttention:
         self.n_images = 1
         self.layers: dict[str, LayerInfo] = {}
         self.slots: list[LayerSlot] = []
-        self._saved: dict[str, Any] | None = None
         self._gate_table: torch.Tensor | None = None  # (steps, layers) log-gates, 0 or -inf, drawn at start
         self._pin = False  # host tensors bound for the device are pinned (CUDA), so copies never wait
         self._gates: torch.Tensor | None = None  # (layers,) on the device: this step's row
@@ -225,7 +225,7 @@ class ConsistentAttention:
         return names
 
     def install(self) -> ConsistentAttention:
-        if self._saved is not None:
+        if self.installed:
             return self
         chosen = self._chosen_layers()
         if not chosen:
@@ -236,32 +236,20 @@ class ConsistentAttention:
             rate = self.config.rate_coarse if scales[n] == coarsest else self.config.rate_fine
             self.layers[n] = LayerInfo(n, i, rate, scales[n])
         self.slots = [LayerSlot() for _ in chosen]
-        self._saved = dict(self.unet.attn_processors)
-        procs = {}
-        for proc_name, proc in self._saved.items():
-            module_name = proc_name.removesuffix(".processor")
-            if module_name in self.layers:
-                info = self.layers[module_name]
-                procs[proc_name] = ConsistentAttnProcessor(self, info.rate, self.slots[info.index])
-            else:
-                procs[proc_name] = proc
-        self.unet.set_attn_processor(procs)
+
+        def ours(module_name: str, proc: Any) -> ConsistentAttnProcessor | None:
+            info = self.layers.get(module_name)
+            return None if info is None else ConsistentAttnProcessor(self, info.rate, self.slots[info.index])
+
+        self._swap(ours)
         return self
 
     def uninstall(self) -> None:
-        if self._saved is None:
+        if not self._restore():
             return
-        self.unet.set_attn_processor(self._saved)
-        self._saved = None
         self.layers.clear()
         self.slots = []
         self.banks = {}
-
-    def __enter__(self) -> ConsistentAttention:
-        return self.install()
-
-    def __exit__(self, *exc: object) -> None:
-        self.uninstall()
 
     # ---- a run ----------------------------------------------------------------------
     def gate_table(self, steps: int) -> torch.Tensor:
@@ -274,7 +262,7 @@ class ConsistentAttention:
 
     def start(self, steps: int, device: torch.device | str, dtype: torch.dtype = torch.float32) -> None:
         """Draw the gates of every step of a run; each processor gets its own view of the step's row."""
-        if self._saved is None:
+        if not self.installed:
             raise RuntimeError("consistent attention is not installed on the UNet")
         device = torch.device(device)
         self.kernel = attention_kernel(device, dtype)

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .consistent import attend_with_lse, block_scale, split_heads, tokens_in, tokens_out
+from .swap import ProcessorSwap
 
 Box = tuple[float, float, float, float]
 
@@ -190,7 +191,7 @@ class CrossSlot:
         return self.level is not None or self.photo is not None
 
 
-class RegionalCrossAttention:
+class RegionalCrossAttention(ProcessorSwap):
     """Regional prompts and reference photos on one UNet's cross-attention (``attn2``) layers.
 
     Installed for a run (context manager); the original processors are put back
@@ -205,36 +206,24 @@ class RegionalCrossAttention:
         self.photo_layers = dict(photo_layers or {})
         self.slots: dict[str, CrossSlot] = {}
         self.scales: dict[str, int] = {}
-        self._saved: dict[str, Any] | None = None
 
     def install(self) -> RegionalCrossAttention:
-        if self._saved is not None:
+        if self.installed:
             return self
-        self._saved = dict(self.unet.attn_processors)
-        procs = {}
-        for proc_name, proc in self._saved.items():
-            module_name = proc_name.removesuffix(".processor")
-            if module_name.endswith("attn2"):
-                slot = self.slots.setdefault(module_name, CrossSlot())
-                self.scales[module_name] = block_scale(self.unet, module_name)
-                procs[proc_name] = RegionalCrossAttnProcessor(proc, slot, self.photo_layers.get(module_name))
-            else:
-                procs[proc_name] = proc
-        self.unet.set_attn_processor(procs)
+
+        def ours(module_name: str, proc: Any) -> RegionalCrossAttnProcessor | None:
+            if not module_name.endswith("attn2"):
+                return None
+            slot = self.slots.setdefault(module_name, CrossSlot())
+            self.scales[module_name] = block_scale(self.unet, module_name)
+            return RegionalCrossAttnProcessor(proc, slot, self.photo_layers.get(module_name))
+
+        self._swap(ours)
         return self
 
     def uninstall(self) -> None:
-        if self._saved is None:
-            return
-        self.unet.set_attn_processor(self._saved)
-        self._saved = None
-        self.slots.clear()
-
-    def __enter__(self) -> RegionalCrossAttention:
-        return self.install()
-
-    def __exit__(self, *exc: object) -> None:
-        self.uninstall()
+        if self._restore():
+            self.slots.clear()
 
     @property
     def levels_needed(self) -> set[int]:

@@ -29,8 +29,10 @@ import torch
 from diffusers import AnimateDiffSparseControlNetPipeline
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 
+from ..attention.swap import ProcessorSwap
 
-class PerFrameIPAdapter:
+
+class PerFrameIPAdapter(ProcessorSwap):
     """Per-frame IP-Adapter tokens on a motion UNet: installs the processors and holds their state.
 
     ``frames`` is the clip's frame count while a clip is made, ``None`` otherwise
@@ -40,39 +42,26 @@ class PerFrameIPAdapter:
     def __init__(self, unet: torch.nn.Module):
         self.unet = unet
         self.frames: int | None = None
-        self._saved: dict[str, Any] | None = None
         self.layers: list[str] = []  # processor names that were replaced
 
     def install(self) -> PerFrameIPAdapter:
-        if self._saved is not None:
+        if self.installed:
             return self
-        saved = dict(self.unet.attn_processors)
-        procs: dict[str, Any] = {}
-        for name, proc in saved.items():
+
+        def ours(module_name: str, proc: Any) -> PerFrameIPAdapterAttnProcessor | None:
             if isinstance(proc, IPAdapterAttnProcessor2_0) and not isinstance(proc, PerFrameIPAdapterAttnProcessor):
-                procs[name] = PerFrameIPAdapterAttnProcessor.sharing(proc, self)
-                self.layers.append(name)
-            else:
-                procs[name] = proc
+                return PerFrameIPAdapterAttnProcessor.sharing(proc, self)
+            return None
+
+        self.layers = self._swap(ours)
         if not self.layers:
             raise ValueError("this UNet has no IP-Adapter layers; load an IP-Adapter first")
-        self._saved = saved
-        self.unet.set_attn_processor(procs)
         return self
 
     def uninstall(self) -> None:
-        if self._saved is None:
-            return
-        self.unet.set_attn_processor(self._saved)
-        self._saved = None
-        self.layers = []
-        self.frames = None
-
-    def __enter__(self) -> PerFrameIPAdapter:
-        return self.install()
-
-    def __exit__(self, *exc: object) -> None:
-        self.uninstall()
+        if self._restore():
+            self.layers = []
+            self.frames = None
 
     def select(self, tokens: torch.Tensor) -> torch.Tensor:
         """(rows, N, T, C) -> (rows, T, C): row b keeps token set b % N.
