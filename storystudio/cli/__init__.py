@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str]) -> int:
     from .base import Stopped, UserError, interrupts
 
-    interrupts.stop.clear()
+    interrupts.reset()
     try:
         return _dispatch(argv)
     except UserError as exc:

@@ -12,8 +12,10 @@ import argparse
 import contextlib
 import math
 import re
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -143,21 +145,65 @@ class Interrupts:
     :attr:`stop` (work checks it and stops cleanly, keeping what is finished);
     a second one raises at once. Inside :meth:`held` (moving finished files
     into place) it waits until the block ends, so nothing is left half moved.
+
+    KeyboardInterrupt is only raised where Python code can take it: at a
+    line of StoryStudio's own code, never while a module is being imported.
+    Python runs a signal handler at whatever Python line comes next, and that
+    line may belong to code a C extension is calling back: PySide6 reading an
+    enum's value in the middle of ``QPainter.setClipPath`` turns the
+    exception into a SystemError, and torch's pybind11 code, mid-import,
+    aborts the process. Elsewhere the handler asks again every
+    :data:`RETRY_SECONDS` (it sends SIGINT to the main thread once more), and
+    after :data:`MOST_DEFERRED_SECONDS` outside any import it raises where it
+    is, so a long wait in a library still ends.
     """
+
+    #: How often a deferred Ctrl+C looks again for a place to stop, and how long it waits for one of
+    #: StoryStudio's own lines (outside imports, which are always waited for).
+    RETRY_SECONDS = 0.01
+    MOST_DEFERRED_SECONDS = 0.5
 
     def __init__(self) -> None:
         self.stop = threading.Event()
         self._soft = 0
         self._held = 0
         self._pending = False
+        self._deferred_since: float | None = None
+        self._retry: threading.Timer | None = None
+        self._retry_lock = threading.RLock()  # re-entrant: a handler may run again inside itself
 
     def handler(self, signum: int, frame: Any) -> None:
         if self._held:
             self._pending = True
-        elif self._soft and not self.stop.is_set():
+        elif self._soft and not self.stop.is_set() and self._deferred_since is None:
             self.stop.set()
         else:
+            self._raise_where_safe(frame)
+
+    def _raise_where_safe(self, frame: Any) -> None:
+        now = time.monotonic()
+        if self._deferred_since is None:
+            self._deferred_since = now
+        where = stopping_place(frame)
+        if where == "ours" or (where == "library" and now - self._deferred_since >= self.MOST_DEFERRED_SECONDS):
+            with self._retry_lock:
+                if self._retry is not None:
+                    self._retry.cancel()
+                    self._retry = None
+            self._deferred_since = None
             raise KeyboardInterrupt
+        with self._retry_lock:
+            if self._retry is None:
+                self._retry = threading.Timer(self.RETRY_SECONDS, self._ask_again)
+                self._retry.daemon = True
+                self._retry.start()
+
+    def _ask_again(self) -> None:
+        with self._retry_lock:
+            if self._retry is not threading.current_thread():
+                return  # cancelled: the interrupt was raised meanwhile
+            self._retry = None
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     @contextlib.contextmanager
     def soft(self) -> Iterator[threading.Event]:
@@ -176,8 +222,33 @@ class Interrupts:
             self._held -= 1
             if not self._held and self._pending:
                 self._pending = False
+                self._deferred_since = None
                 self.stop.set()
                 raise KeyboardInterrupt
+
+    def reset(self) -> None:
+        """A fresh start for the next command run in this process: no stop asked, nothing deferred."""
+        with self._retry_lock:
+            if self._retry is not None:
+                self._retry.cancel()
+                self._retry = None
+        self._deferred_since = None
+        self._pending = False
+        self.stop.clear()
+
+
+def stopping_place(frame: Any) -> str:
+    """Where the main thread is when a signal handler runs in ``frame``: ``"importing"`` (a module is
+    being imported, whoever's), ``"ours"`` (a line of StoryStudio's own code) or ``"library"``."""
+    if frame is None:  # called directly, not by Python's signal machinery
+        return "ours"
+    innermost = frame
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return "importing"
+        frame = frame.f_back
+    name = innermost.f_globals.get("__name__") or ""
+    return "ours" if name == "storystudio" or name.startswith("storystudio.") else "library"
 
 
 #: The running command's interrupt handling (main installs it).

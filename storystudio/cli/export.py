@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..project import limits
-from .base import Command, UserError, interrupts, number, path, say, text, whole
+from .base import Command, UserError, number, path, say, text, whole
 
 
 # ---- options shared with render ---------------------------------------------------------------------------
@@ -114,9 +114,8 @@ def check_export_target(target: str, made: Path | None = None) -> None:
 
 
 def check_audio(file: str) -> None:
-    with interrupts.held():  # see export_comic
-        from ..export.animatic import VideoExportError
-        from ..export.animatic import check_audio as check
+    from ..export.animatic import VideoExportError
+    from ..export.animatic import check_audio as check
 
     try:
         check(file)
@@ -147,8 +146,7 @@ def check_page_pixels(layout, dpi: int | None) -> None:
 def export_comic(project, args, pdf: str | None, cbz: str | None, png: str | None) -> None:
     if pdf or cbz or png:
         check_page_pixels(project.layout, args.dpi)
-    with interrupts.held():  # Ctrl+C waits until Qt is imported: PySide6 aborts the process if cut short
-        from ..export.comic import ExportError, export_cbz, export_pdf, export_png_pages
+    from ..export.comic import ExportError, export_cbz, export_pdf, export_png_pages
 
     progress = export_progress()
     jobs = [(pdf, "PDF", lambda p: export_pdf(project, p, bleed=args.bleed, dpi=args.dpi, author=args.author,
@@ -164,8 +162,7 @@ def export_comic(project, args, pdf: str | None, cbz: str | None, png: str | Non
 
 
 def export_video(project, args) -> None:
-    with interrupts.held():  # see export_comic
-        from ..export.animatic import VideoExportError, export_mp4
+    from ..export.animatic import VideoExportError, export_mp4
 
     apply_video_options(project, args)
     result = _write(args.mp4, lambda target: export_mp4(project, target, progress=export_progress("animatic: ")),
