@@ -133,7 +133,10 @@ def path(what: str) -> Callable[[str], str]:
 def say(message: str) -> None:
     """A line on stderr (an empty one only ends a progress line on a terminal)."""
     if message or sys.stderr.isatty():
-        print(message, file=sys.stderr, flush=True)
+        # One write, line end included: a Ctrl+C between the text and its line end (as print() writes them)
+        # would put the closing "stopped" on the same line.
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
 
 
 # ---- Ctrl+C --------------------------------------------------------------------------------------------------
@@ -154,8 +157,9 @@ class Interrupts:
     exception into a SystemError, and torch's pybind11 code, mid-import,
     aborts the process. Elsewhere the handler asks again every
     :data:`RETRY_SECONDS` (it sends SIGINT to the main thread once more), and
-    after :data:`MOST_DEFERRED_SECONDS` outside any import it raises where it
-    is, so a long wait in a library still ends.
+    after :data:`MOST_DEFERRED_SECONDS` in a library (counted from the end of
+    the last import) it raises where it is, so a long wait in a library still
+    ends.
     """
 
     #: How often a deferred Ctrl+C looks again for a place to stop, and how long it waits for one of
@@ -182,9 +186,9 @@ class Interrupts:
 
     def _raise_where_safe(self, frame: Any) -> None:
         now = time.monotonic()
-        if self._deferred_since is None:
-            self._deferred_since = now
         where = stopping_place(frame)
+        if self._deferred_since is None or where == "importing":
+            self._deferred_since = now  # the half second in a library counts from the end of any import
         if where == "ours" or (where == "library" and now - self._deferred_since >= self.MOST_DEFERRED_SECONDS):
             with self._retry_lock:
                 if self._retry is not None:

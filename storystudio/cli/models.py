@@ -172,7 +172,7 @@ def _download_printer():
             print("\r" + line[:110].ljust(110), end="", file=sys.stderr, flush=True)
         elif time.monotonic() - last["line"] >= 10:
             last["line"] = time.monotonic()
-            print(line, file=sys.stderr, flush=True)
+            say(line)
 
     return show
 

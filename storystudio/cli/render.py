@@ -590,6 +590,6 @@ def _progress_printer():
             print("\r" + line[:100].ljust(100), end="", file=sys.stderr, flush=True)
         elif last["batch"] != p.step and (p.step == 1 or p.step % 5 == 0 or p.work_done == p.work_total):
             last["batch"] = p.step
-            print(line, file=sys.stderr, flush=True)
+            say(line)
 
     return show

@@ -160,3 +160,30 @@ def test_a_ctrl_c_inside_a_qt_call_is_not_turned_into_a_system_error(handled):
         painter.end()
     assert inside_qt, "no Python code ran inside setClipPath: the case is not made"
     assert _events(log) == ["library finished", "raised"]
+
+
+def test_a_line_is_written_whole_so_a_ctrl_c_cannot_split_it(monkeypatch):
+    """The CI once read "Loading ... storystudio: stopped." as one line: a Ctrl+C had landed between the text
+    and its line end, which print() writes apart. Here the stream is interrupted after its first write."""
+    from storystudio.cli.base import say
+
+    class Interrupted:
+        def __init__(self):
+            self.written = []
+
+        def write(self, text):
+            if self.written:
+                raise KeyboardInterrupt
+            self.written.append(text)
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+    stream = Interrupted()
+    monkeypatch.setattr(sys, "stderr", stream)
+    say("Loading the model ...")
+    monkeypatch.undo()
+    assert stream.written == ["Loading the model ...\n"]
