@@ -22,6 +22,9 @@ per call:
   ``regions_read_photos`` (each character's photo in its region).
 
 ``regions_vs_one_character`` is the ratio the target is about (at most 1.15).
+With ``--compile`` the UNet's blocks are compiled first, as the app's "Compile
+the model" does (``engine.story.compile.compile_unet``); each row's first calls
+(not timed) then include its compiles.
 Peak GPU memory (``*_peak_gib``) is ``torch.cuda.max_memory_allocated`` over
 each row. ``--tiny`` runs everything on the CPU with the tiny test model, to
 check the script itself.
@@ -112,6 +115,10 @@ def a_photo(seed: int) -> bytes:
 def measure(args) -> dict:
     pipe = make_pipe(args)
     unet, cuda = pipe.unet, not args.tiny
+    if args.compile:
+        from storystudio.engine.story.compile import compile_unet
+
+        compile_unet(unet, backend="eager" if args.tiny else "inductor")
     dev, dt = unet.device, unet.dtype
     n, size = args.panels, args.size
     t = torch.tensor(500, device=dev)
@@ -175,6 +182,7 @@ def main() -> None:
     ap.add_argument("--panels", type=int, default=1, help="shared panels per UNet call (2 pictures each with CFG)")
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--no-photo", dest="photo", action="store_false", help="leave out the IP-Adapter rows")
+    ap.add_argument("--compile", action="store_true", help="compile the UNet's blocks first (as --compile does)")
     ap.add_argument("--tiny", action="store_true", help="check the script on the CPU with the tiny model")
     ap.add_argument("--out", default=None, help="JSON file to write the results to")
     args = ap.parse_args()
@@ -182,7 +190,7 @@ def main() -> None:
         args.size, args.repeat = 64, 2
     out = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.tiny else "cpu",
            "torch": torch.__version__, "size": args.size, "refs": args.refs, "panels": args.panels,
-           "repeat": args.repeat}
+           "repeat": args.repeat, "compiled": args.compile}
     started = time.perf_counter()
     out.update(measure(args))
     out["wall_s"] = round(time.perf_counter() - started, 1)

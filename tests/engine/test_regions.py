@@ -139,7 +139,21 @@ def test_queries_read_only_their_characters_bank_and_background_none(pipe, halve
 
 # ---- cross-attention: each region sees its own text (and photo) ---------------------------------------------
 
-def test_regional_cross_attention_gives_each_region_its_text_and_photo(pipe):
+def _photo_adds(attn, hidden, photo_kv, photo):
+    """What a photo adds to a cross-attention layer's output, computed by hand: its strength times the
+    attention of the layer's queries over the photo's tokens (through the adapter's projections), through
+    the output projection without its bias."""
+    def heads(t):
+        return t.view(t.shape[0], t.shape[1], attn.heads, -1).transpose(1, 2)
+
+    q, k, v = heads(attn.to_q(hidden)), heads(photo_kv[0](photo.tokens)), heads(photo_kv[1](photo.tokens))
+    weights = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)
+    seen = (weights @ v).transpose(1, 2).reshape(hidden.shape[0], hidden.shape[1], -1)
+    return torch.nn.functional.linear(photo.strength * seen, attn.to_out[0].weight) / attn.rescale_output_factor
+
+
+@pytest.mark.parametrize("chunks", [1, 2], ids=["texts as long as the prompt", "texts of two chunks"])
+def test_regional_cross_attention_gives_each_region_its_text_and_photo(pipe, chunks):
     unet = pipe.unet
     g = torch.Generator().manual_seed(5)
     names = [n.removesuffix(".processor") for n in unet.attn_processors if n.endswith("attn2.processor")]
@@ -151,8 +165,8 @@ def test_regional_cross_attention_gives_each_region_its_text_and_photo(pipe):
     cross = RegionalCrossAttention(unet, photo_kv)
     halves, n, width = 2, 2, unet.config.cross_attention_dim
     main = torch.randn(halves * n, 77, width, generator=g)
-    texts = [torch.randn(halves * n, 77, width, generator=g) for r in range(2)]
-    stacked = torch.stack(texts, 1).reshape(halves * n * 2, 77, width)  # row b's region r at b * 2 + r
+    texts = [torch.randn(halves * n, 77 * chunks, width, generator=g) for r in range(2)]
+    stacked = torch.stack(texts, 1).reshape(halves * n * 2, 77 * chunks, width)  # row b's region r at b * 2 + r
     with cross:
         layout = RegionLayout(BOXES, (32, 32), cross.levels_needed, halves, "cpu")
         for name in names:
@@ -177,6 +191,10 @@ def test_regional_cross_attention_gives_each_region_its_text_and_photo(pipe):
                 with cross.call(layout, stacked, poisoned):
                     out = proc(attn, hidden, main)
                 assert torch.equal(out.isnan().any(-1), labels == 2), name  # the photo acts only in its region
+                whole = Photo(torch.randn(halves * n, 4, width, generator=g), 0.5)
+                seen = _photo_adds(attn, hidden, photo_kv[name], whole)
+                with cross.call(photo=whole):  # a photo on every token (a picture of its character alone)
+                    torch.testing.assert_close(proc(attn, hidden, main), expected[0] + seen, atol=2e-5, rtol=1e-4)
     assert all(type(p) is not type(cross) for p in unet.attn_processors.values())
 
 
