@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
+import sys
 import wave
 
 import imageio_ffmpeg
@@ -13,6 +15,7 @@ import pytest
 from PIL import Image
 
 from helpers import flat_png
+from storystudio.export import animatic
 from storystudio.export.animatic import (
     AnimaticRenderer,
     VideoExportCancelled,
@@ -216,3 +219,23 @@ def test_still_shots_are_drawn_once(project, monkeypatch):
     for index in range(renderer.frame_count):
         renderer.frame(index)
     assert renderer.frame_count == 48 and len(drawn) <= 3 + 2 * 2  # each hold once, each crossfade's two ends once
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes are set on Linux only")
+def test_the_pipe_to_ffmpeg_holds_a_megabyte(project, tmp_path, monkeypatch):
+    """A 1080p frame is 8 MB: a wider pipe saves the two processes many turns (docs/ANIMATIC.md)."""
+    import fcntl
+
+    read, write = os.pipe()
+    try:
+        assert animatic.widen_pipe(write) >= animatic.PIPE_BYTES
+        assert fcntl.fcntl(write, fcntl.F_GETPIPE_SZ) >= animatic.PIPE_BYTES
+    finally:
+        os.close(read)
+        os.close(write)
+    widened = []
+    real = animatic.widen_pipe
+    monkeypatch.setattr(animatic, "widen_pipe", lambda fd: widened.append(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+                        or real(fd))
+    export_mp4(project, tmp_path / "a.mp4")
+    assert widened and (tmp_path / "a.mp4").stat().st_size > 0  # the export's own pipe, before it was widened
