@@ -34,6 +34,7 @@ from PySide6.QtGui import QImage, QPainter
 from ..project.animatic import Animatic, AnimaticError, Segment, srt, subtitle_cues, timeline, total_frames
 from ..project.model import Project
 from ..resources_path import resource
+from .page_render import decode_picture
 
 Progress = Callable[[int, int, str], None]
 #: Frames are drawn in Qt's own painting format (32 bits a pixel, 0xffRRGGBB), which QPainter draws into
@@ -217,7 +218,7 @@ class AnimaticRenderer:
             panel = self.panels[panel_id]
             version = panel.chosen_version
             data = self.project.images.get(version.image) if version else None
-            image = QImage.fromData(data) if data else QImage()
+            image = decode_picture(data)
             if image.isNull():
                 slate = Image.new("RGB", (960, 540), (38, 40, 46))
                 draw = ImageDraw.Draw(slate)
@@ -281,7 +282,7 @@ class AnimaticRenderer:
             frames = []
             for name in cut.clip:
                 data = self.project.images.get(name)
-                image = QImage.fromData(data) if data else QImage()
+                image = decode_picture(data)
                 if image.isNull():
                     return None
                 frames.append(image)

@@ -13,12 +13,14 @@ and sizes are the same on every device.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from PIL import Image
 from PySide6.QtCore import QPointF, QRectF, QSizeF, Qt
 from PySide6.QtGui import (
     QBrush,
@@ -66,6 +68,32 @@ def ensure_gui_app() -> QGuiApplication:
         app = QApplication(["storystudio"])
     register_fonts()
     return app  # type: ignore[return-value]
+
+
+def decode_picture(data: bytes | None) -> QImage:
+    """A picture's bytes (PNG, JPEG, WebP...) as a QImage, decoded by Pillow, never by Qt's image readers;
+    a null QImage when there are none or they are not a picture.
+
+    Exports run on worker threads, and PySide6 holds the GIL through ``QImage.fromData``, whose format
+    probing (Qt's SVG plugin makes a QTextStream, which connects a signal) waits for a Qt lock that the GUI
+    thread can hold while it waits for the GIL: a test run froze exactly there, the GUI thread deleting an
+    animation. Pillow decodes without Qt (and lets go of the GIL while it does). Pixels come out as Qt's
+    readers give them: ``Format_RGB32`` without transparency, ``Format_ARGB32`` with it.
+    """
+    if not data:
+        return QImage()
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            alpha = opened.mode in ("RGBA", "LA", "PA") or "transparency" in opened.info
+            rgba = opened.convert("RGBA")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return QImage()
+    w, h = rgba.size
+    pixels = rgba.tobytes()
+    image = QImage(pixels, w, h, 4 * w, QImage.Format.Format_RGBA8888)
+    # convertToFormat makes an image that owns its memory (the bytes above go when this returns)
+    return image.convertToFormat(QImage.Format.Format_ARGB32 if alpha else QImage.Format.Format_RGB32)
 
 
 @lru_cache(maxsize=1)
@@ -591,7 +619,7 @@ def panel_images(project: Project, decoded: dict[str, QImage] | None = None) -> 
             continue
         image = decoded.get(version.image) if decoded is not None else None
         if image is None:
-            image = QImage.fromData(data)
+            image = decode_picture(data)
         if not image.isNull():
             out[panel.id] = used[version.image] = image
     if decoded is not None:
