@@ -207,7 +207,11 @@ class Interrupts:
             if self._retry is not threading.current_thread():
                 return  # cancelled: the interrupt was raised meanwhile
             self._retry = None
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            send = getattr(signal, "pthread_kill", None)  # not on Windows
+            if send is not None:
+                send(threading.main_thread().ident, signal.SIGINT)
+            else:  # raised in the process: Python runs its handler on the main thread all the same
+                signal.raise_signal(signal.SIGINT)
 
     @contextlib.contextmanager
     def soft(self) -> Iterator[threading.Event]:

@@ -187,3 +187,11 @@ def test_a_line_is_written_whole_so_a_ctrl_c_cannot_split_it(monkeypatch):
     say("Loading the model ...")
     monkeypatch.undo()
     assert stream.written == ["Loading the model ...\n"]
+
+
+def test_without_pthread_kill_the_deferred_ctrl_c_still_arrives(handled, monkeypatch):
+    """Windows has no signal.pthread_kill: the retry raises SIGINT in the process instead."""
+    monkeypatch.delattr(signal, "pthread_kill")
+    library = _module(LIBRARY, "somelibrary")
+    log, _ = _run(lambda log: library["busy"](0.1, log))
+    assert _events(log) == ["library finished", "raised"]
