@@ -190,10 +190,7 @@ class Interrupts:
         if self._deferred_since is None or where == "importing":
             self._deferred_since = now  # the half second in a library counts from the end of any import
         if where == "ours" or (where == "library" and now - self._deferred_since >= self.MOST_DEFERRED_SECONDS):
-            with self._retry_lock:
-                if self._retry is not None:
-                    self._retry.cancel()
-                    self._retry = None
+            self._cancel_retry()
             self._deferred_since = None
             raise KeyboardInterrupt
         with self._retry_lock:
@@ -201,6 +198,12 @@ class Interrupts:
                 self._retry = threading.Timer(self.RETRY_SECONDS, self._ask_again)
                 self._retry.daemon = True
                 self._retry.start()
+
+    def _cancel_retry(self) -> None:
+        with self._retry_lock:
+            if self._retry is not None:
+                self._retry.cancel()
+                self._retry = None
 
     def _ask_again(self) -> None:
         with self._retry_lock:
@@ -236,10 +239,7 @@ class Interrupts:
 
     def reset(self) -> None:
         """A fresh start for the next command run in this process: no stop asked, nothing deferred."""
-        with self._retry_lock:
-            if self._retry is not None:
-                self._retry.cancel()
-                self._retry = None
+        self._cancel_retry()
         self._deferred_since = None
         self._pending = False
         self.stop.clear()

@@ -34,7 +34,7 @@ from PySide6.QtGui import QImage, QPainter
 from ..project.animatic import Animatic, AnimaticError, Segment, srt, subtitle_cues, timeline, total_frames
 from ..project.model import Project
 from ..resources_path import resource
-from .page_render import decode_picture
+from .page_render import decode_picture, to_qimage
 
 Progress = Callable[[int, int, str], None]
 #: Frames are drawn in Qt's own painting format (32 bits a pixel, 0xffRRGGBB), which QPainter draws into
@@ -145,17 +145,6 @@ def framed(image: QImage, box: tuple[float, float, float, float], size: tuple[in
     painter.drawImage(target, image, src)
     painter.end()
     return out
-
-
-def to_qimage(picture: Image.Image) -> QImage:
-    """A PIL picture as a QImage that owns its pixels: RGB32, or premultiplied ARGB when it has alpha."""
-    if picture.mode in ("RGBA", "LA") or "transparency" in picture.info:
-        rgba = picture.convert("RGBA")
-        image = QImage(rgba.tobytes(), rgba.width, rgba.height, 4 * rgba.width, QImage.Format_RGBA8888)
-        return image.convertToFormat(QImage.Format_ARGB32_Premultiplied)
-    rgb = picture.convert("RGB")
-    image = QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format_RGB888)
-    return image.convertToFormat(QImage.Format_RGB32)
 
 
 def to_pil(image: QImage) -> Image.Image:

@@ -85,15 +85,22 @@ def decode_picture(data: bytes | None) -> QImage:
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
-            alpha = opened.mode in ("RGBA", "LA", "PA") or "transparency" in opened.info
-            rgba = opened.convert("RGBA")
+            return to_qimage(opened, premultiplied=False)
     except (OSError, ValueError, Image.DecompressionBombError):
         return QImage()
-    w, h = rgba.size
-    pixels = rgba.tobytes()
-    image = QImage(pixels, w, h, 4 * w, QImage.Format.Format_RGBA8888)
-    # convertToFormat makes an image that owns its memory (the bytes above go when this returns)
-    return image.convertToFormat(QImage.Format.Format_ARGB32 if alpha else QImage.Format.Format_RGB32)
+
+
+def to_qimage(picture: Image.Image, premultiplied: bool = True) -> QImage:
+    """A PIL picture as a QImage that owns its pixels: RGB32, or ARGB when it has alpha (premultiplied, as
+    QPainter draws it fastest, unless ``premultiplied`` is False)."""
+    if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+        rgba = picture.convert("RGBA")
+        image = QImage(rgba.tobytes(), rgba.width, rgba.height, 4 * rgba.width, QImage.Format.Format_RGBA8888)
+        return image.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied if premultiplied
+                                     else QImage.Format.Format_ARGB32)
+    rgb = picture.convert("RGB")
+    image = QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888)
+    return image.convertToFormat(QImage.Format.Format_RGB32)  # a converted copy owns its memory
 
 
 @lru_cache(maxsize=1)
